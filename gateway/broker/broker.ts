@@ -1,0 +1,290 @@
+// The embedded MQTT broker: the one file that imports aedes. Listeners (TCP, TLS, WebSocket), authentication,
+// the topic ACL and the durable telemetry intake are wired here.
+import { Aedes, type Client, type PublishPacket, type Subscription, type AuthenticateError } from 'aedes'
+import { createServer as createNetServer, type Server as NetServer } from 'node:net'
+import { createServer as createTlsServer } from 'node:tls'
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { readFileSync } from 'node:fs'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { Config } from '../config/schema.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { Metrics } from '../metrics.ts'
+import type { GatewayBus } from '../events.ts'
+import type { Outbox } from '../outbox/types.ts'
+import { DEVICE_ID_RE } from '../readings.ts'
+import { SqlitePersistence } from './persistence.ts'
+import { acceptWebSocketStreams } from '../net/websocket.ts'
+import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
+import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from './policy.ts'
+import { TelemetryIntake } from './intake.ts'
+
+export interface BrokerDeps {
+  config: Config['mqtt']
+  persistenceFile: string
+  registry: Registry
+  outbox: Outbox
+  metrics: Metrics
+  bus: GatewayBus
+  log: Logger
+}
+
+interface Identity { device: string; open: boolean }
+
+export interface ListenerInfo { kind: 'tcp' | 'tls' | 'ws'; host: string; port: number; path?: string }
+
+/** Connect return codes (MQTT 3.1.1 table 3.1). */
+const IDENTIFIER_REJECTED = 2
+const BAD_USERNAME_OR_PASSWORD = 4
+const NOT_AUTHORIZED = 5
+
+/** An error the gateway raised on purpose (already logged and counted): aedes closes the connection with it. */
+class RefusedError extends Error {}
+
+function authError(code: number, message: string): AuthenticateError {
+  return Object.assign(new RefusedError(message), { returnCode: code }) as AuthenticateError
+}
+
+export class MqttBroker {
+  private aedes: Aedes | null = null
+  private persistence: SqlitePersistence | null = null
+  private readonly servers: (NetServer | HttpServer)[] = []
+  private closeWs: (() => Promise<void>) | null = null
+  private readonly identities = new WeakMap<Client, Identity>()
+  private readonly rejectEmptyId = new WeakSet<Client>()
+  /** Connections per device: a device is offline only when its last connection ends. */
+  private readonly deviceConns = new Map<string, number>()
+  private readonly intake: TelemetryIntake
+  readonly listeners: ListenerInfo[] = []
+
+  constructor(private readonly d: BrokerDeps) {
+    this.intake = new TelemetryIntake({
+      outbox: d.outbox, metrics: d.metrics, bus: d.bus, log: d.log,
+      reportError: (device, e) => this.publish(`devices/${device}/errors`, JSON.stringify({ ...e, at: new Date().toISOString() }), 0, false),
+      touch: (device) => d.registry.touch(device),
+    })
+  }
+
+  get connectedClients(): number { return this.aedes?.connectedClients ?? 0 }
+  get connectedDevices(): string[] { return [...this.deviceConns.keys()] }
+
+  async start(): Promise<void> {
+    const cfg = this.d.config
+    const log = this.d.log
+    if (cfg.openBroker) {
+      log.warn('OPEN BROKER MODE: anonymous clients, no topic ACL. Lab use only: anyone who reaches the port can publish and read everything.')
+    } else if (cfg.allowAnonymous) {
+      log.warn('anonymous MQTT clients are allowed (mqtt.allowAnonymous): each is confined to devices/<clientId>/')
+    }
+    this.persistence = new SqlitePersistence({ file: this.d.persistenceFile })
+    const aedes = await Aedes.createBroker({
+      persistence: this.persistence,
+      connectTimeout: cfg.connectTimeoutMs,
+      keepaliveLimit: cfg.keepaliveLimit,
+      // Device ids are up to 64 characters; this limit only applies to MQTT 3.1 (3.1.1 has none).
+      maxClientsIdLength: 64,
+      heartbeatInterval: 60_000,
+      preConnect: (client, packet, cb) => {
+        // MQTT-3.1.3-8: a zero-length client id with clean session off must be rejected with code 2; aedes accepts it.
+        if ((packet.clientId ?? '').length === 0 && packet.clean === false) this.rejectEmptyId.add(client)
+        cb(null, true)
+      },
+      authenticate: (client, username, password, cb) => { this.authenticate(client, username, password).then((r) => cb(null, r), (e: AuthenticateError) => cb(e, false)) },
+      authorizePublish: (client, packet, cb) => this.authorizePublish(client, packet, cb),
+      authorizeSubscribe: (client, sub, cb) => this.authorizeSubscribe(client, sub, cb),
+    })
+    this.aedes = aedes
+    aedes.on('clientReady', (client) => this.onClientReady(client))
+    aedes.on('clientDisconnect', (client) => this.onClientGone(client, 'disconnect'))
+    aedes.on('keepaliveTimeout', (client) => log.info({ clientId: client.id }, 'mqtt keepalive timeout'))
+    aedes.on('clientError', (client, err) => this.onClientError(client, err))
+    aedes.on('connectionError', (client, err) => this.onClientError(client, err))
+
+    const handle = (stream: Duplex | import('node:net').Socket): void => {
+      const client = aedes.handle(stream)
+      guardPacketSize(client, cfg.maxPacketSize)
+    }
+    if (cfg.tcp.enabled) {
+      const srv = createNetServer(handle)
+      await this.listen(srv, cfg.tcp.host, cfg.tcp.port, 'tcp')
+    }
+    if (cfg.tls.enabled) {
+      const srv = createTlsServer({
+        cert: readFileSync(cfg.tls.cert!), key: readFileSync(cfg.tls.key!),
+        ...(cfg.tls.ca ? { ca: readFileSync(cfg.tls.ca) } : {}),
+        requestCert: cfg.tls.requestCert, rejectUnauthorized: cfg.tls.requestCert,
+      }, handle)
+      srv.on('tlsClientError', (err) => { this.d.metrics.refusals.inc({ reason: 'tls' }); log.warn({ err: err.message }, 'mqtt tls handshake failed') })
+      await this.listen(srv, cfg.tls.host, cfg.tls.port, 'tls')
+    }
+    if (cfg.ws.enabled) {
+      const srv = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect with a WebSocket client\n') })
+      this.closeWs = acceptWebSocketStreams(srv, { path: cfg.ws.path, maxPayload: cfg.maxPacketSize + 5, protocols: ['mqtt', 'mqttv3.1'] }, (stream) => handle(stream))
+      await this.listen(srv, cfg.ws.host, cfg.ws.port, 'ws', cfg.ws.path)
+    }
+  }
+
+  /** Stops accepting connections (first step of shutdown); connected clients keep working. */
+  async stopAccepting(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+  }
+
+  async stop(): Promise<void> {
+    const closing = this.stopAccepting()
+    await this.closeWs?.()
+    const aedes = this.aedes
+    if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()))
+    await closing
+    if (this.persistence) await this.persistence.destroy().catch((err: Error) => this.d.log.warn({ err: err.message }, 'broker persistence close'))
+    this.aedes = null
+  }
+
+  /** Server-side publish (errors, commands, state); does not go through the device ACL. */
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2, retain: boolean): Promise<void> {
+    const aedes = this.aedes
+    if (!aedes) return Promise.reject(new Error('broker not running'))
+    const packet = { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain, dup: false } as PublishPacket
+    return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())))
+  }
+
+  private async listen(srv: NetServer | HttpServer, host: string, port: number, kind: ListenerInfo['kind'], path?: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen for mqtt ${kind} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)))
+      srv.listen(port, host, () => resolve())
+    })
+    srv.on('error', (err) => this.d.log.error({ err: err.message, kind }, 'mqtt listener error'))
+    const addr = srv.address()
+    const actual = addr && typeof addr === 'object' ? addr.port : port
+    this.servers.push(srv)
+    this.listeners.push({ kind, host, port: actual, ...(path ? { path } : {}) })
+  }
+
+  private refuse(reason: string, detail: string, ctx: { device?: string; clientId?: string; topic?: string }): void {
+    this.d.metrics.refusals.inc({ reason })
+    this.d.log.warn({ reason, ...ctx }, `refused: ${detail}`)
+    this.d.bus.safeEmit('refusal', { reason, detail, ...(ctx.device ? { device: ctx.device } : {}), ...(ctx.clientId ? { clientId: ctx.clientId } : {}) })
+  }
+
+  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<boolean> {
+    const cfg = this.d.config
+    const clientId = client.id
+    if (this.rejectEmptyId.has(client)) {
+      this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', {})
+      throw authError(IDENTIFIER_REJECTED, 'identifier rejected: a persistent session needs a client id')
+    }
+    if (username !== undefined && username !== '') {
+      if (!DEVICE_ID_RE.test(username)) {
+        this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId })
+        throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
+      }
+      const ok = password !== undefined && await this.d.registry.verify(username, password.toString('utf8'))
+      if (!ok) {
+        this.refuse('bad_credentials', `wrong or missing secret for device "${username}"`, { device: username, clientId })
+        throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
+      }
+      this.identities.set(client, { device: username, open: cfg.openBroker })
+      return true
+    }
+    if (cfg.openBroker || cfg.allowAnonymous) {
+      this.identities.set(client, { device: clientId, open: cfg.openBroker })
+      return true
+    }
+    this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
+    throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
+  }
+
+  private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
+    const topic = packet.topic
+    const identity = client ? this.identities.get(client) : undefined
+    // client === null: a stored will of a client from before a restart; it passed the ACL when it was set.
+    if (client && !identity) return cb(new RefusedError('not authenticated'))
+    if (identity && !identity.open) {
+      const d = mayPublish(identity.device, topic)
+      if (!d.ok) {
+        this.refuse('acl_publish', d.reason, { device: identity.device, clientId: client!.id, topic })
+        return cb(new RefusedError(`publish to "${topic}" refused: ${d.reason}`))
+      }
+    }
+    const t = parseDeviceTopic(topic)
+    if (t && client) {
+      const kind = topicKind(t.rest)
+      if (kind === 'telemetry') {
+        if (!DEVICE_ID_RE.test(t.device)) {
+          this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })
+          return cb(new RefusedError('invalid device id in topic'))
+        }
+        this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err))
+        return
+      }
+      if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)
+    }
+    cb(null)
+  }
+
+  private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {
+    const identity = this.identities.get(client)
+    if (!identity) return cb(new Error('not authenticated'))
+    if (!identity.open) {
+      const d = maySubscribe(identity.device, sub.topic)
+      if (!d.ok) {
+        this.refuse('acl_subscribe', d.reason, { device: identity.device, clientId: client.id, topic: sub.topic })
+        return cb(null, null) // SUBACK 0x80 for this filter; the connection stays up
+      }
+    }
+    cb(null, sub)
+  }
+
+  /** A retained state message may carry the firmware version: the registry keeps it. */
+  private noteState(device: string, payload: Buffer): void {
+    if (payload.length === 0 || payload.length > 4096 || payload[0] !== 0x7b) return
+    try {
+      const s = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
+      const fw = s.firmware ?? s.fw
+      if (typeof fw === 'string' && fw.length <= 64) this.d.registry.setFirmware(device, fw)
+    } catch { /* state is free-form; only the firmware field is read */ }
+  }
+
+  private onClientReady(client: Client): void {
+    this.d.metrics.clientsConnected.set(this.connectedClients)
+    const identity = this.identities.get(client)
+    if (!identity) return
+    const n = (this.deviceConns.get(identity.device) ?? 0) + 1
+    this.deviceConns.set(identity.device, n)
+    this.d.metrics.devicesConnected.set(this.deviceConns.size)
+    if (n === 1 && DEVICE_ID_RE.test(identity.device)) {
+      try { this.d.registry.setOnline(identity.device, true, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
+      this.d.bus.safeEmit('deviceOnline', { device: identity.device, link: 'mqtt', clientId: client.id })
+    }
+    this.d.log.info({ clientId: client.id, device: identity.device, clean: client.clean }, 'mqtt client connected')
+  }
+
+  private onClientGone(client: Client, reason: string): void {
+    this.d.metrics.clientsConnected.set(this.connectedClients)
+    const identity = this.identities.get(client)
+    if (!identity) return
+    this.identities.delete(client)
+    const n = (this.deviceConns.get(identity.device) ?? 1) - 1
+    if (n > 0) { this.deviceConns.set(identity.device, n); return }
+    this.deviceConns.delete(identity.device)
+    this.d.metrics.devicesConnected.set(this.deviceConns.size)
+    if (DEVICE_ID_RE.test(identity.device)) {
+      try { this.d.registry.setOnline(identity.device, false, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
+      this.d.bus.safeEmit('deviceOffline', { device: identity.device, link: 'mqtt', clientId: client.id, reason })
+    }
+    this.d.log.info({ clientId: client.id, device: identity.device, reason }, 'mqtt client disconnected')
+  }
+
+  private onClientError(client: Client, err: Error): void {
+    if (err instanceof RefusedError) {
+      // already logged and counted where it was raised
+    } else if (err instanceof PacketTooLargeError) {
+      this.refuse('packet_too_large', err.message, { clientId: client.id })
+    } else {
+      const reason = /parse|invalid|malformed|header|protocol|packet|length|must/i.test(err.message) ? 'malformed_packet' : 'client_error'
+      if (reason === 'malformed_packet') this.refuse(reason, err.message, { clientId: client.id })
+      else this.d.log.info({ clientId: client.id, err: err.message }, 'mqtt client error: connection closed')
+    }
+    // aedes closes the connection; only that client is affected.
+    if (this.identities.has(client)) this.onClientGone(client, `error: ${err.message}`)
+  }
+}

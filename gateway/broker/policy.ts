@@ -1,0 +1,52 @@
+// Pure topic policy: which device a topic belongs to and what a device may publish or subscribe to.
+
+export const DEVICE_PREFIX = 'devices/'
+
+export interface DeviceTopic { device: string; rest: string }
+
+/** `devices/<id>/<rest>` -> { device, rest }; anything else -> null. */
+export function parseDeviceTopic(topic: string): DeviceTopic | null {
+  if (!topic.startsWith(DEVICE_PREFIX)) return null
+  const slash = topic.indexOf('/', DEVICE_PREFIX.length)
+  if (slash <= DEVICE_PREFIX.length || slash === topic.length - 1) return null
+  return { device: topic.slice(DEVICE_PREFIX.length, slash), rest: topic.slice(slash + 1) }
+}
+
+export type TopicKind = 'telemetry' | 'state' | 'cmd' | 'cmd_result' | 'errors' | 'other'
+
+export function topicKind(rest: string): TopicKind {
+  if (rest === 'telemetry') return 'telemetry'
+  if (rest === 'state') return 'state'
+  if (rest === 'errors') return 'errors'
+  if (rest.startsWith('cmd/')) {
+    const parts = rest.split('/')
+    if (parts.length === 2 && parts[1]) return 'cmd'
+    if (parts.length === 3 && parts[1] && parts[2] === 'result') return 'cmd_result'
+  }
+  return 'other'
+}
+
+export type Decision = { ok: true } | { ok: false; reason: string }
+
+const allow: Decision = { ok: true }
+
+/** A device publishes only under its own `devices/<id>/`, and never onto its own downlink or error topics. */
+export function mayPublish(device: string, topic: string): Decision {
+  if (topic.startsWith('$')) return { ok: false, reason: 'publishing to $-topics is not allowed' }
+  const t = parseDeviceTopic(topic)
+  if (!t || t.device !== device) return { ok: false, reason: `device "${device}" may only publish under devices/${device}/` }
+  const kind = topicKind(t.rest)
+  if (kind === 'cmd') return { ok: false, reason: 'command topics are downlink only' }
+  if (kind === 'errors') return { ok: false, reason: 'the errors topic is written by the gateway only' }
+  return allow
+}
+
+/** A device subscribes only to its own commands, errors and retained state: no wildcards above that. */
+export function maySubscribe(device: string, filter: string): Decision {
+  const own = `${DEVICE_PREFIX}${device}/`
+  if (filter.startsWith(own)) {
+    const rest = filter.slice(own.length)
+    if (rest === 'errors' || rest === 'state' || rest.startsWith('cmd/')) return allow
+  }
+  return { ok: false, reason: `device "${device}" may only subscribe to ${own}cmd/..., ${own}errors and ${own}state` }
+}

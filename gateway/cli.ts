@@ -1,0 +1,143 @@
+// `edgeway` command line: run the gateway, check config, manage devices.
+import { Command, Option } from 'commander'
+import { existsSync, readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { loadConfig, ConfigError } from './config/load.ts'
+import { jsonSchema, type Config } from './config/schema.ts'
+import { createLogger } from './log.ts'
+import { startGateway, dataFiles } from './main.ts'
+import { Registry, RegistryError } from './registry/registry.ts'
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+
+/** --config, else $EDGEWAY_CONFIG, else ./edgeway.yaml when present, else built-in defaults. */
+function configPath(opt: string | undefined): string | undefined {
+  if (opt) return opt
+  if (process.env.EDGEWAY_CONFIG) return process.env.EDGEWAY_CONFIG
+  return existsSync('edgeway.yaml') ? 'edgeway.yaml' : undefined
+}
+
+function load(opt: string | undefined): Config {
+  try {
+    return loadConfig(configPath(opt))
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`edgeway: ${err.message}\n`)
+      process.exit(2)
+    }
+    throw err
+  }
+}
+
+function withRegistry<T>(opts: { config?: string }, fn: (r: Registry, c: Config) => Promise<T> | T): Promise<void> {
+  const config = load(opts.config)
+  const registry = new Registry(dataFiles(config).registry)
+  return (async () => {
+    registry.open()
+    try { await fn(registry, config) } catch (err) {
+      if (err instanceof RegistryError) { process.stderr.write(`edgeway: ${err.message}\n`); process.exitCode = 1; return }
+      throw err
+    } finally { registry.close() }
+  })()
+}
+
+function printCredentials(id: string, secret: string, config: Config): void {
+  const port = config.mqtt.tcp.port
+  process.stdout.write([
+    `device: ${id}`,
+    `secret: ${secret}`,
+    '(the secret is shown only now; `edgeway device rotate-secret` makes a new one)',
+    '',
+    'try it:',
+    `  mosquitto_pub -h ${hostname()} -p ${port} -u ${id} -P '${secret}' -q 1 -t devices/${id}/telemetry -m '{"temperature":21.5}'`,
+    '',
+  ].join('\n'))
+}
+
+const program = new Command('edgeway').version(pkg.version).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
+const configOpt = (): Option => new Option('-c, --config <file>', 'config file (default: $EDGEWAY_CONFIG or ./edgeway.yaml)')
+
+program.command('run').description('run the gateway').addOption(configOpt()).action(async (opts: { config?: string }) => {
+  const config = load(opts.config)
+  const log = createLogger(config.log.level)
+  let gw
+  try {
+    gw = await startGateway(config, log)
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, 'edgeway failed to start')
+    process.exit(1)
+  }
+  const l = gw.broker.listeners
+  {
+    process.stderr.write(`\nedgeway ${pkg.version} (gateway "${config.gateway.id}") is running\n` +
+      l.map((x) => `  mqtt ${x.kind.padEnd(3)} ${x.host}:${x.port}${x.path ?? ''}\n`).join('') +
+      (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics\n` : '') +
+      `  data     ${dataFiles(config).outbox.replace(/\/outbox\.db$/, '')}\n` +
+      (config.mqtt.openBroker ? '' : '\nadd a first device:  npx edgeway device add sensor-1   (prints its secret)\n') + '\n')
+  }
+  let signals = 0
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (++signals > 1) { log.warn({ sig }, 'second signal: exiting now'); process.exit(1) }
+    log.info({ sig }, 'signal received')
+    const force = setTimeout(() => { log.error('shutdown took longer than 5 s: exiting'); process.exit(1) }, 5000)
+    force.unref()
+    gw.stop().then(() => process.exit(0), (err: Error) => { log.error({ err: err.message }, 'shutdown failed'); process.exit(1) })
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+})
+
+const config = program.command('config').description('check or describe the configuration')
+config.command('check').argument('<file>').description('validate a config file; exit 0 when valid').action((file: string) => {
+  try {
+    loadConfig(file)
+    process.stdout.write(`${file}: ok\n`)
+  } catch (err) {
+    if (err instanceof ConfigError) { process.stderr.write(`edgeway: ${err.message}\n`); process.exit(2) }
+    throw err
+  }
+})
+config.command('schema').description('print the JSON schema of edgeway.yaml (for editor completion)').action(() => {
+  process.stdout.write(JSON.stringify(jsonSchema(), null, 2) + '\n')
+})
+config.command('show').addOption(configOpt()).description('print the effective configuration (defaults, file and EDGEWAY_* applied)').action((opts: { config?: string }) => {
+  process.stdout.write(JSON.stringify(load(opts.config), null, 2) + '\n')
+})
+
+const device = program.command('device').description('manage devices in the registry')
+device.command('add').argument('<id>').addOption(configOpt())
+  .option('-m, --meta <key=value...>', 'metadata (repeatable)')
+  .description('register a device and print its secret (shown once)')
+  .action((id: string, opts: { config?: string; meta?: string[] }) => withRegistry(opts, async (r, c) => {
+    const metadata: Record<string, string> = {}
+    for (const kv of opts.meta ?? []) {
+      const i = kv.indexOf('=')
+      if (i <= 0) throw new RegistryError(`--meta expects key=value, got "${kv}"`)
+      metadata[kv.slice(0, i)] = kv.slice(i + 1)
+    }
+    printCredentials(id, await r.add(id, metadata), c)
+  }))
+device.command('list').addOption(configOpt()).option('--json', 'JSON output').description('list devices').action((opts: { config?: string; json?: boolean }) => withRegistry(opts, (r) => {
+  const list = r.list()
+  if (opts.json) { process.stdout.write(JSON.stringify(list, null, 2) + '\n'); return }
+  const rows = list.map((d) => ({ id: d.id, online: d.online ? 'yes' : 'no', link: d.link ?? '', lastSeen: d.lastSeen ? new Date(d.lastSeen).toISOString() : 'never', firmware: d.firmwareVersion ?? '' }))
+  if (rows.length === 0) process.stdout.write('no devices; add one with `edgeway device add <id>`\n')
+  else console.table(rows)
+}))
+device.command('show').argument('<id>').addOption(configOpt()).description('show one device').action((id: string, opts: { config?: string }) => withRegistry(opts, (r) => {
+  const d = r.get(id)
+  if (!d) throw new RegistryError(`no device "${id}"`)
+  process.stdout.write(JSON.stringify(d, null, 2) + '\n')
+}))
+device.command('remove').argument('<id>').addOption(configOpt()).description('remove a device (it can no longer connect)').action((id: string, opts: { config?: string }) => withRegistry(opts, (r) => {
+  if (!r.remove(id)) throw new RegistryError(`no device "${id}"`)
+  process.stdout.write(`removed ${id}\n`)
+}))
+device.command('rotate-secret').argument('<id>').addOption(configOpt()).description('issue a new secret; the old one stops working').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
+  printCredentials(id, await r.rotateSecret(id), c)
+}))
+
+program.parseAsync(process.argv).catch((err: Error) => {
+  process.stderr.write(`edgeway: ${err.message}\n`)
+  process.exit(1)
+})

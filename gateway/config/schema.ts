@@ -1,0 +1,87 @@
+// The one definition of edgeway.yaml: defaults, validation and the editor JSON schema all come from here.
+import { z } from 'zod'
+import { hostname } from 'node:os'
+
+const port = z.number().int().min(0).max(65535)
+const host = z.string().min(1)
+
+const listener = (defPort: number, defEnabled: boolean) => z.object({
+  enabled: z.boolean().default(defEnabled),
+  host: host.default('0.0.0.0'),
+  port: port.default(defPort),
+}).strict()
+
+const mqttUpstream = z.object({
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'lowercase letters, digits, - and _, at most 32 characters'),
+  type: z.literal('mqtt'),
+  enabled: z.boolean().default(true),
+  /** mqtt://host:port or mqtts://host:port */
+  url: z.string().regex(/^(mqtts?|wss?):\/\/.+/, 'an mqtt://, mqtts://, ws:// or wss:// URL'),
+  clientId: z.string().min(1).optional(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  /** Readings go to `<topicPrefix><device>/telemetry`. */
+  topicPrefix: z.string().default('edgeway/'),
+  qos: z.union([z.literal(1), z.literal(2)]).default(1),
+  /** Unacknowledged publishes in flight: the forwarder's credit. */
+  maxInflight: z.number().int().min(1).max(65535).default(256),
+  reconnectMinMs: z.number().int().min(10).default(500),
+  reconnectMaxMs: z.number().int().min(100).default(30000),
+  ca: z.string().optional(),
+}).strict()
+
+export const upstreamSchema = z.discriminatedUnion('type', [mqttUpstream])
+
+export const configSchema = z.object({
+  gateway: z.object({
+    /** Part of every reading's message id: keep it stable and unique per gateway. */
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-", 1 to 64 characters').default(() => hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'edgeway'),
+    dataDir: z.string().min(1).default('./data'),
+  }).strict().prefault({}),
+  log: z.object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  }).strict().prefault({}),
+  mqtt: z.object({
+    tcp: listener(1883, true).prefault({}),
+    tls: listener(8883, false).extend({
+      cert: z.string().optional(),
+      key: z.string().optional(),
+      ca: z.string().optional(),
+      /** Ask devices for a client certificate (verified against `ca`). */
+      requestCert: z.boolean().default(false),
+    }).strict().prefault({}),
+    ws: listener(8083, true).extend({ path: z.string().startsWith('/').default('/mqtt') }).strict().prefault({}),
+    /** Largest MQTT packet accepted; larger ones close the connection. */
+    maxPacketSize: z.number().int().min(64).max(268435455).default(256 * 1024),
+    /** Devices without credentials may connect (still bound by the ACL: they can only use `devices/<clientId>/...`). */
+    allowAnonymous: z.boolean().default(false),
+    /** Lab mode: anonymous access and no ACL at all. Never on a network you do not control. */
+    openBroker: z.boolean().default(false),
+    /** Upper bound for a client's keepalive in seconds (0 = any). */
+    keepaliveLimit: z.number().int().min(0).max(65535).default(0),
+    connectTimeoutMs: z.number().int().min(100).default(30000),
+  }).strict().prefault({}),
+  http: listener(8080, true).prefault({}),
+  outbox: z.object({
+    /** Retention: drop the oldest readings beyond this many bytes of payload (counted, logged). */
+    maxBytes: z.number().int().min(1024).default(512 * 1024 * 1024),
+    /** Retention: drop readings older than this (seconds). */
+    maxAgeSeconds: z.number().int().min(1).default(7 * 24 * 3600),
+    /** Group commit: flush after this many readings ... */
+    batchRows: z.number().int().min(1).max(100000).default(1000),
+    /** ... or when the event loop is idle; "FULL" waits for the disk before any ack. */
+    synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
+  }).strict().prefault({}),
+  upstreams: z.array(upstreamSchema).default([]).refine(
+    (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
+    'upstream names must be unique',
+  ),
+}).strict()
+
+export type Config = z.infer<typeof configSchema>
+export type UpstreamConfig = z.infer<typeof upstreamSchema>
+export type MqttUpstreamConfig = z.infer<typeof mqttUpstream>
+
+export function jsonSchema(): unknown {
+  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' })
+}

@@ -1,0 +1,23 @@
+// In-process events the dashboard, metrics and bridges listen to; they never sit in the data path.
+import { EventEmitter } from 'node:events'
+
+export interface GatewayEvents {
+  deviceOnline: [{ device: string; link: string; clientId: string }]
+  deviceOffline: [{ device: string; link: string; clientId: string; reason: string }]
+  reading: [{ device: string; link: string }]
+  refusal: [{ reason: string; detail: string; device?: string; clientId?: string }]
+}
+
+export class GatewayBus extends EventEmitter<GatewayEvents> {
+  constructor(private readonly onListenerError: (err: unknown, event: string) => void = () => undefined) {
+    super({ captureRejections: false })
+    this.setMaxListeners(0)
+  }
+
+  /** A failing listener is reported to onListenerError (logged), never allowed to break the emitter. */
+  safeEmit<K extends keyof GatewayEvents>(event: K, ...args: GatewayEvents[K]): void {
+    for (const l of this.listeners(event) as ((...a: GatewayEvents[K]) => void)[]) {
+      try { l(...args) } catch (err) { this.onListenerError(err, event) }
+    }
+  }
+}

@@ -1,0 +1,153 @@
+// Wires the gateway together and owns start/stop order. Constructors elsewhere do no I/O; this does it all.
+import { join, resolve } from 'node:path'
+import type { Logger } from 'pino'
+import type { Config } from './config/schema.ts'
+import { Registry } from './registry/registry.ts'
+import { OutboxClient } from './outbox/client.ts'
+import type { OutboxStats } from './outbox/types.ts'
+import { MqttBroker } from './broker/broker.ts'
+import { Metrics } from './metrics.ts'
+import { GatewayBus } from './events.ts'
+import { HttpServer, sendJson } from './http/server.ts'
+import { evaluateHealth } from './health.ts'
+import { Forwarder } from './upstream/forwarder.ts'
+import { MqttUpstream } from './upstream/mqtt.ts'
+import type { Upstream } from './upstream/types.ts'
+
+export interface RunningGateway {
+  broker: MqttBroker
+  http: HttpServer | null
+  outbox: OutboxClient
+  registry: Registry
+  stop(): Promise<void>
+}
+
+export function dataFiles(config: Config): { outbox: string; registry: string; broker: string } {
+  const dir = resolve(config.gateway.dataDir)
+  return { outbox: join(dir, 'outbox.db'), registry: join(dir, 'registry.db'), broker: join(dir, 'broker.db') }
+}
+
+function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Upstream {
+  switch (u.type) {
+    case 'mqtt': return new MqttUpstream(u, gatewayId, log)
+  }
+}
+
+export async function startGateway(config: Config, log: Logger): Promise<RunningGateway> {
+  const started = performance.now()
+  const files = dataFiles(config)
+  const metrics = new Metrics()
+  const bus = new GatewayBus((err, event) => log.error({ err: (err as Error).message, event }, 'event listener failed'))
+  const registry = new Registry(files.registry)
+  const enabled = config.upstreams.filter((u) => u.enabled)
+  const outbox = new OutboxClient({
+    file: files.outbox, gatewayId: config.gateway.id, upstreams: enabled.map((u) => u.name),
+    maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
+    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, log,
+  })
+  const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
+  const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
+  const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
+  const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
+
+  let lastStats: OutboxStats | null = null
+  let outboxError: string | null = null
+  outbox.onFailure((err) => { outboxError = err.message })
+  outbox.onDropped((d) => {
+    metrics.drops.inc({ reason: d.reason }, d.rows)
+    log.warn({ reason: d.reason, rows: d.rows, bytes: d.bytes }, 'outbox retention dropped the oldest readings')
+  })
+  let diskFullLogged = false
+  outbox.onAppendFailed((err) => {
+    if (err.code === 'disk_full' && !diskFullLogged) {
+      diskFullLogged = true
+      log.error({ err: err.message }, 'DISK FULL: the outbox cannot store readings; devices are not acknowledged and will retry')
+    }
+  })
+  const refreshStats = async (): Promise<OutboxStats | null> => {
+    try {
+      const s = await outbox.stats()
+      lastStats = s
+      metrics.outboxDepth.set(s.depth)
+      metrics.outboxBytes.set(s.bytes)
+      metrics.outboxFileBytes.set(s.fileBytes)
+      metrics.outboxOldest.set(s.oldestAgeMs / 1000)
+      metrics.outboxDiskFull.set(s.diskFull ? 1 : 0)
+      if (!s.diskFull && diskFullLogged) { diskFullLogged = false; log.info('outbox writes succeed again') }
+      for (const u of s.upstreams) metrics.upstreamLag.set({ upstream: u.upstream }, u.lag)
+      return s
+    } catch (err) {
+      outboxError = (err as Error).message
+      return null
+    }
+  }
+  const health = async () => {
+    const stats = await refreshStats()
+    return {
+      ...evaluateHealth({
+        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
+        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
+      }),
+      gateway: config.gateway.id,
+      uptimeSeconds: Math.round(process.uptime()),
+      mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
+      outbox: stats && { depth: stats.depth, bytes: stats.bytes, oldestAgeSeconds: Math.round(stats.oldestAgeMs / 1000), fileBytes: stats.fileBytes, drops: stats.drops, diskFull: stats.diskFull, deadLettered: stats.deadLettered },
+      upstreams: upstreams.map((u) => {
+        const s = u.status()
+        const c = stats?.upstreams.find((x) => x.upstream === u.name)
+        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null }
+      }),
+    }
+  }
+
+  registry.open()
+  registry.markAllOffline()
+  await outbox.start()
+  try {
+    await broker.start()
+    for (const u of upstreams) await u.start()
+    for (const f of forwarders) f.start()
+    if (http) {
+      http.route('/healthz', async (_req, res) => {
+        const h = await health()
+        sendJson(res, h.status === 'failed' ? 503 : 200, h)
+      })
+      http.route('/metrics', async (_req, res) => {
+        await refreshStats()
+        res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
+      })
+      await http.start()
+    }
+  } catch (err) {
+    await broker.stop().catch(() => undefined)
+    await outbox.close().catch(() => undefined)
+    registry.close()
+    throw err
+  }
+  const timers = [
+    setInterval(() => { try { registry.flushSeen() } catch (err) { log.warn({ err: (err as Error).message }, 'registry flush failed') } }, 5000),
+    setInterval(() => { void refreshStats() }, 5000),
+  ]
+
+  const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
+  if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
+
+  let stopping: Promise<void> | null = null
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      log.info('stopping: no new connections, committing pending readings')
+      for (const t of timers) clearInterval(t)
+      await broker.stopAccepting()
+      await broker.stop()
+      for (const f of forwarders) f.stop()
+      await outbox.close()
+      await Promise.all(upstreams.map((u) => u.close()))
+      await http?.stop()
+      registry.close()
+      log.info('stopped')
+    })()
+    return stopping
+  }
+  return { broker, http, outbox, registry, stop }
+}

@@ -1,0 +1,27 @@
+// The one file that imports prom-client: every metric of the gateway is declared here.
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+
+export class Metrics {
+  readonly registry = new Registry()
+  readonly messagesIn = new Counter({ name: 'edgeway_messages_in_total', help: 'Readings accepted into the outbox, by device link', labelNames: ['link'] as const, registers: [this.registry] })
+  readonly messagesOut = new Counter({ name: 'edgeway_messages_out_total', help: 'Readings acknowledged by an upstream', labelNames: ['upstream'] as const, registers: [this.registry] })
+  readonly refusals = new Counter({ name: 'edgeway_refusals_total', help: 'Refused connections, publishes, subscriptions and payloads, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly drops = new Counter({ name: 'edgeway_outbox_drops_total', help: 'Readings dropped by retention before every upstream had them, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly outboxDepth = new Gauge({ name: 'edgeway_outbox_depth', help: 'Readings stored in the outbox', registers: [this.registry] })
+  readonly outboxBytes = new Gauge({ name: 'edgeway_outbox_bytes', help: 'Bytes of readings stored in the outbox (retention measure)', registers: [this.registry] })
+  readonly outboxFileBytes = new Gauge({ name: 'edgeway_outbox_file_bytes', help: 'Size of the outbox database file', registers: [this.registry] })
+  readonly outboxOldest = new Gauge({ name: 'edgeway_outbox_oldest_age_seconds', help: 'Age of the oldest stored reading', registers: [this.registry] })
+  readonly outboxDiskFull = new Gauge({ name: 'edgeway_outbox_disk_full', help: '1 while outbox writes fail for lack of space (acks withheld)', registers: [this.registry] })
+  readonly upstreamLag = new Gauge({ name: 'edgeway_upstream_lag', help: 'Readings not yet acknowledged by this upstream', labelNames: ['upstream'] as const, registers: [this.registry] })
+  readonly upstreamConnected = new Gauge({ name: 'edgeway_upstream_connected', help: '1 when the upstream link is up', labelNames: ['upstream'] as const, registers: [this.registry] })
+  readonly devicesConnected = new Gauge({ name: 'edgeway_devices_connected', help: 'Devices with an open link', registers: [this.registry] })
+  readonly clientsConnected = new Gauge({ name: 'edgeway_mqtt_clients_connected', help: 'MQTT connections', registers: [this.registry] })
+  readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a reading reaching the gateway to its durable commit', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'edgeway_process_' })
+  }
+
+  async text(): Promise<string> { return this.registry.metrics() }
+  get contentType(): string { return this.registry.contentType }
+}

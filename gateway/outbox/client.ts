@@ -1,0 +1,207 @@
+// Broker-thread side of the outbox: batches appends per event-loop turn and talks to the worker thread.
+import { Worker } from 'node:worker_threads'
+import { EventEmitter } from 'node:events'
+import type { Logger } from 'pino'
+import type { ReadingInput } from '../readings.ts'
+import { OutboxError, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
+import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts'
+
+export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs'> {
+  /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
+  batchRows: number
+  maintenanceMs?: number
+  log: Logger
+}
+
+type Done = (err: Error | null) => void
+
+export class OutboxClient implements Outbox {
+  private worker: Worker | null = null
+  private pendingRows: ReadingInput[] = []
+  private pendingDone: Done[] = []
+  private flushScheduled = false
+  private nextId = 1
+  private readonly inflightAppends = new Map<number, Done[]>()
+  private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
+  private readonly events = new EventEmitter()
+  private closed = false
+  private fatal: Error | null = null
+  lastRowId = 0
+  /** Readings handed to the worker and not yet committed (for shutdown and health). */
+  get pending(): number { return this.pendingRows.length + [...this.inflightAppends.values()].reduce((n, d) => n + d.length, 0) }
+
+  constructor(private readonly opts: OutboxClientOptions) {
+    this.events.setMaxListeners(0)
+  }
+
+  async start(): Promise<void> {
+    const { log, batchRows: _b, maintenanceMs, ...init } = this.opts
+    const workerData: WorkerInit = { ...init, maintenanceMs: maintenanceMs ?? 250 }
+    // The worker runs TypeScript too: its plain-JS entry registers tsx, whatever started this process.
+    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData, name: 'edgeway-outbox' })
+    this.worker = worker
+    await new Promise<void>((resolve, reject) => {
+      const onMessage = (m: FromWorker): void => {
+        if (m.t === 'ready') {
+          this.lastRowId = m.lastRowId
+          worker.off('error', reject)
+          resolve()
+        } else if (m.t === 'error') {
+          reject(new Error(m.message))
+        }
+      }
+      worker.on('message', onMessage)
+      worker.once('error', reject)
+      worker.once('exit', (code) => reject(new Error(`outbox worker exited with code ${code} before it was ready`)))
+    })
+    worker.on('message', (m: FromWorker) => this.onMessage(m))
+    worker.on('error', (err) => this.die(err))
+    worker.on('exit', (code) => { if (!this.closed) this.die(new Error(`outbox worker exited unexpectedly (code ${code})`)) })
+    log.debug({ file: this.opts.file, lastRowId: this.lastRowId }, 'outbox open')
+  }
+
+  append(reading: ReadingInput, done: Done): void {
+    if (this.closed || this.fatal) {
+      done(new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
+      return
+    }
+    this.pendingRows.push(reading)
+    this.pendingDone.push(done)
+    if (this.pendingRows.length >= this.opts.batchRows) this.flush()
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true
+      // setImmediate: after every packet of this socket read has been parsed, so one read = one batch.
+      setImmediate(() => this.flush())
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false
+    if (this.pendingRows.length === 0 || !this.worker) return
+    const id = this.nextId++
+    this.inflightAppends.set(id, this.pendingDone)
+    this.post({ t: 'append', id, rows: this.pendingRows })
+    this.pendingRows = []
+    this.pendingDone = []
+  }
+
+  claim(upstream: string, limit: number): Promise<ClaimedRow[]> {
+    return this.request<ClaimedRow[]>((id) => ({ t: 'claim', id, upstream, limit }))
+  }
+
+  ack(upstream: string, rowIds: number[]): void {
+    if (rowIds.length) this.post({ t: 'ack', upstream, ids: rowIds })
+  }
+
+  deadLetter(upstream: string, rowId: number, reason: string): void {
+    this.post({ t: 'dead', upstream, id: rowId, reason })
+  }
+
+  release(upstream: string): void {
+    this.post({ t: 'release', upstream })
+  }
+
+  stats(): Promise<OutboxStats> {
+    return this.request<OutboxStats>((id) => ({ t: 'stats', id }))
+  }
+
+  onAppended(listener: (lastRowId: number) => void): () => void {
+    this.events.on('appended', listener)
+    return () => this.events.off('appended', listener)
+  }
+
+  onDropped(listener: (d: { reason: DropReason; rows: number; bytes: number }) => void): void {
+    this.events.on('dropped', listener)
+  }
+
+  onFailure(listener: (err: Error) => void): void {
+    this.events.on('failure', listener)
+  }
+
+  /** Commits what is pending, then closes the database. */
+  async close(): Promise<void> {
+    if (this.closed || !this.worker) return
+    this.flush()
+    const worker = this.worker
+    await this.request((id) => ({ t: 'close', id })).catch(() => undefined)
+    this.closed = true
+    await worker.terminate()
+    this.worker = null
+  }
+
+  private request<T>(make: (id: number) => ToWorker): Promise<T> {
+    if (this.fatal) return Promise.reject(new OutboxError(`outbox failed: ${this.fatal.message}`, 'closed'))
+    if (!this.worker || this.closed) return Promise.reject(new OutboxError('outbox closed', 'closed'))
+    const id = this.nextId++
+    return new Promise<T>((resolve, reject) => {
+      this.requests.set(id, { resolve: resolve as (v: unknown) => void, reject })
+      this.post(make(id))
+    })
+  }
+
+  private post(m: ToWorker): void {
+    // Appends must reach the worker before a later claim/ack from this thread: flush first.
+    if (m.t !== 'append' && this.pendingRows.length) this.flush()
+    this.worker?.postMessage(m)
+  }
+
+  private onMessage(m: FromWorker): void {
+    switch (m.t) {
+      case 'appended':
+        this.lastRowId = m.lastRowId
+        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(null)
+        for (const id of m.ids) this.inflightAppends.delete(id)
+        this.events.emit('appended', m.lastRowId)
+        break
+      case 'appendFailed': {
+        const err = new OutboxError(m.code === 'disk_full' ? `outbox disk full: ${m.message}` : `outbox write failed: ${m.message}`, m.code)
+        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(err)
+        for (const id of m.ids) this.inflightAppends.delete(id)
+        this.events.emit('appendFailed', err)
+        break
+      }
+      case 'claimed': this.settle(m.id, m.rows); break
+      case 'stats': this.settle(m.id, m.stats); break
+      case 'closed': this.settle(m.id, undefined); break
+      case 'dropped':
+        this.events.emit('dropped', { reason: m.reason, rows: m.rows, bytes: m.bytes })
+        break
+      case 'error':
+        if (m.id !== undefined && this.requests.has(m.id)) {
+          const r = this.requests.get(m.id)!
+          this.requests.delete(m.id)
+          r.reject(new Error(m.message))
+        } else {
+          this.opts.log.error({ err: m.message }, 'outbox worker error')
+        }
+        break
+      case 'ready': break
+    }
+  }
+
+  onAppendFailed(listener: (err: OutboxError) => void): void {
+    this.events.on('appendFailed', listener)
+  }
+
+  private settle(id: number, value: unknown): void {
+    const r = this.requests.get(id)
+    if (!r) return
+    this.requests.delete(id)
+    r.resolve(value)
+  }
+
+  private die(err: Error): void {
+    if (this.fatal) return
+    this.fatal = err
+    this.opts.log.fatal({ err }, 'outbox worker died: no reading will be acknowledged')
+    const e = new OutboxError(`outbox failed: ${err.message}`, 'closed')
+    for (const ds of this.inflightAppends.values()) for (const d of ds) d(e)
+    this.inflightAppends.clear()
+    for (const d of this.pendingDone) d(e)
+    this.pendingRows = []
+    this.pendingDone = []
+    for (const r of this.requests.values()) r.reject(e)
+    this.requests.clear()
+    this.events.emit('failure', err)
+  }
+}

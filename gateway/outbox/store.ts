@@ -1,0 +1,327 @@
+// Synchronous SQLite outbox: rows, per-device sequences, one cursor per upstream, retention.
+// Runs inside the outbox worker thread (see worker.ts); also used directly by the CLI and tests.
+import { openDatabase, isDiskFull, type Db, type Statement } from '../store/sqlite.ts'
+import { messageId, type ReadingInput } from '../readings.ts'
+import type { ClaimedRow, DropReason, OutboxStats, UpstreamCursorStats } from './types.ts'
+
+export interface OutboxStoreOptions {
+  file: string
+  gatewayId: string
+  upstreams: string[]
+  maxBytes: number
+  maxAgeMs: number
+  synchronous?: 'FULL' | 'NORMAL'
+  now?: () => number
+}
+
+interface Cursor {
+  ackedUpto: number
+  /** Acked ids above ackedUpto (acks can come out of order). */
+  acked: Set<number>
+  inflight: Set<number>
+  /** Next id to look at when claiming. */
+  scanFrom: number
+}
+
+interface RowRecord {
+  id: number; device: string; seq: number; dseq: number | null; ts: number; recv: number; kind: number; link: string; payload: string | Buffer
+}
+
+/** Bytes a row counts for retention: payload plus a fixed estimate of the row's own overhead. */
+const ROW_OVERHEAD = 48
+
+export class OutboxStore {
+  private db!: Db
+  private nextId = 1
+  private readonly seqs = new Map<string, number>()
+  private readonly cursors = new Map<string, Cursor>()
+  private depth = 0
+  private bytes = 0
+  private appended = 0
+  private commits = 0
+  private diskFull = false
+  private lastError: string | null = null
+  private readonly drops: Record<DropReason, number> = { retention_bytes: 0, retention_age: 0 }
+  private cursorsDirty = false
+  private dead = 0
+  private stmt!: {
+    insert: Statement; upsertSeq: Statement; claim: Statement; rangeStats: Statement; deleteUpto: Statement
+    oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement
+  }
+  private readonly now: () => number
+
+  constructor(private readonly opts: OutboxStoreOptions) {
+    this.now = opts.now ?? Date.now
+  }
+
+  open(): void {
+    const db = this.db = openDatabase(this.opts.file, { synchronous: this.opts.synchronous ?? 'FULL' })
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS readings (
+        id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL, dseq INTEGER,
+        ts INTEGER NOT NULL, recv INTEGER NOT NULL, kind INTEGER NOT NULL, link TEXT NOT NULL,
+        payload BLOB NOT NULL, bytes INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS cursors (upstream TEXT PRIMARY KEY, acked_upto INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS dead (
+        upstream TEXT NOT NULL, id INTEGER NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL, dseq INTEGER,
+        ts INTEGER NOT NULL, recv INTEGER NOT NULL, kind INTEGER NOT NULL, link TEXT NOT NULL, payload BLOB NOT NULL,
+        reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (upstream, id));
+    `)
+    this.stmt = {
+      insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes) VALUES (?,?,?,?,?,?,?,?,?,?)'),
+      upsertSeq: db.prepare('INSERT INTO device_seq (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = excluded.seq'),
+      claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
+      rangeStats: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings WHERE id <= ?'),
+      deleteUpto: db.prepare('DELETE FROM readings WHERE id <= ?'),
+      oldest: db.prepare('SELECT id, recv FROM readings ORDER BY id LIMIT 1'),
+      setCursor: db.prepare('INSERT INTO cursors (upstream, acked_upto) VALUES (?, ?) ON CONFLICT(upstream) DO UPDATE SET acked_upto = excluded.acked_upto'),
+      retentionScan: db.prepare('SELECT id, bytes FROM readings WHERE id > ? ORDER BY id LIMIT 1000'),
+      ageCut: db.prepare('SELECT MAX(id) AS id FROM (SELECT id, recv FROM readings WHERE id > ? ORDER BY id LIMIT 1000) WHERE recv < ?'),
+    }
+    const meta = db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get('gateway_id') as string | undefined
+    if (meta === undefined) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('gateway_id', this.opts.gatewayId)
+    for (const r of db.prepare('SELECT device, seq FROM device_seq').all() as { device: string; seq: number }[]) this.seqs.set(r.device, r.seq)
+    const last = db.prepare('SELECT MAX(id) AS id FROM readings').get() as { id: number | null }
+    const lastCursor = db.prepare('SELECT MAX(acked_upto) AS id FROM cursors').get() as { id: number | null }
+    const lastMeta = Number(db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get('last_id') ?? 0)
+    // Ids are never reused, even after every row was delivered and deleted.
+    this.nextId = Math.max(last.id ?? 0, lastCursor.id ?? 0, lastMeta) + 1
+    const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings').get() as { n: number; b: number }
+    this.depth = totals.n
+    this.bytes = totals.b
+    const saved = new Map((db.prepare('SELECT upstream, acked_upto FROM cursors').all() as { upstream: string; acked_upto: number }[]).map((r) => [r.upstream, r.acked_upto]))
+    for (const name of this.opts.upstreams) {
+      const ackedUpto = saved.get(name) ?? 0
+      this.cursors.set(name, { ackedUpto, acked: new Set(), inflight: new Set(), scanFrom: ackedUpto + 1 })
+    }
+    // Forget cursors of upstreams no longer configured, so they do not pin rows forever.
+    for (const name of saved.keys()) if (!this.cursors.has(name)) db.prepare('DELETE FROM cursors WHERE upstream = ?').run(name)
+    this.cursorsDirty = true
+    this.maintain()
+  }
+
+  /** Forgotten upstream cursors that were removed at open (for a log line). */
+  get upstreamNames(): string[] { return [...this.cursors.keys()] }
+
+  /**
+   * Appends all readings in one transaction (group commit). Returns the last row id, or throws;
+   * on failure nothing of the batch is stored and ids/sequences are rolled back.
+   */
+  appendBatch(readings: ReadingInput[], receivedAt = this.now()): number {
+    const firstId = this.nextId
+    const touched = new Map<string, number>()
+    let addBytes = 0
+    const tx = this.db.transaction(() => {
+      let id = firstId
+      for (const r of readings) {
+        const seq = (touched.get(r.device) ?? this.seqs.get(r.device) ?? 0) + 1
+        touched.set(r.device, seq)
+        const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
+        addBytes += size
+        const payload = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)
+        this.stmt.insert.run(id, r.device, seq, r.deviceSeq, r.ts, receivedAt, r.kind === 'json' ? 0 : 1, r.link, payload, size)
+        id++
+      }
+      for (const [device, seq] of touched) this.stmt.upsertSeq.run(device, seq)
+      this.writeCursors()
+    })
+    try {
+      tx()
+    } catch (err) {
+      this.lastError = (err as Error).message
+      if (isDiskFull(err)) this.diskFull = true
+      throw err
+    }
+    for (const [device, seq] of touched) this.seqs.set(device, seq)
+    this.nextId = firstId + readings.length
+    this.depth += readings.length
+    this.bytes += addBytes
+    this.appended += readings.length
+    this.commits++
+    this.diskFull = false
+    return this.nextId - 1
+  }
+
+  get lastRowId(): number { return this.nextId - 1 }
+
+  claim(upstream: string, limit: number): ClaimedRow[] {
+    const c = this.cursor(upstream)
+    const out: ClaimedRow[] = []
+    while (out.length < limit) {
+      const rows = this.stmt.claim.all(c.scanFrom, limit - out.length + c.acked.size) as RowRecord[]
+      if (rows.length === 0) break
+      for (const r of rows) {
+        c.scanFrom = r.id + 1
+        if (r.id <= c.ackedUpto || c.acked.has(r.id) || c.inflight.has(r.id)) continue
+        c.inflight.add(r.id)
+        out.push(this.toRow(r))
+        if (out.length >= limit) break
+      }
+    }
+    return out
+  }
+
+  ack(upstream: string, ids: number[]): void {
+    const c = this.cursor(upstream)
+    for (const id of ids) {
+      c.inflight.delete(id)
+      if (id > c.ackedUpto) c.acked.add(id)
+    }
+    const before = c.ackedUpto
+    while (c.acked.delete(c.ackedUpto + 1)) c.ackedUpto++
+    if (c.ackedUpto !== before) this.cursorsDirty = true
+  }
+
+  /** The upstream refused the row for good: keep it in the dead-letter table with the reason, and move on. */
+  deadLetter(upstream: string, id: number, reason: string): void {
+    this.db.prepare(`INSERT OR REPLACE INTO dead (upstream, id, device, seq, dseq, ts, recv, kind, link, payload, reason, at)
+      SELECT ?, id, device, seq, dseq, ts, recv, kind, link, payload, ?, ? FROM readings WHERE id = ?`).run(upstream, reason, this.now(), id)
+    this.dead++
+    this.ack(upstream, [id])
+  }
+
+  release(upstream: string): void {
+    const c = this.cursor(upstream)
+    c.inflight.clear()
+    c.scanFrom = c.ackedUpto + 1
+  }
+
+  /**
+   * Persists cursors, deletes rows every upstream acked, applies retention. Returns what retention dropped,
+   * so the caller can log it. Cheap when nothing changed.
+   */
+  maintain(): { reason: DropReason; rows: number; bytes: number }[] {
+    const dropped: { reason: DropReason; rows: number; bytes: number }[] = []
+    try {
+      this.db.transaction(() => {
+        const delivered = this.cursors.size === 0 ? this.lastRowId : Math.min(...[...this.cursors.values()].map((c) => c.ackedUpto))
+        if (delivered > 0) this.deleteUpto(delivered)
+        const byAge = this.ageCutoff()
+        if (byAge > 0) dropped.push({ reason: 'retention_age', ...this.dropUpto(byAge) })
+        if (this.bytes > this.opts.maxBytes) {
+          // Drop to 90% of the limit so retention does not run on every single append.
+          const cut = this.bytesCutoff(this.bytes - Math.floor(this.opts.maxBytes * 0.9))
+          if (cut > 0) dropped.push({ reason: 'retention_bytes', ...this.dropUpto(cut) })
+        }
+        this.writeCursors()
+      })()
+    } catch (err) {
+      this.lastError = (err as Error).message
+      if (isDiskFull(err)) this.diskFull = true
+      else throw err
+    }
+    for (const d of dropped) this.drops[d.reason] += d.rows
+    return dropped.filter((d) => d.rows > 0)
+  }
+
+  stats(): OutboxStats {
+    const oldest = this.stmt.oldest.get() as { id: number; recv: number } | undefined
+    const pageCount = Number(this.db.pragma('page_count', { simple: true }))
+    const pageSize = Number(this.db.pragma('page_size', { simple: true }))
+    const upstreams: UpstreamCursorStats[] = [...this.cursors.entries()].map(([upstream, c]) => ({
+      upstream,
+      lag: Math.max(0, this.lastRowId - c.ackedUpto - c.acked.size),
+      inflight: c.inflight.size,
+      ackedUpto: c.ackedUpto,
+    }))
+    return {
+      depth: this.depth,
+      bytes: this.bytes,
+      oldestAgeMs: oldest ? Math.max(0, this.now() - oldest.recv) : 0,
+      lastRowId: this.lastRowId,
+      fileBytes: pageCount * pageSize,
+      drops: { ...this.drops },
+      appended: this.appended,
+      commits: this.commits,
+      diskFull: this.diskFull,
+      deadLettered: this.dead,
+      lastError: this.lastError,
+      upstreams,
+    }
+  }
+
+  close(): void {
+    if (!this.db?.open) return
+    try { this.maintain() } finally { this.db.close() }
+  }
+
+  private cursor(upstream: string): Cursor {
+    const c = this.cursors.get(upstream)
+    if (!c) throw new Error(`unknown upstream "${upstream}" (configured: ${[...this.cursors.keys()].join(', ') || 'none'})`)
+    return c
+  }
+
+  private writeCursors(): void {
+    if (!this.cursorsDirty) return
+    for (const [name, c] of this.cursors) this.stmt.setCursor.run(name, c.ackedUpto)
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run('last_id', String(this.lastRowId))
+    this.cursorsDirty = false
+  }
+
+  private deleteUpto(id: number): { rows: number; bytes: number } {
+    const { n, b } = this.stmt.rangeStats.get(id) as { n: number; b: number }
+    if (n > 0) this.stmt.deleteUpto.run(id)
+    this.depth -= n
+    this.bytes -= b
+    return { rows: n, bytes: b }
+  }
+
+  /** Retention: rows up to `id` go for every upstream; cursors move past them. */
+  private dropUpto(id: number): { rows: number; bytes: number } {
+    const r = this.deleteUpto(id)
+    for (const c of this.cursors.values()) {
+      if (c.ackedUpto < id) {
+        c.ackedUpto = id
+        for (const a of c.acked) if (a <= id) c.acked.delete(a)
+        while (c.acked.delete(c.ackedUpto + 1)) c.ackedUpto++
+        for (const f of c.inflight) if (f <= id) c.inflight.delete(f)
+        if (c.scanFrom <= id) c.scanFrom = id + 1
+        this.cursorsDirty = true
+      }
+    }
+    return r
+  }
+
+  private ageCutoff(): number {
+    const limit = this.now() - this.opts.maxAgeMs
+    const oldest = this.stmt.oldest.get() as { id: number; recv: number } | undefined
+    if (!oldest || oldest.recv >= limit) return 0
+    let cut = 0
+    for (;;) {
+      const r = this.stmt.ageCut.get(cut, limit) as { id: number | null }
+      if (r.id === null) return cut
+      cut = r.id
+    }
+  }
+
+  private bytesCutoff(excess: number): number {
+    let cut = 0
+    let freed = 0
+    for (;;) {
+      const rows = this.stmt.retentionScan.all(cut) as { id: number; bytes: number }[]
+      if (rows.length === 0) return cut
+      for (const r of rows) {
+        cut = r.id
+        freed += r.bytes
+        if (freed >= excess) return cut
+      }
+    }
+  }
+
+  private toRow(r: RowRecord): ClaimedRow {
+    return {
+      rowId: r.id,
+      device: r.device,
+      seq: r.seq,
+      deviceSeq: r.dseq,
+      ts: r.ts,
+      receivedAt: r.recv,
+      kind: r.kind === 0 ? 'json' : 'raw',
+      link: r.link,
+      payload: typeof r.payload === 'string' ? r.payload : new Uint8Array(r.payload),
+      msgId: messageId(this.opts.gatewayId, r.device, r.seq),
+    }
+  }
+}

@@ -1,0 +1,54 @@
+// The outbox seam: device links append, per-upstream forwarders claim and ack.
+import type { Reading, ReadingInput } from '../readings.ts'
+
+export type DropReason = 'retention_bytes' | 'retention_age'
+
+export interface UpstreamCursorStats {
+  upstream: string
+  /** Rows this upstream has not acked yet (pending + in flight). */
+  lag: number
+  inflight: number
+  ackedUpto: number
+}
+
+export interface OutboxStats {
+  depth: number
+  bytes: number
+  /** Age in ms of the oldest stored reading (0 when empty). */
+  oldestAgeMs: number
+  lastRowId: number
+  fileBytes: number
+  drops: Record<DropReason, number>
+  appended: number
+  commits: number
+  /** Set while writes fail because the disk is full: acks are being withheld. */
+  diskFull: boolean
+  /** Rows an upstream rejected for good, kept in the dead-letter table (since start). */
+  deadLettered: number
+  lastError: string | null
+  upstreams: UpstreamCursorStats[]
+}
+
+export interface ClaimedRow extends Reading {}
+
+export interface Outbox {
+  /** Durably appends; `done` runs once the commit holding the reading reached the disk (or failed). */
+  append(reading: ReadingInput, done: (err: Error | null) => void): void
+  /** Up to `limit` rows this upstream has neither acked nor in flight, in row order. */
+  claim(upstream: string, limit: number): Promise<ClaimedRow[]>
+  ack(upstream: string, rowIds: number[]): void
+  /** The upstream rejected this row for good: dead-letter it with the reason (counts as settled). */
+  deadLetter(upstream: string, rowId: number, reason: string): void
+  /** Unsettled rows of this upstream go back to pending (on disconnect). */
+  release(upstream: string): void
+  stats(): Promise<OutboxStats>
+  /** Subscribe to "rows were committed" (forwarders wait on it when idle). Returns an unsubscribe. */
+  onAppended(listener: (lastRowId: number) => void): () => void
+}
+
+export class OutboxError extends Error {
+  constructor(message: string, readonly code: 'disk_full' | 'closed' | 'io') {
+    super(message)
+    this.name = 'OutboxError'
+  }
+}

@@ -1,0 +1,106 @@
+// One forwarder per upstream: claims rows from that upstream's outbox cursor while the link has credit,
+// and turns each settlement into ack / release / dead-letter. Replays after an outage come out of the same loop.
+import type { Logger } from 'pino'
+import type { Outbox } from '../outbox/types.ts'
+import type { Metrics } from '../metrics.ts'
+import type { Outcome, Upstream } from './types.ts'
+
+export interface ForwarderOptions {
+  /** Most rows claimed per round trip to the outbox. */
+  batchMax?: number
+}
+
+export class Forwarder {
+  private running = false
+  /** Bumped on every link state change: a pump from an older link generation stops. */
+  private generation = 0
+  private wake: (() => void) | null = null
+  private unsubscribe: (() => void) | null = null
+  private wasConnected = false
+  private readonly batchMax: number
+  delivered = 0
+
+  constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
+    this.batchMax = opts.batchMax ?? 500
+  }
+
+  start(): void {
+    this.running = true
+    this.unsubscribe = this.outbox.onAppended(() => this.poke())
+    this.up.onChange(() => this.onChange())
+    this.onChange()
+  }
+
+  stop(): void {
+    this.running = false
+    this.generation++
+    this.unsubscribe?.()
+    this.poke()
+  }
+
+  private onChange(): void {
+    const connected = this.up.status().connected
+    if (connected !== this.wasConnected) {
+      this.wasConnected = connected
+      this.generation++
+      this.metrics.upstreamConnected.set({ upstream: this.up.name }, connected ? 1 : 0)
+      // Whatever was in flight on the old link is unsettled: back to pending, resent in row order.
+      this.outbox.release(this.up.name)
+      if (connected && this.running) void this.pump(this.generation)
+    }
+    this.poke()
+  }
+
+  private poke(): void {
+    const w = this.wake
+    this.wake = null
+    w?.()
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { this.wake = null; resolve() }, ms)
+      this.wake = () => { clearTimeout(t); resolve() }
+    })
+  }
+
+  private async pump(gen: number): Promise<void> {
+    const name = this.up.name
+    const live = (): boolean => this.running && gen === this.generation
+    while (live()) {
+      const credit = this.up.credit()
+      if (credit <= 0) { await this.sleep(1000); continue }
+      let rows
+      try {
+        rows = await this.outbox.claim(name, Math.min(credit, this.batchMax))
+      } catch (err) {
+        this.log.error({ upstream: name, err: (err as Error).message }, 'claim from outbox failed')
+        await this.sleep(1000)
+        continue
+      }
+      if (!live()) return // claimed under an old link: the release at the state change gives them back
+      if (rows.length === 0) { await this.sleep(1000); continue }
+      this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
+    }
+  }
+
+  private settle(rowId: number, outcome: Outcome, detail?: string): void {
+    const name = this.up.name
+    switch (outcome) {
+      case 'accepted':
+        this.outbox.ack(name, [rowId])
+        this.delivered++
+        this.metrics.messagesOut.inc({ upstream: name })
+        break
+      case 'rejected':
+        this.log.error({ upstream: name, rowId, reason: detail }, 'upstream rejected a reading: moved to the dead-letter table')
+        this.metrics.refusals.inc({ reason: 'upstream_rejected' })
+        this.outbox.deadLetter(name, rowId, detail ?? 'rejected')
+        break
+      case 'released':
+        // Stays in flight until the link state changes; a live link that releases gets it back on reconnect.
+        break
+    }
+    this.poke()
+  }
+}

@@ -1,0 +1,114 @@
+// The built-in mqtt upstream: republishes readings to a remote MQTT broker, each settled by its PUBACK/PUBCOMP.
+// The one product file that imports MQTT.js.
+import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import type { MqttUpstreamConfig } from '../config/schema.ts'
+import type { ClaimedRow } from '../outbox/types.ts'
+import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
+import { readingToMqtt } from './mqtt-map.ts'
+import { Backoff } from './backoff.ts'
+
+export class MqttUpstream implements Upstream {
+  readonly name: string
+  private client: MqttClient | null = null
+  private inflight = 0
+  private state: UpstreamStatus = { connected: false, since: Date.now(), lastError: null }
+  private readonly listeners: (() => void)[] = []
+  private closed = false
+  private retry: NodeJS.Timeout | null = null
+  private readonly backoff: Backoff
+
+  constructor(private readonly cfg: MqttUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
+    this.name = cfg.name
+    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
+  }
+
+  async start(): Promise<void> {
+    this.connect()
+  }
+
+  status(): UpstreamStatus { return { ...this.state } }
+  credit(): number { return this.state.connected ? Math.max(0, this.cfg.maxInflight - this.inflight) : 0 }
+  onChange(listener: () => void): void { this.listeners.push(listener) }
+
+  deliver(rows: ClaimedRow[], settle: (rowId: number, outcome: Outcome, detail?: string) => void): void {
+    const client = this.client
+    for (const row of rows) {
+      if (!client || !this.state.connected) return // unsettled: released by the forwarder on the state change
+      const m = readingToMqtt(row, this.cfg.topicPrefix)
+      this.inflight++
+      client.publish(m.topic, m.payload, { qos: this.cfg.qos }, (err) => {
+        if (this.client === client) this.inflight--
+        // An error here means the connection went away before the ack: the row stays unsettled.
+        if (!err) settle(row.rowId, 'accepted')
+        this.emit()
+      })
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    if (this.retry) clearTimeout(this.retry)
+    const c = this.client
+    this.client = null
+    if (c) await c.endAsync(true).catch(() => undefined)
+    this.setState(false, this.state.lastError)
+  }
+
+  private connect(): void {
+    if (this.closed) return
+    const cfg = this.cfg
+    // A fresh client per attempt, no automatic reconnect or resend: the outbox owns what gets resent.
+    const opts: IClientOptions = {
+      clientId: cfg.clientId ?? `edgeway-${this.gatewayId}-${cfg.name}`,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      keepalive: 30,
+      protocolVersion: 4,
+      ...(cfg.username !== undefined ? { username: cfg.username } : {}),
+      ...(cfg.password !== undefined ? { password: cfg.password } : {}),
+      ...(cfg.ca ? { ca: readFileSync(cfg.ca) } : {}),
+    }
+    const client = mqtt.connect(cfg.url, opts)
+    this.client = client
+    this.inflight = 0
+    client.on('connect', () => {
+      if (this.client !== client) return
+      this.backoff.reset()
+      this.log.info({ upstream: this.name, url: cfg.url }, 'upstream connected')
+      this.setState(true, null)
+    })
+    client.on('error', (err) => {
+      if (this.client !== client) return
+      this.state.lastError = err.message
+    })
+    client.on('close', () => {
+      if (this.client !== client) return
+      this.client = null
+      client.removeAllListeners()
+      client.on('error', () => undefined)
+      client.end(true)
+      const wasUp = this.state.connected
+      const err = this.state.lastError ?? 'connection closed'
+      this.setState(false, err)
+      if (this.closed) return
+      const delay = this.backoff.next()
+      this.log[wasUp ? 'warn' : 'debug']({ upstream: this.name, url: cfg.url, err, retryInMs: delay }, wasUp ? 'upstream link down: readings stay in the outbox' : 'upstream connect failed')
+      this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
+    })
+  }
+
+  private setState(connected: boolean, lastError: string | null): void {
+    if (connected !== this.state.connected) this.state = { connected, since: Date.now(), lastError }
+    else this.state.lastError = lastError
+    this.emit()
+  }
+
+  private emit(): void {
+    for (const l of this.listeners) {
+      try { l() } catch (err) { this.log.error({ err: (err as Error).message }, 'upstream listener failed') }
+    }
+  }
+}

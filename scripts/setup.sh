@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the benchmark need on Debian 12 / Raspberry Pi OS.
+# Idempotent: packages already present are not fetched again, npm ci only when the lock changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests start as real peers (each test starts its own private instance).
+PKGS=(mosquitto mosquitto-clients python3 make g++)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node dependencies: reinstall only when package-lock.json changed since the last install.
+stamp=node_modules/.edgeway-lock.sha
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  npm ci --no-audit --no-fund
+  echo "$want" > "$stamp"
+fi
+echo "setup: ok"
