@@ -1,0 +1,180 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { OutboxStore } from '../gateway/outbox/store.ts'
+import type { ReadingInput } from '../gateway/readings.ts'
+import { OutboxClient } from '../gateway/outbox/client.ts'
+import { createLogger } from '../gateway/log.ts'
+import { tempDir } from './helpers/net.ts'
+
+const r = (device: string, n: number): ReadingInput => ({ device, ts: 1000 + n, deviceSeq: n, kind: 'json', payload: `{"v":${n}}`, link: 'test' })
+
+function store(file: string, upstreams: string[], extra: Partial<ConstructorParameters<typeof OutboxStore>[0]> = {}): OutboxStore {
+  const s = new OutboxStore({ file, gatewayId: 'gw', upstreams, maxBytes: 10 * 1024 * 1024, maxAgeMs: 3600_000, ...extra })
+  s.open()
+  return s
+}
+
+test('append assigns row ids and per-device sequences; message ids are stable', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['up'])
+    assert.equal(s.appendBatch([r('a', 1), r('b', 1), r('a', 2)]), 3)
+    const rows = s.claim('up', 10)
+    assert.deepEqual(rows.map((x) => [x.rowId, x.device, x.seq, x.msgId]), [[1, 'a', 1, 'gw:a:1'], [2, 'b', 1, 'gw:b:1'], [3, 'a', 2, 'gw:a:2']])
+    assert.equal(rows[0]!.deviceSeq, 1)
+    assert.equal(rows[0]!.payload, '{"v":1}')
+    s.close()
+  } finally { cleanup() }
+})
+
+test('claim respects in-flight and acks; release returns unsettled rows in order', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['up'])
+    s.appendBatch(Array.from({ length: 10 }, (_, i) => r('a', i)))
+    const first = s.claim('up', 4)
+    assert.deepEqual(first.map((x) => x.rowId), [1, 2, 3, 4])
+    assert.deepEqual(s.claim('up', 2).map((x) => x.rowId), [5, 6], 'in-flight rows are not claimed twice')
+    s.ack('up', [2, 1, 5]) // out of order
+    s.release('up')
+    assert.deepEqual(s.claim('up', 100).map((x) => x.rowId), [3, 4, 6, 7, 8, 9, 10], 'acked rows never come back, the rest in order')
+    assert.equal(s.stats().upstreams[0]!.ackedUpto, 2)
+    s.close()
+  } finally { cleanup() }
+})
+
+test('a row is deleted only when every upstream acked it', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['a', 'b'])
+    s.appendBatch([r('d', 1), r('d', 2), r('d', 3)])
+    s.ack('a', s.claim('a', 10).map((x) => x.rowId))
+    s.maintain()
+    assert.equal(s.stats().depth, 3, 'b has not acked yet')
+    s.ack('b', s.claim('b', 2).map((x) => x.rowId))
+    s.maintain()
+    assert.equal(s.stats().depth, 1)
+    assert.deepEqual(s.claim('b', 10).map((x) => x.rowId), [3])
+    s.close()
+  } finally { cleanup() }
+})
+
+test('cursors, sequences and ids survive a reopen; unacked rows are replayed', () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  try {
+    let s = store(file, ['up'])
+    s.appendBatch([r('a', 1), r('a', 2), r('a', 3)])
+    s.ack('up', s.claim('up', 2).map((x) => x.rowId))
+    s.claim('up', 10) // row 3 in flight when we "crash"
+    s.close()
+    s = store(file, ['up'])
+    assert.deepEqual(s.claim('up', 10).map((x) => x.rowId), [3], 'in-flight row replayed, acked ones not')
+    s.ack('up', [3])
+    s.maintain()
+    assert.equal(s.stats().depth, 0)
+    s.close()
+    s = store(file, ['up'])
+    s.appendBatch([r('a', 4)])
+    const [row] = s.claim('up', 10)
+    assert.equal(row!.rowId, 4, 'row ids are never reused after deletion')
+    assert.equal(row!.seq, 4, 'device sequence continues')
+    s.close()
+  } finally { cleanup() }
+})
+
+test('removed upstreams stop pinning rows; no upstream means nothing is kept', () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  try {
+    let s = store(file, ['old', 'new'])
+    s.appendBatch([r('a', 1)])
+    s.ack('new', [1])
+    s.close()
+    s = store(file, ['new'])
+    assert.equal(s.stats().depth, 0, 'only "new" counts now, and it acked')
+    s.close()
+    s = store(file, [])
+    s.appendBatch([r('a', 2)])
+    s.maintain()
+    assert.equal(s.stats().depth, 0)
+    s.close()
+  } finally { cleanup() }
+})
+
+test('retention by bytes drops the oldest, counts and moves cursors', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['up'], { maxBytes: 2000 })
+    for (let i = 0; i < 10; i++) s.appendBatch(Array.from({ length: 10 }, (_, k) => r('a', i * 10 + k)))
+    const dropped = s.maintain()
+    assert.equal(dropped.length, 1)
+    assert.equal(dropped[0]!.reason, 'retention_bytes')
+    const st = s.stats()
+    assert.ok(st.bytes <= 2000, `bytes ${st.bytes} within limit`)
+    assert.equal(st.drops.retention_bytes, dropped[0]!.rows)
+    assert.equal(st.depth + dropped[0]!.rows, 100, 'every row is either kept or counted as dropped')
+    const claimed = s.claim('up', 1000)
+    assert.equal(claimed.length, st.depth)
+    assert.equal(claimed[0]!.rowId, dropped[0]!.rows + 1, 'what is left is the newest, in order')
+    s.close()
+  } finally { cleanup() }
+})
+
+test('retention by age drops readings older than maxAge', () => {
+  const { dir, cleanup } = tempDir()
+  let now = 1_000_000
+  try {
+    const s = store(join(dir, 'o.db'), ['up'], { maxAgeMs: 10_000, now: () => now })
+    s.appendBatch([r('a', 1), r('a', 2)])
+    now += 5000
+    s.appendBatch([r('a', 3)])
+    now += 6000
+    const dropped = s.maintain()
+    assert.deepEqual(dropped.map((d) => [d.reason, d.rows]), [['retention_age', 2]])
+    assert.deepEqual(s.claim('up', 10).map((x) => x.rowId), [3])
+    s.close()
+  } finally { cleanup() }
+})
+
+test('dead-lettered rows are kept with the reason and count as settled', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['up'])
+    s.appendBatch([r('a', 1), r('a', 2)])
+    s.claim('up', 10)
+    s.deadLetter('up', 1, 'amqp:not-allowed')
+    s.ack('up', [2])
+    s.maintain()
+    assert.equal(s.stats().depth, 0)
+    assert.equal(s.stats().deadLettered, 1)
+    s.close()
+  } finally { cleanup() }
+})
+
+test('outbox client on its worker thread: group commit, claim after append, close commits pending', async () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  const log = createLogger('silent')
+  try {
+    const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, log })
+    await c.start()
+    const n = 1000
+    const acks: Promise<void>[] = []
+    for (let i = 0; i < n; i++) acks.push(new Promise((resolve, reject) => c.append(r(`d${i % 7}`, i), (e) => (e ? reject(e) : resolve()))))
+    await Promise.all(acks)
+    const st = await c.stats()
+    assert.equal(st.appended, n)
+    assert.ok(st.commits < n / 10, `group commit: ${st.commits} commits for ${n} readings`)
+    const rows = await c.claim('up', 2000)
+    assert.equal(rows.length, n)
+    assert.deepEqual(rows.map((x) => x.rowId), Array.from({ length: n }, (_, i) => i + 1))
+    // appends not yet flushed when close() is called are still committed
+    c.append(r('late', 1), () => undefined)
+    await c.close()
+    const s = store(file, ['up'])
+    assert.equal(s.stats().depth, n + 1)
+    s.close()
+  } finally { cleanup() }
+})

@@ -1,0 +1,73 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { decodeTelemetry, readingMetrics, messageId } from '../gateway/readings.ts'
+import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from '../gateway/broker/policy.ts'
+
+const NOW = 1_700_000_000_000
+
+test('telemetry JSON decodes into one normalised reading', () => {
+  const r = decodeTelemetry('d1', Buffer.from('{"t":21.5,"ok":true,"mode":"eco","ts":1700000001,"seq":7}'), NOW)
+  assert.ok(r.ok)
+  assert.equal(r.reading.kind, 'json')
+  assert.equal(r.reading.ts, 1_700_000_001_000, 'seconds become ms')
+  assert.equal(r.reading.deviceSeq, 7)
+  assert.deepEqual(readingMetrics({ kind: 'json', payload: r.reading.payload }), { t: 21.5, ok: true, mode: 'eco' })
+  const ms = decodeTelemetry('d1', Buffer.from('{"t":1,"ts":1700000001234}'), NOW)
+  assert.ok(ms.ok && ms.reading.ts === 1_700_000_001_234)
+  const nots = decodeTelemetry('d1', Buffer.from('{"t":1}'), NOW)
+  assert.ok(nots.ok && nots.reading.ts === NOW && nots.reading.deviceSeq === null)
+})
+
+test('opaque payloads are stored raw', () => {
+  const r = decodeTelemetry('d1', Buffer.from([0x01, 0x02, 0xff]), NOW)
+  assert.ok(r.ok)
+  assert.equal(r.reading.kind, 'raw')
+  assert.deepEqual([...(r.reading.payload as Uint8Array)], [1, 2, 255])
+})
+
+test('payloads that look like JSON but are not valid telemetry are refused with a reason', () => {
+  const cases: [string, RegExp][] = [
+    ['{"t":', /invalid JSON/],
+    ['{}', /no metrics/],
+    ['{"t":null}', /"t" must be a number, string or boolean, got null/],
+    ['{"t":[1]}', /got array/],
+    ['{"t":{"a":1}}', /got object/],
+    ['{"t":1,"seq":-1}', /"seq" must be a non-negative integer/],
+    ['{"t":1,"seq":1.5}', /"seq"/],
+    ['{"t":1,"ts":"yesterday"}', /"ts" must be/],
+  ]
+  for (const [p, re] of cases) {
+    const r = decodeTelemetry('d1', Buffer.from(p), NOW)
+    assert.equal(r.ok, false, p)
+    if (!r.ok) assert.match(r.reason, re, p)
+  }
+  const empty = decodeTelemetry('d1', Buffer.alloc(0), NOW)
+  assert.equal(empty.ok, false)
+})
+
+test('message ids are gateway:device:seq', () => {
+  assert.equal(messageId('gw', 'dev-1', 42), 'gw:dev-1:42')
+})
+
+test('topic policy: own namespace only, no downlink or error topics, no wildcards above own commands', () => {
+  assert.deepEqual(parseDeviceTopic('devices/a/telemetry'), { device: 'a', rest: 'telemetry' })
+  assert.equal(parseDeviceTopic('devices/a'), null)
+  assert.equal(parseDeviceTopic('other/a/telemetry'), null)
+  assert.equal(topicKind('cmd/reboot'), 'cmd')
+  assert.equal(topicKind('cmd/reboot/result'), 'cmd_result')
+  assert.ok(mayPublish('a', 'devices/a/telemetry').ok)
+  assert.ok(mayPublish('a', 'devices/a/state').ok)
+  assert.ok(mayPublish('a', 'devices/a/cmd/reboot/result').ok)
+  assert.equal(mayPublish('a', 'devices/b/telemetry').ok, false)
+  assert.equal(mayPublish('a', 'devices/a/cmd/reboot').ok, false)
+  assert.equal(mayPublish('a', 'devices/a/errors').ok, false)
+  assert.equal(mayPublish('a', '$SYS/x').ok, false)
+  assert.equal(mayPublish('a', 'devices/ab/telemetry').ok, false, 'prefix of another id')
+  assert.ok(maySubscribe('a', 'devices/a/cmd/#').ok)
+  assert.ok(maySubscribe('a', 'devices/a/cmd/+').ok)
+  assert.ok(maySubscribe('a', 'devices/a/errors').ok)
+  assert.equal(maySubscribe('a', '#').ok, false)
+  assert.equal(maySubscribe('a', 'devices/+/cmd/#').ok, false)
+  assert.equal(maySubscribe('a', 'devices/a/#').ok, false)
+  assert.equal(maySubscribe('a', 'devices/b/cmd/#').ok, false)
+})
