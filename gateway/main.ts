@@ -138,7 +138,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     stopping ??= (async () => {
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
-      await broker.stopAccepting()
+      broker.stopAccepting()
       await broker.stop()
       for (const f of forwarders) f.stop()
       await outbox.close()

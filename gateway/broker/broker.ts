@@ -50,8 +50,10 @@ export class MqttBroker {
   private persistence: SqlitePersistence | null = null
   private readonly servers: (NetServer | HttpServer)[] = []
   private closeWs: (() => Promise<void>) | null = null
+  private serversClosed: Promise<void> | null = null
   private readonly identities = new WeakMap<Client, Identity>()
   private readonly rejectEmptyId = new WeakSet<Client>()
+  private readonly gone = new WeakSet<Client>()
   /** Connections per device: a device is offline only when its last connection ends. */
   private readonly deviceConns = new Map<string, number>()
   private readonly intake: TelemetryIntake
@@ -124,13 +126,15 @@ export class MqttBroker {
     }
   }
 
-  /** Stops accepting connections (first step of shutdown); connected clients keep working. */
-  async stopAccepting(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+  /** Stops accepting connections (first step of shutdown); connected clients keep working until stop(). */
+  stopAccepting(): void {
+    // server.close() completes only once every connection has ended, which stop() brings about.
+    this.serversClosed ??= Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined)
   }
 
   async stop(): Promise<void> {
-    const closing = this.stopAccepting()
+    this.stopAccepting()
+    const closing = this.serversClosed
     await this.closeWs?.()
     const aedes = this.aedes
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()))
@@ -261,8 +265,9 @@ export class MqttBroker {
   private onClientGone(client: Client, reason: string): void {
     this.d.metrics.clientsConnected.set(this.connectedClients)
     const identity = this.identities.get(client)
-    if (!identity) return
-    this.identities.delete(client)
+    // The identity stays (WeakMap): aedes may still publish this client's will through authorizePublish.
+    if (!identity || this.gone.has(client)) return
+    this.gone.add(client)
     const n = (this.deviceConns.get(identity.device) ?? 1) - 1
     if (n > 0) { this.deviceConns.set(identity.device, n); return }
     this.deviceConns.delete(identity.device)
@@ -285,6 +290,6 @@ export class MqttBroker {
       else this.d.log.info({ clientId: client.id, err: err.message }, 'mqtt client error: connection closed')
     }
     // aedes closes the connection; only that client is affected.
-    if (this.identities.has(client)) this.onClientGone(client, `error: ${err.message}`)
+    this.onClientGone(client, `error: ${err.message}`)
   }
 }

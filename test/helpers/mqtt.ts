@@ -1,0 +1,33 @@
+// MQTT.js clients for tests, with promise helpers.
+import mqtt, { type MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt'
+
+export type { MqttClient }
+
+export async function connect(url: string, opts: IClientOptions = {}): Promise<MqttClient> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  await new Promise<void>((resolve, reject) => {
+    c.once('connect', () => resolve())
+    c.once('error', (e) => { c.end(true); reject(e) })
+    c.once('close', () => reject(new Error('closed before connack')))
+  })
+  return c
+}
+
+/** Resolves with the connack error (return code) when the broker refuses the connection. */
+export async function connectRefused(url: string, opts: IClientOptions = {}): Promise<{ code: number | undefined; message: string }> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  return await new Promise((resolve, reject) => {
+    c.once('connect', () => { c.end(true); reject(new Error('connection was accepted')) })
+    c.once('error', (e: Error & { code?: number }) => { c.end(true); resolve({ code: e.code, message: e.message }) })
+  })
+}
+
+export function collect(c: MqttClient): IPublishPacket[] {
+  const got: IPublishPacket[] = []
+  c.on('message', (_t, _p, packet) => { got.push(packet) })
+  return got
+}
+
+export async function end(...cs: MqttClient[]): Promise<void> {
+  await Promise.all(cs.map((c) => c.endAsync(true).catch(() => undefined)))
+}
