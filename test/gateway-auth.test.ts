@@ -69,7 +69,7 @@ test('publishing under another device is refused: the connection closes, nothing
   const before = await g.metric('edgeway_refusals_total', { reason: 'acl_publish' })
   const inBefore = await g.metric('edgeway_messages_in_total', { link: 'mqtt' })
   const c = await connect(url, creds('alice'))
-  const closed = new Promise((resolve) => c.once('close', resolve))
+  const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
   c.publish('devices/bob/telemetry', '{"t":99}', { qos: 1 })
   await closed
   await end(c)
@@ -78,7 +78,7 @@ test('publishing under another device is refused: the connection closes, nothing
   await g.waitLog((l) => l.reason === 'acl_publish' && /may only publish under devices\/alice\//.test(l.msg))
   // and a device cannot forge commands to itself
   const d = await connect(url, creds('alice'))
-  const closed2 = new Promise((resolve) => d.once('close', resolve))
+  const closed2 = new Promise<void>((resolve) => d.once('close', () => resolve()))
   d.publish('devices/alice/cmd/unlock', '{}', { qos: 1 })
   await closed2
   await end(d)

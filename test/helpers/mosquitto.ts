@@ -12,10 +12,10 @@ export function requireBinary(path: string, pkg: string): void {
   }
 }
 
-export interface Mosquitto { port: number; proc: ChildProcess; stop(): Promise<void>; start(): Promise<void> }
+export interface Mosquitto { port: number; proc: ChildProcess; stop(signal?: NodeJS.Signals): Promise<void>; start(): Promise<void> }
 
 /** Starts mosquitto; `start()` after `stop()` brings it back on the same port (for outage tests). */
-export async function startMosquitto(port?: number): Promise<Mosquitto> {
+export async function startMosquitto(port?: number, opts: { persistence?: boolean } = {}): Promise<Mosquitto> {
   requireBinary(MOSQUITTO, 'mosquitto')
   const p = port ?? await freePort()
   const { dir, cleanup } = tempDir('edgeway-mosq-')
@@ -23,7 +23,7 @@ export async function startMosquitto(port?: number): Promise<Mosquitto> {
   writeFileSync(conf, [
     `listener ${p} 127.0.0.1`,
     'allow_anonymous true',
-    'persistence false',
+    ...(opts.persistence ? ['persistence true', `persistence_location ${dir}/`, 'autosave_interval 1'] : ['persistence false']),
     'max_inflight_messages 0',
     'max_queued_messages 0',
     'log_dest stderr',
@@ -36,18 +36,17 @@ export async function startMosquitto(port?: number): Promise<Mosquitto> {
       m.proc = spawn(MOSQUITTO, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
       await waitForPort(p)
     },
-    async stop() {
+    /** SIGTERM lets a persistent Mosquitto save its sessions; SIGKILL for a hard crash. */
+    async stop(signal: NodeJS.Signals = 'SIGKILL') {
       const proc = m.proc
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const done = new Promise((r) => proc.once('exit', r))
-      proc.kill('SIGKILL')
+      proc.kill(signal)
       await done
     },
   }
   await m.start()
-  const origStop = m.stop
   process.once('exit', () => { try { m.proc.kill('SIGKILL') } catch { /* already gone */ } cleanup() })
-  m.stop = origStop
   return m
 }
 

@@ -28,6 +28,16 @@ export function collect(c: MqttClient): IPublishPacket[] {
   return got
 }
 
+/** MQTT.js's end() can wait forever on a connection the peer already dropped: bound it. */
+export async function endClient(c: MqttClient): Promise<void> {
+  let t: NodeJS.Timeout | undefined
+  await Promise.race([
+    c.endAsync(true).catch(() => undefined),
+    new Promise<void>((resolve) => { t = setTimeout(resolve, 1000) }),
+  ])
+  clearTimeout(t)
+}
+
 export async function end(...cs: MqttClient[]): Promise<void> {
-  await Promise.all(cs.map((c) => c.endAsync(true).catch(() => undefined)))
+  await Promise.all(cs.map(endClient))
 }
