@@ -83,21 +83,26 @@ export class MqttUpstream implements Upstream {
     client.on('error', (err) => {
       if (this.client !== client) return
       this.state.lastError = err.message
+      // A failed connect attempt may report only 'error': treat it as down so the retry is always scheduled.
+      if (!client.connected) this.down(client)
     })
-    client.on('close', () => {
-      if (this.client !== client) return
-      this.client = null
-      client.removeAllListeners()
-      client.on('error', () => undefined)
-      client.end(true)
-      const wasUp = this.state.connected
-      const err = this.state.lastError ?? 'connection closed'
-      this.setState(false, err)
-      if (this.closed) return
-      const delay = this.backoff.next()
-      this.log[wasUp ? 'warn' : 'debug']({ upstream: this.name, url: cfg.url, err, retryInMs: delay }, wasUp ? 'upstream link down: readings stay in the outbox' : 'upstream connect failed')
-      this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
-    })
+    client.on('close', () => this.down(client))
+  }
+
+  /** The link `client` is gone: release it and schedule the next attempt (once per client). */
+  private down(client: MqttClient): void {
+    if (this.client !== client) return
+    this.client = null
+    client.removeAllListeners()
+    client.on('error', () => undefined)
+    client.end(true)
+    const wasUp = this.state.connected
+    const err = this.state.lastError ?? 'connection closed'
+    this.setState(false, err)
+    if (this.closed) return
+    const delay = this.backoff.next()
+    this.log[wasUp ? 'warn' : 'debug']({ upstream: this.name, url: this.cfg.url, err, retryInMs: delay }, wasUp ? 'upstream link down: readings stay in the outbox' : 'upstream connect failed')
+    this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
   }
 
   private setState(connected: boolean, lastError: string | null): void {
