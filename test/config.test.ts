@@ -80,3 +80,19 @@ test('edgeway config check: exit 0 on a good file, non-zero naming the key on a 
     assert.match(run.stderr, /http\.port/)
   } finally { cleanup() }
 })
+
+test('a port already in use: the gateway exits non-zero and says which listener and why', async () => {
+  const { createServer } = await import('node:net')
+  const { freePort } = await import('./helpers/net.ts')
+  const port = await freePort()
+  const blocker = createServer().listen(port, '127.0.0.1')
+  await new Promise((r) => blocker.once('listening', r))
+  const { dir, cleanup } = tempDir()
+  try {
+    const f = join(dir, 'e.yaml')
+    writeFileSync(f, `gateway:\n  dataDir: ${dir}/data\nmqtt:\n  tcp: { host: 127.0.0.1, port: ${port} }\n  ws: { enabled: false }\nhttp: { enabled: false }\n`)
+    const r = await runCli(['run', '--config', f])
+    assert.equal(r.code, 1)
+    assert.match(r.stdout + r.stderr, new RegExp(`cannot listen for mqtt tcp on 127.0.0.1:${port}: address already in use`))
+  } finally { blocker.close(); cleanup() }
+})

@@ -40,6 +40,8 @@ test('claim respects in-flight and acks; release returns unsettled rows in order
     s.release('up')
     assert.deepEqual(s.claim('up', 100).map((x) => x.rowId), [3, 4, 6, 7, 8, 9, 10], 'acked rows never come back, the rest in order')
     assert.equal(s.stats().upstreams[0]!.ackedUpto, 2)
+    s.release('up', [4]) // "try later" for one row only
+    assert.deepEqual(s.claim('up', 100).map((x) => x.rowId), [4], 'only the released row comes back')
     s.close()
   } finally { cleanup() }
 })

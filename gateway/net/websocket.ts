@@ -24,6 +24,8 @@ export function acceptWebSocketStreams(server: HttpServer, opts: WsOptions, onSt
       return false
     },
   })
+  // Listen errors are reported by the HTTP server's own listener; ws re-emits them here too.
+  wss.on('error', () => undefined)
   wss.on('connection', (ws, req) => {
     const stream = createWebSocketStream(ws)
     // A socket error is the client's problem, not the gateway's: close that stream only.

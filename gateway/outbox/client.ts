@@ -97,8 +97,8 @@ export class OutboxClient implements Outbox {
     this.post({ t: 'dead', upstream, id: rowId, reason })
   }
 
-  release(upstream: string): void {
-    this.post({ t: 'release', upstream })
+  release(upstream: string, rowIds?: number[]): void {
+    this.post(rowIds ? { t: 'release', upstream, ids: rowIds } : { t: 'release', upstream })
   }
 
   stats(): Promise<OutboxStats> {

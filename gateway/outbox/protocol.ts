@@ -9,7 +9,7 @@ export type ToWorker =
   | { t: 'append'; id: number; rows: ReadingInput[] }
   | { t: 'claim'; id: number; upstream: string; limit: number }
   | { t: 'ack'; upstream: string; ids: number[] }
-  | { t: 'release'; upstream: string }
+  | { t: 'release'; upstream: string; ids?: number[] }
   | { t: 'dead'; upstream: string; id: number; reason: string }
   | { t: 'stats'; id: number }
   | { t: 'close'; id: number }

@@ -182,10 +182,15 @@ export class OutboxStore {
     this.ack(upstream, [id])
   }
 
-  release(upstream: string): void {
+  /** Unsettled rows go back to pending: all of them (link lost), or just `ids` (the upstream said "try later"). */
+  release(upstream: string, ids?: number[]): void {
     const c = this.cursor(upstream)
-    c.inflight.clear()
-    c.scanFrom = c.ackedUpto + 1
+    if (!ids) {
+      c.inflight.clear()
+      c.scanFrom = c.ackedUpto + 1
+      return
+    }
+    for (const id of ids) if (c.inflight.delete(id) && id < c.scanFrom) c.scanFrom = id
   }
 
   /**

@@ -39,8 +39,8 @@ export interface Outbox {
   ack(upstream: string, rowIds: number[]): void
   /** The upstream rejected this row for good: dead-letter it with the reason (counts as settled). */
   deadLetter(upstream: string, rowId: number, reason: string): void
-  /** Unsettled rows of this upstream go back to pending (on disconnect). */
-  release(upstream: string): void
+  /** Unsettled rows of this upstream go back to pending: all (on disconnect) or the given ones (try again later). */
+  release(upstream: string, rowIds?: number[]): void
   stats(): Promise<OutboxStats>
   /** Subscribe to "rows were committed" (forwarders wait on it when idle). Returns an unsubscribe. */
   onAppended(listener: (lastRowId: number) => void): () => void

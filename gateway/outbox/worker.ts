@@ -49,7 +49,7 @@ function handleBatch(first: ToWorker): void {
         case 'append': break
         case 'claim': send({ t: 'claimed', id: m.id, rows: store.claim(m.upstream, m.limit) }); break
         case 'ack': store.ack(m.upstream, m.ids); break
-        case 'release': store.release(m.upstream); break
+        case 'release': store.release(m.upstream, m.ids); break
         case 'dead': store.deadLetter(m.upstream, m.id, m.reason); break
         case 'stats': send({ t: 'stats', id: m.id, stats: store.stats() }); break
         case 'close':

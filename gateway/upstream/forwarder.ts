@@ -8,6 +8,8 @@ import type { Outcome, Upstream } from './types.ts'
 export interface ForwarderOptions {
   /** Most rows claimed per round trip to the outbox. */
   batchMax?: number
+  /** Pause before rows the upstream released are offered again. */
+  retryDelayMs?: number
 }
 
 export class Forwarder {
@@ -18,10 +20,14 @@ export class Forwarder {
   private unsubscribe: (() => void) | null = null
   private wasConnected = false
   private readonly batchMax: number
+  private readonly retryDelayMs: number
+  private released: number[] = []
+  private releaseTimer: NodeJS.Timeout | null = null
   delivered = 0
 
   constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
     this.batchMax = opts.batchMax ?? 500
+    this.retryDelayMs = opts.retryDelayMs ?? 1000
   }
 
   start(): void {
@@ -33,6 +39,7 @@ export class Forwarder {
 
   stop(): void {
     this.running = false
+    if (this.releaseTimer) clearTimeout(this.releaseTimer)
     this.generation++
     this.unsubscribe?.()
     this.poke()
@@ -98,7 +105,15 @@ export class Forwarder {
         this.outbox.deadLetter(name, rowId, detail ?? 'rejected')
         break
       case 'released':
-        // Stays in flight until the link state changes; a live link that releases gets it back on reconnect.
+        // The upstream could not take it now (e.g. AMQP released/modified): back to pending, resent after a pause.
+        this.released.push(rowId)
+        if (!this.releaseTimer) {
+          this.releaseTimer = setTimeout(() => {
+            this.releaseTimer = null
+            this.outbox.release(name, this.released.splice(0))
+            this.poke()
+          }, this.retryDelayMs)
+        }
         break
     }
     this.poke()

@@ -26,6 +26,8 @@ export async function startMosquitto(port?: number, opts: { persistence?: boolea
     ...(opts.persistence ? ['persistence true', `persistence_location ${dir}/`, 'autosave_interval 1'] : ['persistence false']),
     'max_inflight_messages 0',
     'max_queued_messages 0',
+    // As root, mosquitto drops to the "mosquitto" user, which cannot write its persistence file into our temp dir.
+    ...(process.getuid?.() === 0 ? ['user root'] : []),
     'log_dest stderr',
     'log_type error',
   ].join('\n') + '\n')

@@ -4,17 +4,22 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+/**
+ * A port below the kernel's ephemeral range (32768+), so that outgoing client connections, which take their local
+ * port from that range, can never grab a port a test means to listen on again (restarts reuse their port).
+ */
 export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port'))
-      srv.close(() => resolve(addr.port))
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    const ok = await new Promise<boolean>((resolve) => {
+      const srv = createServer()
+      srv.unref()
+      srv.once('error', () => resolve(false))
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)))
     })
-  })
+    if (ok) return port
+  }
+  throw new Error('no free port found in 20000-31999')
 }
 
 export function tempDir(prefix = 'edgeway-test-'): { dir: string; cleanup: () => void } {
