@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests start as real peers (each test starts its own private instance).
-PKGS=(mosquitto mosquitto-clients python3 make g++)
+PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++)
 
 missing=()
 for p in "${PKGS[@]}"; do
