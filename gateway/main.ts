@@ -13,6 +13,7 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
+import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -30,6 +31,7 @@ export function dataFiles(config: Config): { outbox: string; registry: string; b
 function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Upstream {
   switch (u.type) {
     case 'mqtt': return new MqttUpstream(u, gatewayId, log)
+    case 'amqp': return new AmqpUpstream(u, gatewayId, log)
   }
 }
 

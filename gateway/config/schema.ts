@@ -1,6 +1,7 @@
 // The one definition of edgeway.yaml: defaults, validation and the editor JSON schema all come from here.
 import { z } from 'zod'
 import { hostname } from 'node:os'
+import { amqpUpstream } from '../../bridges/amqp/config.ts'
 
 const port = z.number().int().min(0).max(65535)
 const host = z.string().min(1)
@@ -30,7 +31,7 @@ const mqttUpstream = z.object({
   ca: z.string().optional(),
 }).strict()
 
-export const upstreamSchema = z.discriminatedUnion('type', [mqttUpstream])
+export const upstreamSchema = z.discriminatedUnion('type', [mqttUpstream, amqpUpstream])
 
 export const configSchema = z.object({
   gateway: z.object({

@@ -1,0 +1,340 @@
+// The amqp upstream: sends readings to an AMQP 1.0 broker, each settled by the broker's disposition.
+// The one product file that imports rhea.
+import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Sender } from 'rhea'
+import { readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { ClaimedRow } from '../../gateway/outbox/types.ts'
+import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
+import { Backoff } from '../../gateway/upstream/backoff.ts'
+import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
+import { addressUsesDevice, expandAddress, readingToAmqp, type AmqpOut } from './map.ts'
+
+type Settle = (rowId: number, outcome: Outcome, detail?: string) => void
+interface Item { rowId: number; out: AmqpOut; settle: Settle }
+/** One sender link per target address; rows wait in `queue` (already claimed, in row order) until it is sendable. */
+interface Link { address: string; sender: Sender; open: boolean; queue: Item[] }
+
+/** Attach refusals that will not change by retrying: rows for that (per-device) address are dead-lettered. */
+const PERMANENT_LINK_ERRORS = new Set(['amqp:not-found', 'amqp:unauthorized-access', 'amqp:not-allowed', 'amqp:invalid-field', 'amqp:precondition-failed'])
+
+function describe(e: unknown): string {
+  if (!e) return 'unknown error'
+  if (typeof e === 'object') {
+    const o = e as { condition?: unknown; description?: unknown; message?: unknown; code?: unknown }
+    if (o.condition !== undefined) return `${String(o.condition)}${o.description ? `: ${String(o.description)}` : ''}`
+    if (o.message !== undefined) return `${o.code ? `${String(o.code)} ` : ''}${String(o.message)}`
+  }
+  return String(e)
+}
+
+export class AmqpUpstream implements Upstream {
+  readonly name: string
+  private container: Container | null = null
+  private conn: Connection | null = null
+  private links = new Map<string, Link>()
+  /** Unsettled deliveries of the current connection. */
+  private unsettled = new Map<Delivery, Item>()
+  /** Rows handed to deliver() and not settled yet on this connection (queued + unsettled). */
+  private inflight = 0
+  private state: UpstreamStatus = { connected: false, since: Date.now(), lastError: null }
+  private readonly listeners: (() => void)[] = []
+  private closed = false
+  private retry: NodeJS.Timeout | null = null
+  private connectTimer: NodeJS.Timeout | null = null
+  private readonly backoff: Backoff
+  private readonly perDevice: boolean
+  private readonly url: string
+  private downLogged = false
+
+  constructor(private readonly cfg: AmqpUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
+    this.name = cfg.name
+    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.perDevice = addressUsesDevice(cfg.address)
+    this.url = `amqp${cfg.tls ? 's' : ''}://${cfg.host}:${cfg.port}`
+  }
+
+  async start(): Promise<void> {
+    this.container = rhea.create_container({ id: this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}` })
+    // Anything rhea could not route to a handler below ends here instead of an unhandled 'error' event.
+    this.container.on('error', (err: unknown) => this.log.warn({ url: this.url, err: describe(err) }, 'amqp error'))
+    this.connect()
+  }
+
+  status(): UpstreamStatus { return { ...this.state } }
+  onChange(listener: () => void): void { this.listeners.push(listener) }
+
+  credit(): number {
+    if (!this.state.connected) return 0
+    const room = this.cfg.maxInflight - this.inflight
+    if (this.perDevice) return Math.max(0, room)
+    // One link: also bounded by the credit the broker granted, so rows are not claimed only to wait here.
+    const link = this.links.get(this.cfg.address)
+    if (!link?.open) return 0
+    const linkCredit = (link.sender as Sender & { credit?: number }).credit ?? 0
+    return Math.max(0, Math.min(room, linkCredit - link.queue.length))
+  }
+
+  deliver(rows: ClaimedRow[], settle: Settle): void {
+    if (!this.conn || !this.state.connected) return // unsettled: released by the forwarder on the state change
+    const touched = new Set<Link>()
+    for (const row of rows) {
+      const out = readingToAmqp(row, this.gatewayId, this.cfg.address)
+      const link = this.link(out.address)
+      link.queue.push({ rowId: row.rowId, out, settle })
+      this.inflight++
+      touched.add(link)
+    }
+    for (const l of touched) this.flush(l)
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    if (this.retry) clearTimeout(this.retry)
+    const conn = this.conn
+    if (conn) {
+      const closed = new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 1000)
+        conn.once('connection_close', () => { clearTimeout(t); resolve() })
+        conn.once('disconnected', () => { clearTimeout(t); resolve() })
+      })
+      try { conn.close() } catch { /* already gone */ }
+      await closed
+      this.drop(conn)
+    }
+    this.setState(false, this.state.lastError)
+  }
+
+  private connect(): void {
+    if (this.closed || !this.container) return
+    const cfg = this.cfg
+    const mech = saslMechanism(cfg)
+    const mechanisms = rhea.sasl.client_mechanisms() as unknown as { enable_plain(u: string, p: string): void; enable_anonymous(u?: string): void; enable_external(): void }
+    if (mech === 'PLAIN') mechanisms.enable_plain(cfg.username ?? '', cfg.password ?? '')
+    else if (mech === 'ANONYMOUS') mechanisms.enable_anonymous(cfg.username ?? 'anonymous')
+    else mechanisms.enable_external()
+    const base = {
+      host: cfg.host,
+      port: cfg.port,
+      // One connection per attempt and no rhea reconnect: rhea would keep unsettled deliveries half-owned across
+      // links; here the outbox owns them and the forwarder resends after a new link is up.
+      reconnect: false,
+      container_id: cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`,
+      hostname: cfg.hostname ?? (cfg.vhost !== undefined ? `vhost:${cfg.vhost}` : cfg.host),
+      idle_time_out: 30000,
+      sasl_mechanisms: mechanisms,
+    }
+    const tls = cfg.tls
+    const opts = (tls
+      ? {
+          ...base, transport: 'tls',
+          ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+          ...(tls.cert ? { cert: readFileSync(tls.cert) } : {}),
+          ...(tls.key ? { key: readFileSync(tls.key) } : {}),
+          servername: tls.servername ?? cfg.host,
+          rejectUnauthorized: tls.rejectUnauthorized,
+          enable_sasl_external: mech === 'EXTERNAL',
+        }
+      : { ...base, transport: 'tcp' }) as unknown as ConnectionOptions
+
+    let conn: Connection
+    try {
+      conn = this.container.connect(opts)
+    } catch (err) {
+      // e.g. an unreadable TLS file: same path as a failed attempt, so it is logged and retried, never fatal.
+      this.state.lastError = describe(err)
+      this.scheduleRetry(false)
+      return
+    }
+    this.conn = conn
+    this.inflight = 0
+    const mine = (): boolean => this.conn === conn
+    this.connectTimer = setTimeout(() => {
+      if (!mine() || this.state.connected) return
+      this.state.lastError = `no AMQP open within ${cfg.connectTimeoutMs} ms`
+      this.down(conn)
+    }, cfg.connectTimeoutMs)
+
+    conn.on('connection_open', () => {
+      if (!mine()) return
+      if (this.perDevice) this.up()
+      else this.link(cfg.address)
+    })
+    conn.on('sender_open', (ctx: EventContext) => {
+      if (!mine() || !ctx.sender) return
+      const link = this.linkOf(ctx.sender)
+      if (!link) return
+      link.open = true
+      if (!this.perDevice && link.address === cfg.address && !this.state.connected) this.up()
+      this.flush(link)
+    })
+    conn.on('sendable', (ctx: EventContext) => {
+      if (!mine() || !ctx.sender) return
+      const link = this.linkOf(ctx.sender)
+      if (link) this.flush(link)
+      this.emit()
+    })
+    conn.on('accepted', (ctx: EventContext) => { if (mine()) this.outcome(ctx.delivery, 'accepted') })
+    // rhea reports `modified` as `released` too (treat_modified_as_released defaults to true).
+    conn.on('released', (ctx: EventContext) => { if (mine()) this.outcome(ctx.delivery, 'released') })
+    conn.on('rejected', (ctx: EventContext) => {
+      if (!mine()) return
+      const state = ctx.delivery?.remote_state as { error?: unknown } | undefined
+      this.outcome(ctx.delivery, 'rejected', `rejected by the broker: ${state?.error ? describe(state.error) : 'no reason given'}`)
+    })
+    // Settled without one of the outcomes above (or with an unknown one): not known to be there, so try again.
+    conn.on('settled', (ctx: EventContext) => { if (mine()) this.outcome(ctx.delivery, 'released') })
+    conn.on('sender_error', (ctx: EventContext) => { if (mine() && ctx.sender) this.linkFailed(conn, ctx.sender) })
+    conn.on('sender_close', (ctx: EventContext) => { if (mine() && ctx.sender) this.linkFailed(conn, ctx.sender) })
+    conn.on('connection_error', (ctx: EventContext) => {
+      if (!mine()) return
+      this.state.lastError = describe(ctx.connection.error)
+    })
+    conn.on('connection_close', () => { if (mine()) this.down(conn) })
+    conn.on('disconnected', (ctx: EventContext) => {
+      if (!mine()) return
+      if (ctx.error) this.state.lastError = describe(ctx.error)
+      this.down(conn)
+    })
+    // Unhandled session/receiver errors would otherwise propagate to the container: the connection handlers decide.
+    conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = describe(ctx.session?.error) })
+    conn.on('error', (err: unknown) => { if (mine()) this.state.lastError = describe(err) })
+  }
+
+  private link(address: string): Link {
+    let l = this.links.get(address)
+    if (!l) {
+      const conn = this.conn!
+      const atMostOnce = this.cfg.delivery === 'at-most-once'
+      const sender = conn.open_sender({
+        target: { address },
+        // Pre-settled for at-most-once; otherwise unsettled and settled by the broker's outcome.
+        snd_settle_mode: atMostOnce ? 1 : 0,
+        autosettle: true,
+      })
+      l = { address, sender, open: false, queue: [] }
+      this.links.set(address, l)
+    }
+    return l
+  }
+
+  private linkOf(sender: Sender): Link | undefined {
+    for (const l of this.links.values()) if (l.sender === sender) return l
+    return undefined
+  }
+
+  private flush(link: Link): void {
+    const atMostOnce = this.cfg.delivery === 'at-most-once'
+    while (link.open && link.queue.length > 0 && link.sender.sendable()) {
+      const item = link.queue.shift()!
+      const o = item.out
+      const d = link.sender.send({
+        message_id: o.message_id,
+        to: o.to,
+        subject: o.subject,
+        creation_time: o.creation_time,
+        content_type: o.content_type,
+        durable: o.durable,
+        application_properties: o.application_properties,
+        body: rhea.message.data_section(o.body),
+      })
+      if (atMostOnce) {
+        this.inflight--
+        item.settle(item.rowId, 'accepted')
+      } else {
+        this.unsettled.set(d, item)
+      }
+    }
+  }
+
+  private outcome(d: Delivery | undefined, outcome: Outcome, detail?: string): void {
+    if (!d) return
+    const item = this.unsettled.get(d)
+    if (!item) return
+    this.unsettled.delete(d)
+    this.inflight--
+    if (outcome === 'released') this.log.debug({ rowId: item.rowId }, 'broker released a reading: it is retried')
+    item.settle(item.rowId, outcome, detail)
+    this.emit()
+  }
+
+  /** The broker refused or closed a sender link. */
+  private linkFailed(conn: Connection, sender: Sender): void {
+    const link = this.linkOf(sender)
+    if (!link) return
+    const reason = describe(sender.error ?? 'sender link closed by the broker')
+    const permanent = PERMANENT_LINK_ERRORS.has(String((sender.error as { condition?: unknown } | undefined)?.condition))
+    if (this.perDevice && permanent) {
+      // One device's address is refused for good: its rows are dead-lettered, the other devices keep flowing.
+      this.links.delete(link.address)
+      this.log.error({ address: link.address, err: reason }, 'broker refused the target address: its readings go to the dead-letter table')
+      const failed = [...link.queue]
+      for (const [d, item] of this.unsettled) if (d.link === sender) { failed.push(item); this.unsettled.delete(d) }
+      link.queue = []
+      for (const item of failed) { this.inflight--; item.settle(item.rowId, 'rejected', `target address ${link.address} refused: ${reason}`) }
+      this.emit()
+      return
+    }
+    // The one target refused, or a transient failure: drop the connection; nothing is lost, the backoff retries.
+    this.state.lastError = `sender link to ${link.address}: ${reason}`
+    this.down(conn)
+  }
+
+  private up(): void {
+    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+    this.backoff.reset()
+    this.downLogged = false
+    this.log.info({ url: this.url, address: this.cfg.address, delivery: this.cfg.delivery }, 'upstream connected')
+    this.setState(true, null)
+  }
+
+  /** Forget everything of `conn` (its unsettled rows are released by the forwarder on the state change). */
+  private drop(conn: Connection): void {
+    if (this.conn === conn) this.conn = null
+    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+    this.links.clear()
+    this.unsettled.clear()
+    this.inflight = 0
+    const socket = (conn as unknown as { socket?: Socket }).socket
+    try { conn.close() } catch { /* already gone */ }
+    // A half-dead peer may never answer the close: do not keep its socket around.
+    if (socket) setTimeout(() => socket.destroy(), 1000).unref()
+  }
+
+  /** The link `conn` is gone: release it and schedule the next attempt (once per connection). */
+  private down(conn: Connection): void {
+    if (this.conn !== conn) return
+    const wasUp = this.state.connected
+    this.drop(conn)
+    this.setState(false, this.state.lastError ?? 'connection closed')
+    this.scheduleRetry(wasUp)
+  }
+
+  private scheduleRetry(wasUp: boolean): void {
+    if (this.closed) return
+    const delay = this.backoff.next()
+    const err = this.state.lastError ?? 'connection closed'
+    const fields = { url: this.url, err, retryInMs: delay }
+    if (wasUp) this.log.warn(fields, 'upstream link down: readings stay in the outbox')
+    else if (!this.downLogged) this.log.error(fields, 'upstream connect failed: retrying with backoff, readings stay in the outbox')
+    else this.log.debug(fields, 'upstream connect failed again')
+    // One clear line per outage; repeats at debug so a long outage does not flood the log.
+    this.downLogged = true
+    this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
+  }
+
+  private setState(connected: boolean, lastError: string | null): void {
+    if (connected !== this.state.connected) this.state = { connected, since: Date.now(), lastError }
+    else this.state.lastError = lastError
+    this.emit()
+  }
+
+  private emit(): void {
+    for (const l of this.listeners) {
+      try { l() } catch (err) { this.log.error({ err: (err as Error).message }, 'upstream listener failed') }
+    }
+  }
+
+  /** For tests and logs: the address a device's readings go to. */
+  addressFor(device: string): string { return expandAddress(this.cfg.address, this.gatewayId, device) }
+}
