@@ -4,8 +4,12 @@ import assert from 'node:assert/strict'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
 import { amqpConsumer } from './helpers/amqp.ts'
-import { simulateDevice, audit } from './helpers/load.ts'
-import { waitFor } from './helpers/net.ts'
+import { simulateDevice, audit, type DeviceSim } from './helpers/load.ts'
+import { waitFor, freePort } from './helpers/net.ts'
+import { readDeadLetters } from '../gateway/outbox/store.ts'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parse, stringify } from 'yaml'
 
 const cleanups: (() => Promise<void> | void)[] = []
 after(async () => { for (const c of cleanups.reverse()) await c() })
@@ -56,3 +60,125 @@ test('end to end: every acked reading arrives once, with the expected AMQP prope
   assert.equal(await g.metric('edgeway_upstream_connected', { upstream: 'cloud' }), 1)
   for (const s of sims) await s.stop()
 })
+
+test('broker outage (RabbitMQ stopped and restarted twice mid-stream): 0 lost, per-device order kept, duplicates bounded', async () => {
+  const queue = '/queue/outage'
+  const maxInflight = 100
+  const consumer = await amqpConsumer(rmq.port, queue, { reconnect: true })
+  cleanups.push(() => consumer.close())
+  const g = await gateway({ address: queue, maxInflight })
+  await g.waitLog((l) => l.msg === 'upstream connected', 10000)
+  const url = `mqtt://127.0.0.1:${g.mqttPort}`
+  // Bounded load: the outbox would otherwise take in ~20k readings/s during the outages and the drain would dominate.
+  const sims = ['o1', 'o2', 'o3'].map((d) => simulateDevice(url, d, { window: 1 }))
+  for (let round = 0; round < 2; round++) {
+    const before = consumer.got.length
+    await waitFor('forwarding mid-stream', () => consumer.got.length > before + 300, 20000).catch(async (e: Error) => {
+      throw new Error(`${e.message} (round ${round}, consumer has ${consumer.got.length}, consumer open ${consumer.conn.is_open()}); gateway ${JSON.stringify(await g.health())}\n${g.logs.slice(-10).map((l) => JSON.stringify(l)).join('\n')}`)
+    })
+    await rmq.stop('SIGTERM')
+    await waitFor('upstream seen down', async () => (await g.health()).upstreams[0]?.connected === false, 10000)
+    const acked = sims.reduce((n, s) => n + s.acked.size, 0)
+    await waitFor('devices still acked while the broker is away', () => sims.reduce((n, s) => n + s.acked.size, 0) > acked + 200, 10000)
+    const h = await g.health()
+    assert.ok(h.reasons.some((r) => /upstream "cloud" down/.test(r)), h.reasons.join('; '))
+    await rmq.start()
+    await g.waitLog((l) => l.msg === 'upstream connected' && (g.logs.filter((x) => x.msg === 'upstream connected').length >= round + 2), 20000)
+  }
+  for (const s of sims) await s.stop()
+  await waitFor('every acked reading delivered', () => audit(sims, consumer.got).missing.length === 0, 60000, 200).catch(() => undefined)
+  const report = audit(sims, consumer.got)
+  const acked = sims.reduce((n, s) => n + s.acked.size, 0)
+  assert.ok(acked > 1000, `enough load: ${acked}`)
+  assert.deepEqual(report.missing.slice(0, 20), [], `missing ${report.missing.length} of ${acked}`)
+  assert.deepEqual(report.outOfOrder.slice(0, 20), [])
+  // Resent after each outage: at most what was unsettled (maxInflight), plus what the consumer had not yet acked.
+  assert.ok(report.duplicates <= 2 * (maxInflight + 500), `duplicates ${report.duplicates}`)
+  await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
+  await waitFor('healthy again', async () => (await g.health()).status === 'ok', 20000)
+})
+
+test('gateway SIGKILL while forwarding: after the restart every acked reading arrives (2 rounds)', async () => {
+  const queue = '/queue/kill'
+  const consumer = await amqpConsumer(rmq.port, queue)
+  cleanups.push(() => consumer.close())
+  const g = await gateway({ address: queue })
+  const url = `mqtt://127.0.0.1:${g.mqttPort}`
+  const all: DeviceSim[] = []
+  const next = new Map(['k1', 'k2', 'k3'].map((d) => [d, 0]))
+  for (let round = 0; round < 2; round++) {
+    const sims = [...next.keys()].map((d) => simulateDevice(url, d, { window: 16, startSeq: next.get(d)! }))
+    all.push(...sims)
+    await waitFor('load running', () => sims.every((s) => s.acked.size > 100), 15000)
+    await new Promise((r) => setTimeout(r, 200))
+    await g.kill()
+    for (const s of sims) { await s.stop(); next.set(s.id, next.get(s.id)! + s.sent) }
+    await g.start()
+  }
+  await waitFor('every acked reading delivered', () => audit(all, consumer.got).missing.length === 0, 60000, 200).catch(() => undefined)
+  const report = audit(all, consumer.got)
+  assert.deepEqual(report.missing.slice(0, 20), [], `missing ${report.missing.length}`)
+  assert.deepEqual(report.outOfOrder.slice(0, 20), [])
+  await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
+})
+
+test('a reading over max-message-size is dead-lettered with the reason; the rest keep flowing', async () => {
+  const queue = '/queue/size'
+  const consumer = await amqpConsumer(rmq.port, queue)
+  cleanups.push(() => consumer.close())
+  const g = await gateway({ address: queue, maxMessageBytes: 1024 })
+  const url = `mqtt://127.0.0.1:${g.mqttPort}`
+  const small = simulateDevice(url, 's1', { max: 20 })
+  const big = simulateDevice(url, 'b1', { max: 3, payloadPad: 2000 })
+  await waitFor('all acked', () => small.acked.size === 20 && big.acked.size === 3, 10000)
+  await waitFor('small ones delivered', () => audit([small], consumer.got).missing.length === 0, 10000)
+  await waitFor('dead-lettered', async () => (await g.health() as unknown as { outbox: { deadLettered: number } }).outbox.deadLettered === 3, 10000)
+  const dead = readDeadLetters(join(g.dataDir, 'outbox.db'))
+  assert.deepEqual(dead.map((d) => [d.upstream, d.device, d.deviceSeq]), [['cloud', 'b1', 0], ['cloud', 'b1', 1], ['cloud', 'b1', 2]])
+  assert.match(dead[0]!.reason, /message of \d+ bytes exceeds max-message-size 1024/)
+  assert.equal(consumer.got.filter((r) => r.device === 'b1').length, 0)
+  assert.equal(g.logs.filter((l) => l.msg.includes('dead-letter')).length, 3)
+  await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 10000)
+  await small.stop(); await big.stop()
+})
+
+test('wrong credentials, then wrong port: a clear log line, backoff, no crash; nothing lost once fixed', async () => {
+  const queue = '/queue/creds'
+  const consumer = await amqpConsumer(rmq.port, queue)
+  cleanups.push(() => consumer.close())
+  const g = await gateway({ address: queue, password: 'wrong', reconnectMinMs: 200, reconnectMaxMs: 400 })
+  const line = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 10000)
+  assert.equal(line.level, 50, 'logged as an error')
+  assert.match(String(line.err), /unauthori[sz]ed|auth|credentials|PLAIN/i)
+  assert.equal(typeof line.retryInMs, 'number')
+  const url = `mqtt://127.0.0.1:${g.mqttPort}`
+  const sim = simulateDevice(url, 'c1', { max: 50 })
+  await waitFor('acked while the upstream is refused', () => sim.acked.size === 50, 10000)
+  await new Promise((r) => setTimeout(r, 1500)) // several backoff rounds
+  assert.equal(g.proc.exitCode, null, 'still running')
+  const h = await g.health()
+  assert.equal(h.upstreams[0]!.connected, false)
+  assert.ok(h.reasons.some((r) => /upstream "cloud" down.*unauthori/i.test(r)), h.reasons.join('; '))
+  assert.equal(g.logs.filter((l) => l.msg.startsWith('upstream connect failed')).length, 1, 'one error line per outage, not one per retry')
+  // Wrong port next: refused connections, same behaviour.
+  await g.stop()
+  const freeP = await freePort()
+  rewriteUpstream(g, { password: 'guest', port: freeP })
+  await g.start()
+  const refused = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 10000)
+  assert.match(String(refused.err), /ECONNREFUSED/)
+  await new Promise((r) => setTimeout(r, 1000))
+  assert.equal(g.proc.exitCode, null, 'still running')
+  // Fixed: everything acked earlier arrives.
+  await g.stop()
+  rewriteUpstream(g, { port: rmq.port })
+  await g.start()
+  await waitFor('delivered after the fix', () => audit([sim], consumer.got).missing.length === 0, 20000, 100)
+  await sim.stop()
+})
+
+function rewriteUpstream(g: GatewayProc, patch: Record<string, unknown>): void {
+  const cfg = parse(readFileSync(g.configFile, 'utf8')) as { upstreams: Record<string, unknown>[] }
+  Object.assign(cfg.upstreams[0]!, patch)
+  writeFileSync(g.configFile, stringify(cfg))
+}

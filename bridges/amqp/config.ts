@@ -37,6 +37,11 @@ export const amqpUpstream = z.object({
   /** Target address per reading; `{gateway}` and `{device}` are replaced (one sender link per distinct address). */
   address: addressTemplate.default('/queue/edgeway'),
   /**
+   * Ask for a durable target terminus (durability "configuration"). RabbitMQ declares `/queue/<name>` addresses as
+   * durable queues only then: without it the queue, and every message it held, is gone after a broker restart.
+   */
+  durableTarget: z.boolean().default(true),
+  /**
    * at-most-once: pre-settled, the row is acked once written to the socket.
    * at-least-once: the row is acked on the broker's `accepted`.
    * exactly-once: at-least-once plus the stable message_id, for deduplication by the receiver (not AMQP transactions).
@@ -46,6 +51,12 @@ export const amqpUpstream = z.object({
   maxInflight: z.number().int().min(1).max(65535).default(500),
   reconnectMinMs: z.number().int().min(10).default(500),
   reconnectMaxMs: z.number().int().min(100).default(30000),
+  /**
+   * Largest encoded message sent; larger readings are dead-lettered instead of sent. The broker's own limit, when it
+   * announces one on attach (max-message-size), applies too. Set it to the broker's limit when the broker does not
+   * announce it: RabbitMQ 3.10 does not, and ends the whole session on an oversized message instead of rejecting it.
+   */
+  maxMessageBytes: z.number().int().min(256).optional(),
   /** No AMQP open + sender attach within this time counts as a failed attempt. */
   connectTimeoutMs: z.number().int().min(100).default(10000),
   /** Receiver link for commands (`{gateway}` allowed); no downlink when unset. */

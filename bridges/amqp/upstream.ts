@@ -188,7 +188,7 @@ export class AmqpUpstream implements Upstream {
     conn.on('sender_close', (ctx: EventContext) => { if (mine() && ctx.sender) this.linkFailed(conn, ctx.sender) })
     conn.on('connection_error', (ctx: EventContext) => {
       if (!mine()) return
-      this.state.lastError = describe(ctx.connection.error)
+      this.state.lastError = describe((ctx as EventContext & { error?: unknown }).error ?? ctx.connection.error)
     })
     conn.on('connection_close', () => { if (mine()) this.down(conn) })
     conn.on('disconnected', (ctx: EventContext) => {
@@ -197,7 +197,10 @@ export class AmqpUpstream implements Upstream {
       this.down(conn)
     })
     // Unhandled session/receiver errors would otherwise propagate to the container: the connection handlers decide.
-    conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = describe(ctx.session?.error) })
+    // RabbitMQ 3.10 reports a refused address or an oversized message by ending the whole session: that is a link
+    // failure here (nothing is settled by it; backoff and resend).
+    conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = `session ended by the broker: ${describe(ctx.session?.error)}` })
+    conn.on('session_close', () => { if (mine()) this.down(conn) })
     conn.on('error', (err: unknown) => { if (mine()) this.state.lastError = describe(err) })
   }
 
@@ -207,7 +210,7 @@ export class AmqpUpstream implements Upstream {
       const conn = this.conn!
       const atMostOnce = this.cfg.delivery === 'at-most-once'
       const sender = conn.open_sender({
-        target: { address },
+        target: this.cfg.durableTarget ? { address, durable: 1 } : { address },
         // Pre-settled for at-most-once; otherwise unsettled and settled by the broker's outcome.
         snd_settle_mode: atMostOnce ? 1 : 0,
         autosettle: true,
@@ -228,7 +231,7 @@ export class AmqpUpstream implements Upstream {
     while (link.open && link.queue.length > 0 && link.sender.sendable()) {
       const item = link.queue.shift()!
       const o = item.out
-      const d = link.sender.send({
+      const msg = {
         message_id: o.message_id,
         to: o.to,
         subject: o.subject,
@@ -237,7 +240,18 @@ export class AmqpUpstream implements Upstream {
         durable: o.durable,
         application_properties: o.application_properties,
         body: rhea.message.data_section(o.body),
-      })
+      }
+      const limit = this.maxMessageBytes(link)
+      if (limit !== undefined) {
+        const size = rhea.message.encode(msg).length
+        if (size > limit) {
+          // A receiver must not be sent more than its max-message-size: this reading can never go out as it is.
+          this.inflight--
+          item.settle(item.rowId, 'rejected', `message of ${size} bytes exceeds max-message-size ${limit}`)
+          continue
+        }
+      }
+      const d = link.sender.send(msg)
       if (atMostOnce) {
         this.inflight--
         item.settle(item.rowId, 'accepted')
@@ -245,6 +259,13 @@ export class AmqpUpstream implements Upstream {
         this.unsettled.set(d, item)
       }
     }
+  }
+
+  /** The smaller of the configured limit and the one the broker announced on attach (0 or absent = no limit). */
+  private maxMessageBytes(link: Link): number | undefined {
+    const remote = Number((link.sender as Sender & { remote?: { attach?: { max_message_size?: unknown } } }).remote?.attach?.max_message_size ?? 0)
+    const limits = [this.cfg.maxMessageBytes, remote > 0 ? remote : undefined].filter((x): x is number => x !== undefined)
+    return limits.length ? Math.min(...limits) : undefined
   }
 
   private outcome(d: Delivery | undefined, outcome: Outcome, detail?: string): void {

@@ -4,6 +4,13 @@ import { openDatabase, isDiskFull, type Db, type Statement } from '../store/sqli
 import { messageId, type ReadingInput } from '../readings.ts'
 import type { ClaimedRow, DropReason, OutboxStats, UpstreamCursorStats } from './types.ts'
 
+export interface DeadRow extends ClaimedRow {
+  upstream: string
+  reason: string
+  /** When it was dead-lettered (ms since epoch). */
+  at: number
+}
+
 export interface OutboxStoreOptions {
   file: string
   gatewayId: string
@@ -182,6 +189,11 @@ export class OutboxStore {
     this.ack(upstream, [id])
   }
 
+  /** Dead-lettered rows, oldest first (optionally of one upstream), with the reason they were refused. */
+  listDead(upstream?: string, limit = 1000): DeadRow[] {
+    return selectDead(this.db, this.opts.gatewayId, upstream, limit)
+  }
+
   /** Unsettled rows go back to pending: all of them (link lost), or just `ids` (the upstream said "try later"). */
   release(upstream: string, ids?: number[]): void {
     const c = this.cursor(upstream)
@@ -315,18 +327,42 @@ export class OutboxStore {
     }
   }
 
-  private toRow(r: RowRecord): ClaimedRow {
-    return {
-      rowId: r.id,
-      device: r.device,
-      seq: r.seq,
-      deviceSeq: r.dseq,
-      ts: r.ts,
-      receivedAt: r.recv,
-      kind: r.kind === 0 ? 'json' : 'raw',
-      link: r.link,
-      payload: typeof r.payload === 'string' ? r.payload : new Uint8Array(r.payload),
-      msgId: messageId(this.opts.gatewayId, r.device, r.seq),
-    }
+  private toRow(r: RowRecord): ClaimedRow { return toRow(r, this.opts.gatewayId) }
+}
+
+function toRow(r: RowRecord, gatewayId: string): ClaimedRow {
+  return {
+    rowId: r.id,
+    device: r.device,
+    seq: r.seq,
+    deviceSeq: r.dseq,
+    ts: r.ts,
+    receivedAt: r.recv,
+    kind: r.kind === 0 ? 'json' : 'raw',
+    link: r.link,
+    payload: typeof r.payload === 'string' ? r.payload : new Uint8Array(r.payload),
+    msgId: messageId(gatewayId, r.device, r.seq),
   }
+}
+
+function selectDead(db: Db, gatewayId: string, upstream: string | undefined, limit: number): DeadRow[] {
+const cols = 'upstream, id, device, seq, dseq, ts, recv, kind, link, payload, reason, at'
+const rows = (upstream === undefined
+  ? db.prepare(`SELECT ${cols} FROM dead ORDER BY at, id LIMIT ?`).all(limit)
+  : db.prepare(`SELECT ${cols} FROM dead WHERE upstream = ? ORDER BY at, id LIMIT ?`).all(upstream, limit)) as (RowRecord & { upstream: string; reason: string; at: number })[]
+return rows.map((r) => ({ ...toRow(r, gatewayId), upstream: r.upstream, reason: r.reason, at: r.at }))
+}
+
+/**
+ * Reads the dead-letter table through a read-only connection: safe while the gateway runs (WAL), and unlike
+ * opening an OutboxStore it cannot touch cursors or delete rows.
+ */
+export function readDeadLetters(file: string, upstream?: string, limit = 1000): DeadRow[] {
+  const db = openDatabase(file, { readonly: true })
+  try {
+    const hasDead = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead'").get()
+    if (!hasDead) return []
+    const gatewayId = (db.prepare("SELECT value FROM meta WHERE key = 'gateway_id'").pluck().get() as string | undefined) ?? ''
+    return selectDead(db, gatewayId, upstream, limit)
+  } finally { db.close() }
 }

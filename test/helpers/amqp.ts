@@ -33,6 +33,8 @@ export async function connectAmqp(port: number, opts: { username?: string; passw
   const conn = c.connect({ host: '127.0.0.1', port, reconnect: false, username: opts.username ?? 'guest', password: opts.password ?? 'guest', hostname: 'vhost:/' })
   conn.on('disconnected', () => undefined)
   conn.on('connection_error', () => undefined)
+  conn.on('session_error', () => undefined)
+  conn.on('receiver_error', () => undefined)
   await new Promise<void>((resolve, reject) => {
     conn.once('connection_open', () => resolve())
     conn.once('disconnected', (ctx) => reject(new Error(`test consumer could not connect: ${String(ctx.error)}`)))
@@ -40,31 +42,56 @@ export async function connectAmqp(port: number, opts: { username?: string; passw
   return conn
 }
 
-/** Consumes `address` with manual accept after recording each message. Reconnects (for outage tests) when asked. */
-export async function amqpConsumer(port: number, address: string): Promise<AmqpConsumer> {
+/**
+ * Consumes `address` (declared as a durable queue, like the gateway's sender does), accepting each message after
+ * recording it. With `reconnect`, a new connection and receiver are made whenever the broker goes away (outage tests).
+ */
+export async function amqpConsumer(port: number, address: string, opts: { reconnect?: boolean } = {}): Promise<AmqpConsumer> {
   const got: Received[] = []
   const messages: ConsumedMessage[] = []
-  const conn = await connectAmqp(port)
-  const receiver = conn.open_receiver({ source: { address }, credit_window: 500, autoaccept: true })
-  receiver.on('message', (ctx) => {
-    const m = ctx.message!
-    const body = bodyJson(m)
-    messages.push({ message: m, body, at: Date.now() })
-    got.push({ id: String(m.message_id), device: String(body.device), seq: Number(body.seq), deviceSeq: Number(body.deviceSeq) })
-  })
-  await new Promise<void>((resolve) => receiver.once('receiver_open', () => resolve()))
-  return {
-    got, messages, conn, receiver,
+  let closed = false
+  const attach = async (): Promise<{ conn: Connection; receiver: Receiver }> => {
+    const conn = await connectAmqp(port)
+    const receiver = conn.open_receiver({ source: { address, durable: 1 }, credit_window: 500, autoaccept: true })
+    receiver.on('message', (ctx) => {
+      const m = ctx.message!
+      const body = bodyJson(m)
+      messages.push({ message: m, body, at: Date.now() })
+      got.push({ id: String(m.message_id), device: String(body.device), seq: Number(body.seq), deviceSeq: Number(body.deviceSeq) })
+    })
+    await new Promise<void>((resolve) => receiver.once('receiver_open', () => resolve()))
+    if (opts.reconnect) {
+      // A broker shutdown ends the session and closes the connection cleanly (no 'disconnected'): any of them counts.
+      let gone = false
+      const lost = (): void => { if (gone || closed) return; gone = true; try { conn.close() } catch { /* gone */ } void retry() }
+      conn.on('disconnected', lost)
+      conn.on('connection_close', lost)
+      conn.on('session_close', lost)
+    }
+    return { conn, receiver }
+  }
+  const retry = async (): Promise<void> => {
+    while (!closed) {
+      await new Promise((r) => setTimeout(r, 200))
+      try { const a = await attach(); c.conn = a.conn; c.receiver = a.receiver; return } catch { /* broker still away */ }
+    }
+  }
+  const first = await attach()
+  const c: AmqpConsumer = {
+    got, messages, conn: first.conn, receiver: first.receiver,
     async close() {
+      closed = true
+      const conn = c.conn
       if (!conn.is_open()) return
       await new Promise<void>((resolve) => { const t = setTimeout(resolve, 1000); conn.once('connection_close', () => { clearTimeout(t); resolve() }); conn.close() })
     },
   }
+  return c
 }
 
 /** Opens a sender; `send` resolves with the broker's outcome type (accepted / rejected / released / modified). */
 export async function amqpSender(conn: Connection, address: string): Promise<{ sender: Sender; send(m: Message): Promise<{ outcome: string; delivery: Delivery }> }> {
-  const sender = conn.open_sender({ target: { address } })
+  const sender = conn.open_sender({ target: { address, durable: 1 } })
   await new Promise<void>((resolve) => sender.once('sendable', () => resolve()))
   const waiting = new Map<Delivery, (o: { outcome: string; delivery: Delivery }) => void>()
   for (const outcome of ['accepted', 'rejected', 'released', 'modified']) {
@@ -74,4 +101,29 @@ export async function amqpSender(conn: Connection, address: string): Promise<{ s
     sender,
     send(m) { return new Promise((resolve) => { waiting.set(sender.send(m), resolve) }) },
   }
+}
+
+export interface FakeBroker { port: number; received: Message[]; close(): Promise<void> }
+
+/**
+ * A minimal AMQP 1.0 peer on rhea that settles each incoming message as `decide` says: for the outcomes RabbitMQ 3.10
+ * never sends to publishers (it has no rejected outcome for publishes), as Artemis, Qpid or Service Bus do.
+ */
+export async function fakeBroker(port: number, decide: (m: Message) => { outcome: 'accept' } | { outcome: 'reject'; condition: string; description: string } | { outcome: 'release' } | { outcome: 'modify' }): Promise<FakeBroker> {
+  const c = rhea.create_container({ id: 'fake-broker' })
+  c.on('error', () => undefined)
+  const received: Message[] = []
+  c.on('message', (ctx) => {
+    const m = ctx.message!
+    received.push(m)
+    const d = decide(m)
+    if (d.outcome === 'accept') ctx.delivery!.accept()
+    else if (d.outcome === 'reject') ctx.delivery!.reject({ condition: d.condition, description: d.description })
+    else if (d.outcome === 'release') ctx.delivery!.release()
+    else ctx.delivery!.modified({ delivery_failed: true })
+  })
+  c.on('disconnected', () => undefined)
+  const server = c.listen({ port, host: '127.0.0.1', receiver_options: { autoaccept: false } } as never) as unknown as import('node:net').Server
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+  return { port, received, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
 }
