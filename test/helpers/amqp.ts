@@ -121,9 +121,14 @@ export async function fakeBroker(port: number, decide: (m: Message) => { outcome
     else if (d.outcome === 'reject') ctx.delivery!.reject({ condition: d.condition, description: d.description })
     else if (d.outcome === 'release') ctx.delivery!.release()
     else ctx.delivery!.modified({ delivery_failed: true })
+    // rhea 3.0.5 merges the pending dispositions of consecutive deliveries into one range carrying the first one's
+    // state when the range holds a single delivery so far (write_dispositions compares states only once first !==
+    // last): an "accepted" followed by a "rejected" goes out as two accepted. Framing each disposition at once (rhea's own nextTick step, run now) avoids it.
+    ;(ctx.connection as unknown as { _process(): void })._process()
   })
   c.on('disconnected', () => undefined)
-  const server = c.listen({ port, host: '127.0.0.1', receiver_options: { autoaccept: false } } as never) as unknown as import('node:net').Server
+  // Links the peer attaches read options from the connection (receiver_options only applies to links opened here).
+  const server = c.listen({ port, host: '127.0.0.1', autoaccept: false } as never) as unknown as import('node:net').Server
   await new Promise<void>((resolve) => server.once('listening', () => resolve()))
   return { port, received, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
 }
