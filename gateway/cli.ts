@@ -1,4 +1,4 @@
-// `edgeway` command line: run the gateway, check config, manage devices.
+// `edgeway` command line: run the gateway, check config, manage devices, inspect the outbox.
 import { Command, Option } from 'commander'
 import { existsSync, readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
@@ -7,6 +7,7 @@ import { jsonSchema, type Config } from './config/schema.ts'
 import { createLogger } from './log.ts'
 import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
+import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
 
@@ -136,6 +137,40 @@ device.command('remove').argument('<id>').addOption(configOpt()).description('re
 device.command('rotate-secret').argument('<id>').addOption(configOpt()).description('issue a new secret; the old one stops working').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
   printCredentials(id, await r.rotateSecret(id), c)
 }))
+
+const outbox = program.command('outbox').description('inspect the outbox')
+const dead = outbox.command('dead').description('readings an upstream refused for good (dead-letter table)')
+dead.command('list').addOption(configOpt()).option('-u, --upstream <name>', 'only this upstream').option('--json', 'JSON output (with payloads)')
+  .option('-n, --limit <n>', 'at most this many rows', '1000')
+  .description('list dead-lettered readings with the reason (read-only: safe while the gateway runs)')
+  .action((opts: { config?: string; upstream?: string; json?: boolean; limit: string }) => {
+    const file = dataFiles(load(opts.config)).outbox
+    if (!existsSync(file)) { process.stderr.write(`edgeway: no outbox at ${file}\n`); process.exitCode = 1; return }
+    const rows = readDeadLetters(file, opts.upstream, Number(opts.limit))
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, payload: typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload).toString('base64') })), null, 2) + '\n')
+      return
+    }
+    if (rows.length === 0) { process.stdout.write('no dead-lettered readings\n'); return }
+    for (const r of rows) {
+      process.stdout.write(`${new Date(r.at).toISOString()}  ${r.upstream}  row ${r.rowId}  ${r.msgId}  ${r.reason}\n`)
+    }
+    process.stdout.write(`${rows.length} dead-lettered reading${rows.length === 1 ? '' : 's'}\n`)
+  })
+dead.command('retry').addOption(configOpt()).option('-u, --upstream <name>', 'only this upstream').option('--id <rowId...>', 'only these row ids')
+  .description('send dead-lettered readings again (same message id, new row id; every upstream gets them again). '
+    + 'Safe while the gateway runs: it picks them up within a second; otherwise at the next start')
+  .action((opts: { config?: string; upstream?: string; id?: string[] }) => {
+    const file = dataFiles(load(opts.config)).outbox
+    if (!existsSync(file)) { process.stderr.write(`edgeway: no outbox at ${file}\n`); process.exitCode = 1; return }
+    const ids = (opts.id ?? []).map((x) => {
+      const n = Number(x)
+      if (!Number.isSafeInteger(n) || n <= 0) { process.stderr.write(`edgeway: --id expects row ids, got "${x}"\n`); process.exit(2) }
+      return n
+    })
+    const n = requestDeadRetry(file, { ...(opts.upstream !== undefined ? { upstream: opts.upstream } : {}), ...(ids.length ? { ids } : {}) })
+    process.stdout.write(n === 0 ? 'nothing to retry\n' : `${n} dead-lettered reading${n === 1 ? '' : 's'} queued for retry\n`)
+  })
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`edgeway: ${err.message}\n`)

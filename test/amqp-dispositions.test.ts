@@ -15,12 +15,13 @@ after(async () => { for (const c of cleanups.reverse()) await c() })
 test('rejected -> dead-letter table with the broker error condition; released and modified -> retried until accepted', async () => {
   const port = await freePort()
   const attempts = new Map<string, number>()
+  let refuse = true
   const broker = await fakeBroker(port, (m) => {
     const id = String(m.message_id)
     const n = (attempts.get(id) ?? 0) + 1
     attempts.set(id, n)
     const v = Number((bodyJson(m).metrics as { v: number }).v)
-    if (v % 10 === 3) return { outcome: 'reject', condition: 'amqp:not-allowed', description: `reading ${v} refused by policy` }
+    if (refuse && v % 10 === 3) return { outcome: 'reject', condition: 'amqp:not-allowed', description: `reading ${v} refused by policy` }
     if (v % 10 === 5 && n === 1) return { outcome: 'release' }
     if (v % 10 === 7 && n === 1) return { outcome: 'modify' }
     return { outcome: 'accept' }
@@ -47,5 +48,25 @@ test('rejected -> dead-letter table with the broker error condition; released an
   const h = await g.health() as unknown as { outbox: { deadLettered: number } }
   assert.equal(h.outbox.deadLettered, 4)
   assert.equal(await g.metric('edgeway_refusals_total', { reason: 'upstream_rejected' }), 4)
+
+  // The CLI lists them (read-only, gateway running) ...
+  const list = await g.cli(['outbox', 'dead', 'list'])
+  assert.equal(list.code, 0, list.stderr)
+  assert.match(list.stdout, /fake {2}row 4 {2}test-gw:r1:4 {2}rejected by the broker: amqp:not-allowed: reading 3 refused by policy/)
+  assert.match(list.stdout, /4 dead-lettered readings/)
+  const json = JSON.parse((await g.cli(['outbox', 'dead', 'list', '--json', '--upstream', 'fake'])).stdout) as { msgId: string; payload: string }[]
+  assert.equal(json.length, 4)
+  assert.equal(JSON.parse(json[0]!.payload).v, 3)
+  // ... and retries them while it runs, once the broker's policy changed: same message ids, accepted this time.
+  refuse = false
+  const before = broker.received.length
+  const retry = await g.cli(['outbox', 'dead', 'retry', '--upstream', 'fake'])
+  assert.equal(retry.code, 0, retry.stderr)
+  assert.match(retry.stdout, /4 dead-lettered readings queued for retry/)
+  await waitFor('retried readings delivered', () => broker.received.length >= before + 4, 10000)
+  assert.deepEqual(broker.received.slice(before).map((m) => m.message_id).sort(), dead.map((d) => d.msgId).sort())
+  await waitFor('dead-letter table empty', () => readDeadLetters(join(g.dataDir, 'outbox.db')).length === 0, 5000)
+  await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 10000)
+  assert.match((await g.cli(['outbox', 'dead', 'list'])).stdout, /no dead-lettered readings/)
   await sim.stop()
 })

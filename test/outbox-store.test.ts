@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { OutboxStore } from '../gateway/outbox/store.ts'
+import { OutboxStore, readDeadLetters, requestDeadRetry } from '../gateway/outbox/store.ts'
 import type { ReadingInput } from '../gateway/readings.ts'
 import { OutboxClient } from '../gateway/outbox/client.ts'
 import { createLogger } from '../gateway/log.ts'
@@ -152,6 +152,59 @@ test('dead-lettered rows are kept with the reason and count as settled', () => {
     assert.equal(s.stats().depth, 0)
     assert.equal(s.stats().deadLettered, 1)
     s.close()
+  } finally { cleanup() }
+})
+
+test('dead letters: listed with the reason (also read-only from another connection while the store is open)', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const file = join(dir, 'o.db')
+    const s = store(file, ['up', 'other'])
+    s.appendBatch([r('a', 1), r('b', 7), r('a', 2)])
+    s.claim('up', 10)
+    s.deadLetter('up', 2, 'rejected by the broker: amqp:not-allowed: no')
+    s.deadLetter('up', 3, 'message of 9000 bytes exceeds max-message-size 1024')
+    const listed = s.listDead()
+    assert.deepEqual(listed.map((d) => [d.upstream, d.rowId, d.device, d.deviceSeq, d.msgId, d.reason]), [
+      ['up', 2, 'b', 7, 'gw:b:1', 'rejected by the broker: amqp:not-allowed: no'],
+      ['up', 3, 'a', 2, 'gw:a:2', 'message of 9000 bytes exceeds max-message-size 1024'],
+    ])
+    assert.equal(listed[0]!.payload, '{"v":7}')
+    assert.deepEqual(readDeadLetters(file).map((d) => d.rowId), [2, 3], 'read-only reader sees the same rows')
+    assert.deepEqual(readDeadLetters(file, 'other'), [])
+    assert.equal(s.stats().upstreams.find((u) => u.upstream === 'other')!.lag, 3, 'the other upstream still has them')
+    s.close()
+  } finally { cleanup() }
+})
+
+test('dead-letter retry: flagged from another connection while the store runs, requeued by maintain with fresh ids', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const file = join(dir, 'o.db')
+    const s = store(file, ['up'])
+    s.appendBatch([r('a', 1), r('a', 2), r('b', 1)])
+    s.claim('up', 10)
+    s.deadLetter('up', 1, 'x')
+    s.deadLetter('up', 3, 'y')
+    s.ack('up', [2])
+    s.maintain()
+    assert.equal(s.stats().depth, 0)
+    // The CLI only flags rows; the store keeps sole ownership of row ids even while it appends concurrently.
+    assert.equal(requestDeadRetry(file, { ids: [3] }), 1)
+    assert.equal(requestDeadRetry(file, { ids: [3] }), 0, 'already flagged')
+    s.appendBatch([r('a', 3)]) // row 4
+    s.maintain()
+    assert.deepEqual(s.listDead().map((d) => d.rowId), [1], 'only the flagged one left the table')
+    const again = s.claim('up', 10)
+    assert.deepEqual(again.map((x) => [x.rowId, x.device, x.seq, x.msgId, x.deviceSeq]), [[4, 'a', 3, 'gw:a:3', 3], [5, 'b', 1, 'gw:b:1', 1]],
+      'a new row id, the same device sequence and message id')
+    assert.equal(s.stats().deadRequeued, 1)
+    assert.equal(requestDeadRetry(file, { upstream: 'up' }), 1)
+    s.close() // maintain at close requeues it too
+    const s2 = store(file, ['up'])
+    assert.deepEqual(s2.claim('up', 10).map((x) => [x.rowId, x.msgId]), [[4, 'gw:a:3'], [5, 'gw:b:1'], [6, 'gw:a:1']])
+    assert.equal(s2.appendBatch([r('c', 1)]), 7, 'ids stay unique after a restart')
+    s2.close()
   } finally { cleanup() }
 })
 

@@ -51,6 +51,7 @@ export class OutboxStore {
   private readonly drops: Record<DropReason, number> = { retention_bytes: 0, retention_age: 0 }
   private cursorsDirty = false
   private dead = 0
+  private requeued = 0
   private stmt!: {
     insert: Statement; upsertSeq: Statement; claim: Statement; rangeStats: Statement; deleteUpto: Statement
     oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement
@@ -76,6 +77,9 @@ export class OutboxStore {
         ts INTEGER NOT NULL, recv INTEGER NOT NULL, kind INTEGER NOT NULL, link TEXT NOT NULL, payload BLOB NOT NULL,
         reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (upstream, id));
     `)
+    // Older databases have no retry flag on dead-lettered rows yet.
+    const deadCols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
+    if (!deadCols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
     this.stmt = {
       insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes) VALUES (?,?,?,?,?,?,?,?,?,?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = excluded.seq'),
@@ -194,6 +198,27 @@ export class OutboxStore {
     return selectDead(this.db, this.opts.gatewayId, upstream, limit)
   }
 
+  /**
+   * Dead-lettered rows flagged for retry (by `requestDeadRetry`, e.g. from the CLI while the gateway runs) become
+   * readings again: a new row id (so every forwarder sees them), the same device sequence and so the same message id.
+   * Runs inside maintain(), i.e. in the one process that owns row ids: the CLI itself never inserts readings.
+   */
+  private requeueDead(): number {
+    const rows = this.db.prepare(`SELECT d.id, d.device, d.seq, d.dseq, d.ts, d.recv, d.kind, d.link, d.payload FROM dead d
+      WHERE d.retry = 1 AND d.upstream = (SELECT MIN(upstream) FROM dead x WHERE x.id = d.id AND x.retry = 1) ORDER BY d.id`).all() as RowRecord[]
+    if (rows.length === 0) return 0
+    for (const r of rows) {
+      const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
+      this.stmt.insert.run(this.nextId++, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, size)
+      this.depth++
+      this.bytes += size
+    }
+    this.db.prepare('DELETE FROM dead WHERE retry = 1').run()
+    this.requeued += rows.length
+    this.cursorsDirty = true // persists last_id with the new ids
+    return rows.length
+  }
+
   /** Unsettled rows go back to pending: all of them (link lost), or just `ids` (the upstream said "try later"). */
   release(upstream: string, ids?: number[]): void {
     const c = this.cursor(upstream)
@@ -213,6 +238,7 @@ export class OutboxStore {
     const dropped: { reason: DropReason; rows: number; bytes: number }[] = []
     try {
       this.db.transaction(() => {
+        this.requeueDead()
         const delivered = this.cursors.size === 0 ? this.lastRowId : Math.min(...[...this.cursors.values()].map((c) => c.ackedUpto))
         if (delivered > 0) this.deleteUpto(delivered)
         const byAge = this.ageCutoff()
@@ -254,6 +280,7 @@ export class OutboxStore {
       commits: this.commits,
       diskFull: this.diskFull,
       deadLettered: this.dead,
+      deadRequeued: this.requeued,
       lastError: this.lastError,
       upstreams,
     }
@@ -364,5 +391,25 @@ export function readDeadLetters(file: string, upstream?: string, limit = 1000): 
     if (!hasDead) return []
     const gatewayId = (db.prepare("SELECT value FROM meta WHERE key = 'gateway_id'").pluck().get() as string | undefined) ?? ''
     return selectDead(db, gatewayId, upstream, limit)
+  } finally { db.close() }
+}
+
+/**
+ * Flags dead-lettered rows for another attempt (all, or of one upstream, or the given row ids); returns how many.
+ * Only a flag is written, so this is safe while the gateway runs: its outbox worker turns flagged rows into readings
+ * within one maintenance round (or at the next start), being the only writer of row ids.
+ */
+export function requestDeadRetry(file: string, opts: { upstream?: string; ids?: number[] } = {}): number {
+  const db = openDatabase(file, { synchronous: 'FULL' })
+  try {
+    const hasDead = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead'").get()
+    if (!hasDead) return 0
+    const cols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
+    if (!cols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
+    const where: string[] = ['retry = 0']
+    const args: (string | number)[] = []
+    if (opts.upstream !== undefined) { where.push('upstream = ?'); args.push(opts.upstream) }
+    if (opts.ids && opts.ids.length > 0) { where.push(`id IN (${opts.ids.map(() => '?').join(',')})`); args.push(...opts.ids) }
+    return db.prepare(`UPDATE dead SET retry = 1 WHERE ${where.join(' AND ')}`).run(...args).changes
   } finally { db.close() }
 }

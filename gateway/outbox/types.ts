@@ -25,6 +25,8 @@ export interface OutboxStats {
   diskFull: boolean
   /** Rows an upstream rejected for good, kept in the dead-letter table (since start). */
   deadLettered: number
+  /** Dead-lettered rows turned back into readings on request (since start). */
+  deadRequeued: number
   lastError: string | null
   upstreams: UpstreamCursorStats[]
 }
