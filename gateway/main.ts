@@ -14,6 +14,7 @@ import { Forwarder } from './upstream/forwarder.ts'
 import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
+import { CommandRouter } from './commands/router.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -50,6 +51,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
+  // Commands from any upstream go to the device over MQTT; the device's result comes back through the broker hook.
+  const commands = new CommandRouter({
+    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d),
+    isOnline: (d) => broker.isDeviceOnline(d),
+    send: (d, name, payload) => broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false),
+  })
+  broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
   let lastStats: OutboxStats | null = null
@@ -143,6 +152,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       broker.stopAccepting()
       await broker.stop()
       for (const f of forwarders) f.stop()
+      commands.close()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await http?.stop()

@@ -1,7 +1,7 @@
 // Pure parts of the amqp bridge: reading -> AMQP message mapping, address templates, config validation.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readingToAmqp, expandAddress, addressUsesDevice } from '../bridges/amqp/map.ts'
+import { readingToAmqp, expandAddress, addressUsesDevice, amqpToCommand, commandReply } from '../bridges/amqp/map.ts'
 import { amqpUpstream, saslMechanism } from '../bridges/amqp/config.ts'
 import { configSchema } from '../gateway/config/schema.ts'
 import type { Reading } from '../gateway/readings.ts'
@@ -66,4 +66,29 @@ test('amqp config: defaults, SASL implied by credentials, and clear validation e
   // Part of the gateway config's upstream union.
   const full = configSchema.parse({ upstreams: [{ name: 'cloud', type: 'amqp', host: 'h', delivery: 'exactly-once', address: '/queue/{gateway}.{device}' }] })
   assert.equal(full.upstreams[0]!.type, 'amqp')
+})
+
+test('command messages: device/command from subject or properties, JSON args, TTL from expiry or ttl header', () => {
+  const a = amqpToCommand({ message_id: 'm1', subject: 'd1/reboot', reply_to: '/queue/r', body: Buffer.from('{"delay":3}') }, 5000)
+  assert.deepEqual(a, { ok: true, replyTo: '/queue/r', command: { id: 'm1', device: 'd1', name: 'reboot', args: { delay: 3 } } })
+  const b = amqpToCommand({ message_id: 7, application_properties: { device: 'd2', command: 'set' }, body: { on: true }, ttl: 100, creation_time: new Date(1000) }, 5000)
+  assert.deepEqual(b, { ok: true, replyTo: null, command: { id: '7', device: 'd2', name: 'set', args: { on: true }, expiresAt: 1100 } })
+  const c = amqpToCommand({ message_id: 'm3', subject: 'd1/x', ttl: 100 }, 5000)
+  assert.equal(c.ok && c.command.expiresAt, 5100, 'ttl counts from receipt without creation_time')
+  const d = amqpToCommand({ message_id: 'm4', subject: 'd1/x', absolute_expiry_time: new Date(4000) }, 5000)
+  assert.equal(d.ok && d.command.expiresAt, 4000)
+  assert.deepEqual(amqpToCommand({ subject: 'd1/x' }, 0), { ok: false, id: '', device: 'd1', name: 'x', replyTo: null, error: 'command without message_id' })
+  assert.match((amqpToCommand({ message_id: 'm', subject: 'nodevice', reply_to: 'r' }, 0) as { error: string }).error, /must name the device and command/)
+  assert.match((amqpToCommand({ message_id: 'm', subject: 'd/x', body: Buffer.from('{bad') }, 0) as { error: string }).error, /not valid JSON/)
+})
+
+test('command replies carry the correlation id and the result or the error code', () => {
+  const ok = commandReply({ id: 'm1', device: 'd1', name: 'reboot', ok: true, result: { in: 3 } }, '/queue/r', 'gw')
+  assert.deepEqual({ ...ok, body: JSON.parse(ok.body.toString()) }, {
+    to: '/queue/r', correlation_id: 'm1', subject: 'd1/reboot', content_type: 'application/json',
+    application_properties: { gateway: 'gw', device: 'd1', command: 'reboot', ok: true }, body: { ok: true, result: { in: 3 } },
+  })
+  const bad = commandReply({ id: 'm2', device: 'd1', name: 'x', ok: false, code: 'offline', error: 'device "d1" is offline' }, '/queue/r', 'gw')
+  assert.deepEqual(JSON.parse(bad.body.toString()), { ok: false, code: 'offline', error: 'device "d1" is offline' })
+  assert.equal(bad.application_properties.code, 'offline')
 })

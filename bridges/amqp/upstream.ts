@@ -1,6 +1,6 @@
 // The amqp upstream: sends readings to an AMQP 1.0 broker, each settled by the broker's disposition.
 // The one product file that imports rhea.
-import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Sender } from 'rhea'
+import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea'
 import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -8,7 +8,8 @@ import type { ClaimedRow } from '../../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
-import { addressUsesDevice, expandAddress, readingToAmqp, type AmqpOut } from './map.ts'
+import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, type AmqpCommandIn, type AmqpOut } from './map.ts'
+import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 type Settle = (rowId: number, outcome: Outcome, detail?: string) => void
 interface Item { rowId: number; out: AmqpOut; settle: Settle }
@@ -46,6 +47,10 @@ export class AmqpUpstream implements Upstream {
   private readonly perDevice: boolean
   private readonly url: string
   private downLogged = false
+  private commandHandler: ((cmd: Command) => Promise<CommandResult>) | null = null
+  private commandReceiver: Receiver | null = null
+  /** Reply senders of the current connection, by reply_to address. */
+  private replySenders = new Map<string, Sender>()
 
   constructor(private readonly cfg: AmqpUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
@@ -63,6 +68,7 @@ export class AmqpUpstream implements Upstream {
 
   status(): UpstreamStatus { return { ...this.state } }
   onChange(listener: () => void): void { this.listeners.push(listener) }
+  onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
 
   credit(): number {
     if (!this.state.connected) return 0
@@ -159,6 +165,22 @@ export class AmqpUpstream implements Upstream {
       if (!mine()) return
       if (this.perDevice) this.up()
       else this.link(cfg.address)
+      if (cfg.commandAddress && this.commandHandler) {
+        // Manual accept: a command is accepted once parsed; failures travel as error replies, not dispositions.
+        this.commandReceiver = conn.open_receiver({
+          source: cfg.durableTarget ? { address: expandAddress(cfg.commandAddress, this.gatewayId), durable: 1 } : { address: expandAddress(cfg.commandAddress, this.gatewayId) },
+          autoaccept: false,
+          credit_window: 50,
+        })
+      }
+    })
+    conn.on('message', (ctx: EventContext) => {
+      if (!mine() || !ctx.receiver || ctx.receiver !== this.commandReceiver || !ctx.message) return
+      ctx.delivery?.accept()
+      this.onCommandMessage(conn, ctx.message)
+    })
+    conn.on('receiver_error', (ctx: EventContext) => {
+      if (mine()) this.log.error({ address: cfg.commandAddress, err: describe(ctx.receiver?.error) }, 'broker refused the command link: no commands until the next connection')
     })
     conn.on('sender_open', (ctx: EventContext) => {
       if (!mine() || !ctx.sender) return
@@ -202,6 +224,40 @@ export class AmqpUpstream implements Upstream {
     conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = `session ended by the broker: ${describe(ctx.session?.error)}` })
     conn.on('session_close', () => { if (mine()) this.down(conn) })
     conn.on('error', (err: unknown) => { if (mine()) this.state.lastError = describe(err) })
+  }
+
+  private onCommandMessage(conn: Connection, message: NonNullable<EventContext['message']>): void {
+    const raw = message.body as unknown
+    // A data section arrives as a section object; anything else is an AMQP value already.
+    const body = raw && typeof raw === 'object' && (raw as { typecode?: unknown }).typecode === 0x75 ? (raw as { content: Buffer }).content : raw
+    const parsed = amqpToCommand({ ...(message as unknown as AmqpCommandIn), body }, Date.now())
+    if (!parsed.ok) {
+      this.log.warn({ id: parsed.id, err: parsed.error }, 'bad command message')
+      this.reply(conn, parsed.replyTo, { id: parsed.id, device: parsed.device, name: parsed.name, ok: false, code: 'bad_request', error: parsed.error })
+      return
+    }
+    const cmd = parsed.command
+    this.log.info({ id: cmd.id, device: cmd.device, command: cmd.name }, 'command received')
+    this.commandHandler!(cmd).then((r) => {
+      if (!r.ok) this.log.warn({ id: r.id, device: r.device, command: r.name, code: r.code, err: r.error }, 'command failed')
+      this.reply(conn, parsed.replyTo, r)
+    }, (err: unknown) => {
+      this.reply(conn, parsed.replyTo, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: describe(err) })
+    })
+  }
+
+  /** Sends a command result to `replyTo` (on this connection only: a reply whose link is gone is logged and dropped). */
+  private reply(conn: Connection, replyTo: string | null, r: CommandResult): void {
+    if (!replyTo) { this.log.info({ id: r.id, ok: r.ok }, 'command had no reply_to: result not sent'); return }
+    if (this.conn !== conn || !conn.is_open()) { this.log.warn({ id: r.id, replyTo }, 'link went down before the command result could be sent'); return }
+    let sender = this.replySenders.get(replyTo)
+    if (!sender) {
+      sender = conn.open_sender({ target: this.cfg.durableTarget ? { address: replyTo, durable: 1 } : { address: replyTo } })
+      this.replySenders.set(replyTo, sender)
+    }
+    const out = commandReply(r, replyTo, this.gatewayId)
+    // rhea queues it until the link has credit.
+    sender.send({ ...out, body: rhea.message.data_section(out.body) })
   }
 
   private link(address: string): Link {
@@ -315,6 +371,8 @@ export class AmqpUpstream implements Upstream {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
     this.links.clear()
     this.unsettled.clear()
+    this.replySenders.clear()
+    this.commandReceiver = null
     this.inflight = 0
     const socket = (conn as unknown as { socket?: Socket }).socket
     try { conn.close() } catch { /* already gone */ }

@@ -57,6 +57,7 @@ export class MqttBroker {
   /** Connections per device: a device is offline only when its last connection ends. */
   private readonly deviceConns = new Map<string, number>()
   private readonly intake: TelemetryIntake
+  private commandResult: ((device: string, name: string, payload: Buffer) => void) | null = null
   readonly listeners: ListenerInfo[] = []
 
   constructor(private readonly d: BrokerDeps) {
@@ -69,6 +70,9 @@ export class MqttBroker {
 
   get connectedClients(): number { return this.aedes?.connectedClients ?? 0 }
   get connectedDevices(): string[] { return [...this.deviceConns.keys()] }
+  isDeviceOnline(device: string): boolean { return this.deviceConns.has(device) }
+  /** Results devices publish to `devices/<id>/cmd/<name>/result` go here (the command router). */
+  onCommandResult(listener: (device: string, name: string, payload: Buffer) => void): void { this.commandResult = listener }
 
   async start(): Promise<void> {
     const cfg = this.d.config
@@ -221,6 +225,11 @@ export class MqttBroker {
         return
       }
       if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)
+      if (kind === 'cmd_result' && this.commandResult) {
+        try { this.commandResult(t.device, t.rest.split('/')[1]!, packet.payload as Buffer) } catch (err) {
+          this.d.log.error({ device: t.device, err: (err as Error).message }, 'command result listener failed')
+        }
+      }
     }
     cb(null)
   }

@@ -1,5 +1,6 @@
 // The upstream seam: a connector that takes readings from its outbox cursor and settles each one.
 import type { ClaimedRow } from '../outbox/types.ts'
+import type { Command, CommandResult } from '../commands/router.ts'
 
 /** accepted: the upstream has it (row acked). released: try again later. rejected: never (dead-letter). */
 export type Outcome = 'accepted' | 'released' | 'rejected'
@@ -23,4 +24,6 @@ export interface Upstream {
   deliver(rows: ClaimedRow[], settle: (rowId: number, outcome: Outcome, detail?: string) => void): void
   /** Link up/down and credit changes. */
   onChange(listener: () => void): void
+  /** Upstreams with a downlink hand each command to `handler` and send its result back their own way. */
+  onCommand?(handler: (cmd: Command) => Promise<CommandResult>): void
 }

@@ -1,0 +1,100 @@
+// Routes a command from any upstream (or the CLI/dashboard later) to the device link that owns the device, and
+// resolves with the device's result. Every command gets exactly one result: success, device error, or a routing
+// error (unknown device, offline, expired, timeout) — never silence.
+
+export interface Command {
+  /** Correlates the device's result (the upstream's message id). */
+  id: string
+  device: string
+  name: string
+  args: unknown
+  /** ms since epoch; the command is not delivered (and errors) after this. */
+  expiresAt?: number
+}
+
+export type CommandErrorCode = 'bad_request' | 'unknown_device' | 'offline' | 'expired' | 'timeout' | 'device_error' | 'send_failed'
+
+export type CommandResult =
+  | { id: string; device: string; name: string; ok: true; result: unknown }
+  | { id: string; device: string; name: string; ok: false; code: CommandErrorCode; error: string }
+
+/** The device side: for now the embedded MQTT broker (`devices/<id>/cmd/<name>`). */
+export interface CommandTarget {
+  isKnown(device: string): boolean
+  isOnline(device: string): boolean
+  send(device: string, name: string, payload: string): Promise<void>
+}
+
+const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
+
+export class CommandRouter {
+  private readonly pending = new Map<string, { cmd: Command; resolve: (r: CommandResult) => void; timer: NodeJS.Timeout }>()
+  private readonly timeoutMs: number
+  private readonly now: () => number
+
+  constructor(private readonly target: CommandTarget, opts: { timeoutMs?: number; now?: () => number } = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 30000
+    this.now = opts.now ?? Date.now
+  }
+
+  get inflight(): number { return this.pending.size }
+
+  dispatch(cmd: Command): Promise<CommandResult> {
+    const fail = (code: CommandErrorCode, error: string): Promise<CommandResult> =>
+      Promise.resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code, error })
+    if (!cmd.id) return fail('bad_request', 'command without an id')
+    if (!NAME_RE.test(cmd.name)) return fail('bad_request', `invalid command name "${cmd.name.slice(0, 80)}"`)
+    if (this.pending.has(cmd.id)) return fail('bad_request', `command id "${cmd.id}" is already in flight`)
+    const left = cmd.expiresAt === undefined ? this.timeoutMs : cmd.expiresAt - this.now()
+    if (left <= 0) return fail('expired', `command expired ${-left} ms before it could be routed`)
+    if (!this.target.isKnown(cmd.device)) return fail('unknown_device', `unknown device "${cmd.device}"`)
+    if (!this.target.isOnline(cmd.device)) return fail('offline', `device "${cmd.device}" is offline`)
+    return new Promise<CommandResult>((resolve) => {
+      const wait = Math.min(this.timeoutMs, left)
+      const timer = setTimeout(() => {
+        this.pending.delete(cmd.id)
+        resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: cmd.expiresAt !== undefined && wait === left ? 'expired' : 'timeout', error: `no result from the device within ${wait} ms` })
+      }, wait)
+      this.pending.set(cmd.id, { cmd, resolve, timer })
+      this.target.send(cmd.device, cmd.name, JSON.stringify({ id: cmd.id, args: cmd.args ?? null })).catch((err: unknown) => {
+        this.settle(cmd.id, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: (err as Error).message })
+      })
+    })
+  }
+
+  /**
+   * A device published to `devices/<device>/cmd/<name>/result`: `{"id": ..., "result": ...}` or `{"id": ..., "error": "..."}`.
+   * Returns false when it matches no pending command (late, duplicate, or another device's id).
+   */
+  handleResult(device: string, name: string, payload: Buffer | string): boolean {
+    let msg: unknown
+    try { msg = JSON.parse(payload.toString()) } catch { return false }
+    if (!msg || typeof msg !== 'object') return false
+    const m = msg as { id?: unknown; result?: unknown; error?: unknown; ok?: unknown }
+    if (typeof m.id !== 'string') return false
+    const p = this.pending.get(m.id)
+    // Only the addressed device may answer its command.
+    if (!p || p.cmd.device !== device || p.cmd.name !== name) return false
+    const failed = m.error !== undefined && m.error !== null || m.ok === false
+    this.settle(m.id, failed
+      ? { id: m.id, device, name, ok: false, code: 'device_error', error: typeof m.error === 'string' ? m.error : JSON.stringify(m.error ?? 'failed') }
+      : { id: m.id, device, name, ok: true, result: m.result ?? null })
+    return true
+  }
+
+  /** Pending commands fail with `timeout` now (gateway stopping). */
+  close(): void {
+    for (const id of [...this.pending.keys()]) {
+      const p = this.pending.get(id)!
+      this.settle(id, { id, device: p.cmd.device, name: p.cmd.name, ok: false, code: 'timeout', error: 'gateway stopping' })
+    }
+  }
+
+  private settle(id: string, r: CommandResult): void {
+    const p = this.pending.get(id)
+    if (!p) return
+    this.pending.delete(id)
+    clearTimeout(p.timer)
+    p.resolve(r)
+  }
+}

@@ -1,0 +1,72 @@
+// Command downlink over AMQP 1.0 against a real RabbitMQ: consumer -> command queue -> gateway -> MQTT device -> result
+// -> reply_to with correlation_id. Routing failures (unknown device, expired, device error) get error replies.
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import mqtt from 'mqtt'
+import rhea, { type Message } from 'rhea'
+import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
+import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
+import { connectAmqp, amqpSender, bodyJson } from './helpers/amqp.ts'
+import { waitFor } from './helpers/net.ts'
+import { endClient } from './helpers/mqtt.ts'
+
+const cleanups: (() => Promise<void> | void)[] = []
+after(async () => { for (const c of cleanups.reverse()) await c() })
+
+let rmq: RabbitMq
+let g: GatewayProc
+before(async () => {
+  rmq = await startRabbitMq()
+  cleanups.push(() => rmq.cleanup())
+  g = await startGatewayProc({
+    mqtt: { openBroker: true },
+    upstreams: [{ name: 'cloud', type: 'amqp', host: '127.0.0.1', port: rmq.port, username: 'guest', password: 'guest', address: '/queue/tele', commandAddress: '/queue/cmd.{gateway}', reconnectMinMs: 100, reconnectMaxMs: 500 }],
+  })
+  cleanups.push(() => g.cleanup())
+  await g.waitLog((l) => l.msg === 'upstream connected', 10000)
+})
+
+test('commands reach the MQTT device and its result comes back to reply_to with the correlation id; failures get error replies', async () => {
+  // The simulated device: answers `fail` with an error, everything else with an echo of the arguments.
+  const dev = mqtt.connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev1', reconnectPeriod: 0 })
+  cleanups.push(() => endClient(dev))
+  await new Promise<void>((resolve) => dev.once('connect', () => resolve()))
+  const seenByDevice: string[] = []
+  dev.on('message', (topic, payload) => {
+    const name = topic.split('/')[3]!
+    const cmd = JSON.parse(payload.toString()) as { id: string; args: unknown }
+    seenByDevice.push(`${name}:${cmd.id}`)
+    dev.publish(`${topic}/result`, JSON.stringify(name === 'fail' ? { id: cmd.id, error: 'relay stuck' } : { id: cmd.id, result: { echo: cmd.args } }), { qos: 1 })
+  })
+  await dev.subscribeAsync('devices/dev1/cmd/+', { qos: 1 })
+
+  const conn = await connectAmqp(rmq.port)
+  cleanups.push(() => conn.close())
+  const replies: Message[] = []
+  const rcv = conn.open_receiver({ source: { address: '/queue/replies', durable: 1 }, autoaccept: true })
+  rcv.on('message', (ctx) => { replies.push(ctx.message!) })
+  await new Promise<void>((resolve) => rcv.once('receiver_open', () => resolve()))
+  await waitFor('gateway command link attached', async () => /1/.test((await rmq.ctl(['list_queues', 'name', 'consumers'])).out.split('\n').find((l) => l.startsWith('cmd.test-gw')) ?? ''), 10000)
+  const s = await amqpSender(conn, '/queue/cmd.test-gw')
+  const send = (m: Message): void => { void s.send({ reply_to: '/queue/replies', ...m }) }
+  const body = (o: unknown): Message['body'] => rhea.message.data_section(Buffer.from(JSON.stringify(o)))
+  send({ message_id: 'c1', subject: 'dev1/ping', body: body({ x: 1 }) })
+  send({ message_id: 'c2', subject: 'ghost/ping', body: body({}) })
+  send({ message_id: 'c3', subject: 'dev1/ping', body: body({}), absolute_expiry_time: new Date(Date.now() - 1000) })
+  send({ message_id: 'c4', subject: 'dev1/fail', body: body({}) })
+  send({ message_id: 'c5', application_properties: { device: 'dev1', command: 'set' }, body: body({ on: true }) })
+  send({ message_id: 'c6', subject: 'noslash', body: body({}) })
+  await waitFor('six replies', () => replies.length >= 6, 10000).catch(() => { throw new Error(`replies: ${JSON.stringify(replies.map((r) => [r.correlation_id, bodyJson(r)]))}; logs ${JSON.stringify(g.logs.slice(-10))}`) })
+  const by = new Map(replies.map((r) => [String(r.correlation_id), r]))
+  const c1 = by.get('c1')!
+  assert.deepEqual(bodyJson(c1), { ok: true, result: { echo: { x: 1 } } })
+  assert.equal(c1.subject, 'dev1/ping')
+  assert.equal(c1.content_type, 'application/json')
+  assert.deepEqual(c1.application_properties, { gateway: 'test-gw', device: 'dev1', command: 'ping', ok: true })
+  assert.deepEqual(bodyJson(by.get('c2')!), { ok: false, code: 'unknown_device', error: 'unknown device "ghost"' })
+  assert.equal((bodyJson(by.get('c3')!) as { code: string }).code, 'expired')
+  assert.deepEqual(bodyJson(by.get('c4')!), { ok: false, code: 'device_error', error: 'relay stuck' })
+  assert.deepEqual(bodyJson(by.get('c5')!), { ok: true, result: { echo: { on: true } } })
+  assert.equal((bodyJson(by.get('c6')!) as { code: string }).code, 'bad_request')
+  assert.deepEqual(seenByDevice.sort(), ['fail:c4', 'ping:c1', 'set:c5'], 'expired and unknown commands never reach a device')
+})
