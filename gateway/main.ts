@@ -1,5 +1,6 @@
 // Wires the gateway together and owns start/stop order. Constructors elsewhere do no I/O; this does it all.
 import { join, resolve } from 'node:path'
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { Config } from './config/schema.ts'
 import { Registry } from './registry/registry.ts'
@@ -15,6 +16,8 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -110,6 +113,19 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       }),
     }
   }
+
+  // Heartbeat content for upstreams that publish one: the same figures /healthz shows.
+  const statusSnapshot = async (): Promise<Record<string, unknown>> => {
+    const s = (await refreshStats()) ?? lastStats
+    return {
+      version: VERSION,
+      uptimeSeconds: Math.round(process.uptime()),
+      devicesOnline: broker.connectedDevices.length,
+      backlog: s && { depth: s.depth, bytes: s.bytes, oldestAgeSeconds: Math.round(s.oldestAgeMs / 1000), deadLettered: s.deadLettered },
+      upstreams: upstreams.map((u) => ({ name: u.name, connected: u.status().connected, lag: s?.upstreams.find((x) => x.upstream === u.name)?.lag ?? null })),
+    }
+  }
+  for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
 
   registry.open()
   registry.markAllOffline()

@@ -20,7 +20,7 @@ before(async () => {
   cleanups.push(() => rmq.cleanup())
   g = await startGatewayProc({
     mqtt: { openBroker: true },
-    upstreams: [{ name: 'cloud', type: 'amqp', host: '127.0.0.1', port: rmq.port, username: 'guest', password: 'guest', address: '/queue/tele', commandAddress: '/queue/cmd.{gateway}', reconnectMinMs: 100, reconnectMaxMs: 500 }],
+    upstreams: [{ name: 'cloud', type: 'amqp', host: '127.0.0.1', port: rmq.port, username: 'guest', password: 'guest', address: '/queue/tele', commandAddress: '/queue/cmd.{gateway}', statusAddress: '/queue/status.{gateway}', heartbeatSeconds: 1, reconnectMinMs: 100, reconnectMaxMs: 500 }],
   })
   cleanups.push(() => g.cleanup())
   await g.waitLog((l) => l.msg === 'upstream connected', 10000)
@@ -69,4 +69,24 @@ test('commands reach the MQTT device and its result comes back to reply_to with 
   assert.deepEqual(bodyJson(by.get('c5')!), { ok: true, result: { echo: { on: true } } })
   assert.equal((bodyJson(by.get('c6')!) as { code: string }).code, 'bad_request')
   assert.deepEqual(seenByDevice.sort(), ['fail:c4', 'ping:c1', 'set:c5'], 'expired and unknown commands never reach a device')
+})
+
+test('heartbeat: a status message per interval with backlog, devices online and version', async () => {
+  const conn = await connectAmqp(rmq.port)
+  cleanups.push(() => conn.close())
+  const got: Message[] = []
+  const rcv = conn.open_receiver({ source: { address: '/queue/status.test-gw', durable: 1 }, autoaccept: true })
+  rcv.on('message', (ctx) => { got.push(ctx.message!) })
+  const t0 = Date.now()
+  await waitFor('two heartbeats after subscribing', () => got.filter((m) => (m.creation_time as Date).getTime() >= t0 - 50).length >= 2, 5000)
+  const m = got[got.length - 1]!
+  assert.equal(m.subject, 'status')
+  assert.deepEqual(m.application_properties, { gateway: 'test-gw', kind: 'status' })
+  assert.equal(m.ttl, 3000)
+  const b = bodyJson(m) as { gateway: string; version: string; devicesOnline: number; backlog: { depth: number }; upstreams: { name: string; connected: boolean }[] }
+  assert.equal(b.gateway, 'test-gw')
+  assert.match(b.version, /^\d+\.\d+\.\d+/)
+  assert.equal(typeof b.devicesOnline, 'number')
+  assert.equal(typeof b.backlog.depth, 'number')
+  assert.deepEqual(b.upstreams.map((u) => [u.name, u.connected]), [['cloud', true]])
 })

@@ -115,3 +115,27 @@ export function commandReply(r: CommandResult, replyTo: string, gateway: string)
     body: Buffer.from(JSON.stringify(body), 'utf8'),
   }
 }
+
+export interface AmqpStatusOut {
+  to: string
+  subject: 'status'
+  creation_time: Date
+  /** A heartbeat older than three intervals is stale: let the broker drop it. */
+  ttl: number
+  content_type: 'application/json'
+  application_properties: { gateway: string; kind: 'status' }
+  body: Buffer
+}
+
+/** The periodic gateway status message (backlog, devices online, version: whatever the gateway's snapshot holds). */
+export function statusMessage(snapshot: Record<string, unknown>, gateway: string, address: string, heartbeatSeconds: number, now: number): AmqpStatusOut {
+  return {
+    to: address,
+    subject: 'status',
+    creation_time: new Date(now),
+    ttl: heartbeatSeconds * 3000,
+    content_type: 'application/json',
+    application_properties: { gateway, kind: 'status' },
+    body: Buffer.from(JSON.stringify({ gateway, at: new Date(now).toISOString(), ...snapshot }), 'utf8'),
+  }
+}

@@ -8,7 +8,7 @@ import type { ClaimedRow } from '../../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
-import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, type AmqpCommandIn, type AmqpOut } from './map.ts'
+import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut } from './map.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 type Settle = (rowId: number, outcome: Outcome, detail?: string) => void
@@ -51,6 +51,9 @@ export class AmqpUpstream implements Upstream {
   private commandReceiver: Receiver | null = null
   /** Reply senders of the current connection, by reply_to address. */
   private replySenders = new Map<string, Sender>()
+  private statusSource: (() => Promise<Record<string, unknown>>) | null = null
+  private statusSender: Sender | null = null
+  private heartbeat: NodeJS.Timeout | null = null
 
   constructor(private readonly cfg: AmqpUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
@@ -69,6 +72,7 @@ export class AmqpUpstream implements Upstream {
   status(): UpstreamStatus { return { ...this.state } }
   onChange(listener: () => void): void { this.listeners.push(listener) }
   onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
+  setStatusSource(source: () => Promise<Record<string, unknown>>): void { this.statusSource = source }
 
   credit(): number {
     if (!this.state.connected) return 0
@@ -357,8 +361,28 @@ export class AmqpUpstream implements Upstream {
     this.down(conn)
   }
 
+  /** One status message now and every heartbeatSeconds while this connection lasts (best effort, not from the outbox). */
+  private startHeartbeat(conn: Connection): void {
+    const cfg = this.cfg
+    if (!cfg.statusAddress || !this.statusSource) return
+    const address = expandAddress(cfg.statusAddress, this.gatewayId)
+    this.statusSender = conn.open_sender({ target: cfg.durableTarget ? { address, durable: 1 } : { address } })
+    const beat = (): void => {
+      if (this.conn !== conn || !this.statusSender) return
+      const sender = this.statusSender
+      this.statusSource!().then((snap) => {
+        if (this.conn !== conn) return
+        const m = statusMessage(snap, this.gatewayId, address, cfg.heartbeatSeconds, Date.now())
+        sender.send({ ...m, body: rhea.message.data_section(m.body) })
+      }, (err: unknown) => this.log.warn({ err: describe(err) }, 'status snapshot failed'))
+    }
+    beat()
+    this.heartbeat = setInterval(beat, cfg.heartbeatSeconds * 1000)
+  }
+
   private up(): void {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
+    if (this.conn) this.startHeartbeat(this.conn)
     this.backoff.reset()
     this.downLogged = false
     this.log.info({ url: this.url, address: this.cfg.address, delivery: this.cfg.delivery }, 'upstream connected')
@@ -373,6 +397,8 @@ export class AmqpUpstream implements Upstream {
     this.unsettled.clear()
     this.replySenders.clear()
     this.commandReceiver = null
+    this.statusSender = null
+    if (this.heartbeat) { clearInterval(this.heartbeat); this.heartbeat = null }
     this.inflight = 0
     const socket = (conn as unknown as { socket?: Socket }).socket
     try { conn.close() } catch { /* already gone */ }

@@ -26,4 +26,6 @@ export interface Upstream {
   onChange(listener: () => void): void
   /** Upstreams with a downlink hand each command to `handler` and send its result back their own way. */
   onCommand?(handler: (cmd: Command) => Promise<CommandResult>): void
+  /** Upstreams that publish a gateway heartbeat take their status snapshot (backlog, devices online, version) here. */
+  setStatusSource?(source: () => Promise<Record<string, unknown>>): void
 }
