@@ -7,6 +7,7 @@ import { amqpConsumer } from './helpers/amqp.ts'
 import { simulateDevice, audit, type DeviceSim } from './helpers/load.ts'
 import { waitFor, freePort } from './helpers/net.ts'
 import { readDeadLetters } from '../gateway/outbox/store.ts'
+import { deliveryReport, formatReport } from './helpers/report.ts'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse, stringify } from 'yaml'
@@ -61,7 +62,7 @@ test('end to end: every acked reading arrives once, with the expected AMQP prope
   for (const s of sims) await s.stop()
 })
 
-test('broker outage (RabbitMQ stopped and restarted twice mid-stream): 0 lost, per-device order kept, duplicates bounded', async () => {
+test('broker outage (RabbitMQ stopped and restarted twice mid-stream): 0 lost, per-device order kept, duplicates bounded', async (t) => {
   const queue = '/queue/outage'
   const maxInflight = 100
   const consumer = await amqpConsumer(rmq.port, queue, { reconnect: true })
@@ -94,11 +95,16 @@ test('broker outage (RabbitMQ stopped and restarted twice mid-stream): 0 lost, p
   assert.deepEqual(report.outOfOrder.slice(0, 20), [])
   // Resent after each outage: at most what was unsettled (maxInflight), plus what the consumer had not yet acked.
   assert.ok(report.duplicates <= 2 * (maxInflight + 500), `duplicates ${report.duplicates}`)
+  const dr = deliveryReport(sims, consumer.got)
+  t.diagnostic(formatReport(dr))
+  assert.equal(dr.lost, 0)
+  assert.equal(dr.outOfOrder, 0)
+  assert.ok(dr.delivered >= dr.acked && dr.delivered <= dr.sent, formatReport(dr))
   await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
   await waitFor('healthy again', async () => (await g.health()).status === 'ok', 20000)
 })
 
-test('gateway SIGKILL while forwarding: after the restart every acked reading arrives (2 rounds)', async () => {
+test('gateway SIGKILL while forwarding: after the restart every acked reading arrives (2 rounds)', async (t) => {
   const queue = '/queue/kill'
   const consumer = await amqpConsumer(rmq.port, queue)
   cleanups.push(() => consumer.close())
@@ -119,6 +125,7 @@ test('gateway SIGKILL while forwarding: after the restart every acked reading ar
   const report = audit(all, consumer.got)
   assert.deepEqual(report.missing.slice(0, 20), [], `missing ${report.missing.length}`)
   assert.deepEqual(report.outOfOrder.slice(0, 20), [])
+  t.diagnostic(formatReport(deliveryReport(all, consumer.got)))
   await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
 })
 
