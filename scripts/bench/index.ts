@@ -14,8 +14,9 @@ import { installSignalCleanup, killAllNow } from './lib/children.ts';
 import type { BenchContext, BenchSection } from './lib/section.ts';
 import { renderTable } from './lib/table.ts';
 import { mqttSection } from './mqtt/section.ts';
+import { amqpSection } from './amqp/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -28,6 +29,7 @@ function usage(): string {
     '            BENCH_PAYLOAD_BYTES=100 BENCH_GENERATORS=1 BENCH_IDLE_CLIENTS=1000 BENCH_SETTLE_MS=1000',
     '            BENCH_START_TIMEOUT_MS=30000 BENCH_TARGETS=gateway,aedes,mosquitto,aedes-node',
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
+    'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=200000 BENCH_AMQP_LIVE_SECONDS=8',
   ].join('\n');
 }
 

@@ -1,0 +1,137 @@
+/**
+ * Section `amqp`: the amqp upstream against a private RabbitMQ 3.10 (AMQP 1.0 plugin), same machine, same run.
+ *   1. reference: a raw rhea sender -> RabbitMQ, unsettled, counted on `accepted` (window BENCH_AMQP_WINDOW)
+ *   2. backlog drain: BENCH_AMQP_BACKLOG readings stored while RabbitMQ is down, then RabbitMQ starts; time from
+ *      "upstream connected" until the outbox is empty (health endpoint polled every 50 ms)
+ *   3. live: paced MQTT devices at half the drain rate -> gateway -> RabbitMQ -> consumer; latency measured from the
+ *      gateway's receive time (`receivedAt` in the body) to the consumer's receipt (same clock, loopback device hop
+ *      not included)
+ * Reuses the test helpers (private RabbitMQ, gateway child process, simulated devices, delivery report).
+ */
+import mqtt from 'mqtt';
+import rhea from 'rhea';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { envNumber, type BenchContext, type BenchSection, type SectionReport } from '../lib/section.ts';
+import { fmt } from '../lib/table.ts';
+import { startRabbitMq } from '../../../test/helpers/rabbitmq.ts';
+import { startGatewayProc } from '../../../test/helpers/gateway.ts';
+import { amqpConsumer, connectAmqp } from '../../../test/helpers/amqp.ts';
+import { simulateDevice } from '../../../test/helpers/load.ts';
+import { waitFor } from '../../../test/helpers/net.ts';
+import { deliveryReport, formatReport } from '../../../test/helpers/report.ts';
+
+function pct(sorted: number[], p: number): number | undefined {
+  if (sorted.length === 0) return undefined;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function rawReference(port: number, messages: number, window: number, bodyBytes: number): Promise<{ msgsPerS: number; ms: number }> {
+  const conn = await connectAmqp(port);
+  const sender = conn.open_sender({ target: { address: '/queue/bench-raw', durable: 1 } });
+  await new Promise<void>((resolve) => sender.once('sendable', () => resolve()));
+  const body = rhea.message.data_section(Buffer.from(JSON.stringify({ pad: 'x'.repeat(Math.max(0, bodyBytes - 12)) })));
+  let sent = 0;
+  let accepted = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      while (sent < messages && sent - accepted < window && sender.sendable()) {
+        sender.send({ message_id: `raw-${sent}`, durable: true, content_type: 'application/json', body });
+        sent++;
+      }
+    };
+    sender.on('accepted', () => { accepted++; if (accepted === messages) resolve(); else pump(); });
+    sender.on('sendable', pump);
+    pump();
+  });
+  const ms = performance.now() - t0;
+  conn.close();
+  return { msgsPerS: (messages / ms) * 1000, ms };
+}
+
+export const amqpSection: BenchSection = {
+  id: 'amqp',
+  description: 'amqp upstream vs raw rhea -> RabbitMQ: backlog drain, live latency',
+  async run(ctx: BenchContext): Promise<SectionReport> {
+    const messages = envNumber('BENCH_AMQP_MESSAGES', 100_000);
+    const window = envNumber('BENCH_AMQP_WINDOW', 500);
+    const backlog = envNumber('BENCH_AMQP_BACKLOG', 200_000);
+    const liveSeconds = envNumber('BENCH_AMQP_LIVE_SECONDS', 8);
+    const notes: string[] = [];
+    ctx.log('amqp: starting a private RabbitMQ');
+    const rmq = await startRabbitMq();
+    const cleanups: (() => Promise<void> | void)[] = [() => rmq.cleanup()];
+    try {
+      ctx.log(`amqp: raw rhea reference, ${messages} messages, window ${window}`);
+      const raw = await rawReference(rmq.port, messages, window, 200);
+
+      // Backlog: the gateway stores readings while RabbitMQ is down.
+      await rmq.stop('SIGTERM');
+      const g = await startGatewayProc({
+        log: { level: 'info' },
+        mqtt: { openBroker: true },
+        upstreams: [{ name: 'bench', type: 'amqp', host: '127.0.0.1', port: rmq.port, username: 'guest', password: 'guest', address: '/queue/bench-gw', maxInflight: window, reconnectMinMs: 50, reconnectMaxMs: 100 }],
+      });
+      cleanups.push(() => g.cleanup());
+      const url = `mqtt://127.0.0.1:${g.mqttPort}`;
+      const devices = 10;
+      const per = Math.ceil(backlog / devices);
+      ctx.log(`amqp: storing a backlog of ${per * devices} readings with RabbitMQ down`);
+      const sims = Array.from({ length: devices }, (_, i) => simulateDevice(url, `b${i}`, { window: 32, max: per }));
+      await waitFor('backlog acked', () => sims.every((s) => s.acked.size === per), 600_000, 200);
+      for (const s of sims) await s.stop();
+      const consumer = await (async () => { await rmq.start(); return amqpConsumer(rmq.port, '/queue/bench-gw', { reconnect: true }); })();
+      cleanups.push(() => consumer.close());
+      const connected = await g.waitLog((l) => l.msg === 'upstream connected', 60_000);
+      const drainStart = Number(connected.time);
+      await waitFor('backlog drained', async () => (await g.health()).outbox.depth === 0, 600_000, 50);
+      const drainMs = Date.now() - drainStart;
+      const drain = { readings: per * devices, ms: drainMs, msgsPerS: ((per * devices) / drainMs) * 1000 };
+      await waitFor('consumer has the backlog', () => consumer.got.length >= per * devices, 60_000, 100).catch(() => undefined);
+      const backlogReport = deliveryReport(sims, consumer.got);
+
+      // Live: paced devices at half the drain rate.
+      const rate = Math.max(100, Math.round(drain.msgsPerS / 2));
+      ctx.log(`amqp: live forwarding at ${rate} readings/s for ${liveSeconds} s`);
+      const liveDevices = 10;
+      const clients = await Promise.all(Array.from({ length: liveDevices }, (_, i) => new Promise<mqtt.MqttClient>((resolve) => {
+        const c = mqtt.connect(url, { clientId: `live${i}`, reconnectPeriod: 0 });
+        c.once('connect', () => resolve(c));
+      })));
+      const before = consumer.messages.length;
+      const tickMs = 10;
+      const perTick = (rate * tickMs) / 1000 / liveDevices;
+      let carry = 0;
+      let seq = 0;
+      const t0 = Date.now();
+      while (Date.now() - t0 < liveSeconds * 1000) {
+        carry += perTick;
+        const n = Math.floor(carry);
+        carry -= n;
+        for (const c of clients) for (let k = 0; k < n; k++) c.publish(`devices/${(c.options.clientId)!}/telemetry`, JSON.stringify({ v: seq, seq: seq++ }), { qos: 1 });
+        await sleep(tickMs);
+      }
+      await sleep(1000);
+      for (const c of clients) c.end(true);
+      const live = consumer.messages.slice(before).filter((m) => String(m.body.device).startsWith('live'));
+      const lat = live.map((m) => m.at - Number(m.body.receivedAt)).sort((a, b) => a - b);
+      const liveRate = (live.length / liveSeconds);
+
+      const tables = [{
+        title: 'amqp: RabbitMQ 3.10 AMQP 1.0, unsettled sends acked on accepted',
+        columns: [{ header: 'run' }, { header: 'messages', align: 'right' as const }, { header: 'msgs/s', align: 'right' as const }, { header: 'vs raw', align: 'right' as const }, { header: 'p50 ms', align: 'right' as const }, { header: 'p99 ms', align: 'right' as const }],
+        rows: [
+          ['raw rhea sender (reference)', fmt.int(messages), fmt.int(raw.msgsPerS), '1.00x', '', ''],
+          ['gateway: backlog drain', fmt.int(drain.readings), fmt.int(drain.msgsPerS), fmt.ratio(drain.msgsPerS, raw.msgsPerS), '', ''],
+          [`gateway: live at ${fmt.int(rate)}/s`, fmt.int(live.length), fmt.int(liveRate), fmt.ratio(liveRate, raw.msgsPerS), fmt.ms(pct(lat, 50)), fmt.ms(pct(lat, 99))],
+        ],
+      }];
+      notes.push(`backlog delivery: ${formatReport(backlogReport)}`);
+      notes.push('live latency is gateway receipt -> consumer receipt; the drain ran without concurrent live ingest');
+      if (drain.msgsPerS < 0.8 * raw.msgsPerS) notes.push(`drain is below the 0.8x target (${fmt.ratio(drain.msgsPerS, raw.msgsPerS)})`);
+      return { tables, notes, data: { raw, drain, live: { rate, received: live.length, p50: pct(lat, 50), p99: pct(lat, 99), max: lat[lat.length - 1] }, backlogReport } };
+    } finally {
+      for (const c of cleanups.reverse()) await c();
+    }
+  },
+};
