@@ -149,7 +149,7 @@ test('a reading over max-message-size is dead-lettered with the reason; the rest
   await small.stop(); await big.stop()
 })
 
-test('wrong credentials, then wrong port: a clear log line, backoff, no crash; nothing lost once fixed', async () => {
+test('wrong credentials, wrong port, TLS to a plain port: a clear log line, backoff, no crash; nothing lost once fixed', async () => {
   const queue = '/queue/creds'
   const consumer = await amqpConsumer(rmq.port, queue)
   cleanups.push(() => consumer.close())
@@ -176,9 +176,17 @@ test('wrong credentials, then wrong port: a clear log line, backoff, no crash; n
   assert.match(String(refused.err), /ECONNREFUSED/)
   await new Promise((r) => setTimeout(r, 1000))
   assert.equal(g.proc.exitCode, null, 'still running')
+  // TLS against a plain AMQP port: the handshake fails, same behaviour.
+  await g.stop()
+  rewriteUpstream(g, { port: rmq.port, tls: { rejectUnauthorized: true } })
+  await g.start()
+  const tlsFail = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 10000)
+  assert.match(String(tlsFail.err), /SSL|TLS|EPROTO|wrong version|socket disconnected|ECONNRESET/i)
+  await new Promise((r) => setTimeout(r, 1000))
+  assert.equal(g.proc.exitCode, null, 'still running')
   // Fixed: everything acked earlier arrives.
   await g.stop()
-  rewriteUpstream(g, { port: rmq.port })
+  rewriteUpstream(g, { port: rmq.port, tls: undefined })
   await g.start()
   await waitFor('delivered after the fix', () => audit([sim], consumer.got).missing.length === 0, 20000, 100)
   await sim.stop()
@@ -187,5 +195,6 @@ test('wrong credentials, then wrong port: a clear log line, backoff, no crash; n
 function rewriteUpstream(g: GatewayProc, patch: Record<string, unknown>): void {
   const cfg = parse(readFileSync(g.configFile, 'utf8')) as { upstreams: Record<string, unknown>[] }
   Object.assign(cfg.upstreams[0]!, patch)
+  for (const [k, v] of Object.entries(patch)) if (v === undefined) delete cfg.upstreams[0]![k]
   writeFileSync(g.configFile, stringify(cfg))
 }

@@ -228,6 +228,11 @@ export class AmqpUpstream implements Upstream {
     conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = `session ended by the broker: ${describe(ctx.session?.error)}` })
     conn.on('session_close', () => { if (mine()) this.down(conn) })
     conn.on('error', (err: unknown) => { if (mine()) this.state.lastError = describe(err) })
+    // Handled here so rhea does not print it to stderr; e.g. RabbitMQ sends frames after its close while shutting down.
+    conn.on('protocol_error', (err: unknown) => {
+      if (mine()) this.state.lastError = `protocol error: ${describe(err)}`
+      else this.log.debug({ err: describe(err) }, 'amqp protocol error on a closed connection')
+    })
   }
 
   private onCommandMessage(conn: Connection, message: NonNullable<EventContext['message']>): void {

@@ -35,6 +35,7 @@ export async function connectAmqp(port: number, opts: { username?: string; passw
   conn.on('connection_error', () => undefined)
   conn.on('session_error', () => undefined)
   conn.on('receiver_error', () => undefined)
+  conn.on('protocol_error', () => undefined)
   await new Promise<void>((resolve, reject) => {
     conn.once('connection_open', () => resolve())
     conn.once('disconnected', (ctx) => reject(new Error(`test consumer could not connect: ${String(ctx.error)}`)))
