@@ -37,8 +37,10 @@ export class OutboxClient implements Outbox {
   async start(): Promise<void> {
     const { log, batchRows: _b, maintenanceMs, ...init } = this.opts
     const workerData: WorkerInit = { ...init, maintenanceMs: maintenanceMs ?? 250 }
-    // The worker runs TypeScript too: its plain-JS entry registers tsx, whatever started this process.
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData, name: 'edgeway-outbox' })
+    // Compiled (dist/): the worker is plain JS. From source: a plain-JS entry registers tsx in the worker first.
+    const compiled = import.meta.url.endsWith('.js')
+    const entry = new URL(compiled ? './worker.js' : './worker-boot.mjs', import.meta.url)
+    const worker = new Worker(entry, { workerData, name: 'edgeway-outbox' })
     this.worker = worker
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
