@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
-import type { Outbox } from '../outbox/types.ts'
+import type { OutboxClient } from '../outbox/client.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
@@ -23,7 +23,7 @@ export interface BrokerDeps {
   config: Config['mqtt']
   persistenceFile: string
   registry: Registry
-  outbox: Outbox
+  outbox: Pick<OutboxClient, 'append' | 'onCommitted'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import type { ReadingInput } from '../readings.ts'
+import type { RawReading } from '../readings.ts'
 import { OutboxError, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts'
 
@@ -13,22 +13,34 @@ export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs'> {
   log: Logger
 }
 
-type Done = (err: Error | null) => void
+/** `refused` is set when the reading was not stored because it does not decode (it is still acknowledged). */
+type Done = (err: Error | null, refused?: string) => void
+
+/** Readings waiting for the next flush, kept as parallel arrays (no object per reading). */
+class PendingBatch {
+  devices: string[] = []
+  links: string[] = []
+  payloads: Uint8Array[] = []
+  dones: Done[] = []
+  bytes = 0
+  get size(): number { return this.devices.length }
+}
+
+export interface CommitInfo { stored: number; devices: Set<string>; link: string | null; latencyMs: number }
 
 export class OutboxClient implements Outbox {
   private worker: Worker | null = null
-  private pendingRows: ReadingInput[] = []
-  private pendingDone: Done[] = []
+  private pending = new PendingBatch()
   private flushScheduled = false
   private nextId = 1
-  private readonly inflightAppends = new Map<number, Done[]>()
+  private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number }>()
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   private readonly events = new EventEmitter()
   private closed = false
   private fatal: Error | null = null
   lastRowId = 0
   /** Readings handed to the worker and not yet committed (for shutdown and health). */
-  get pending(): number { return this.pendingRows.length + [...this.inflightAppends.values()].reduce((n, d) => n + d.length, 0) }
+  get pendingCount(): number { return this.pending.size + [...this.inflightAppends.values()].reduce((n, b) => n + b.batch.size, 0) }
 
   constructor(private readonly opts: OutboxClientOptions) {
     this.events.setMaxListeners(0)
@@ -62,14 +74,18 @@ export class OutboxClient implements Outbox {
     log.debug({ file: this.opts.file, lastRowId: this.lastRowId }, 'outbox open')
   }
 
-  append(reading: ReadingInput, done: Done): void {
+  append(reading: RawReading, done: Done): void {
     if (this.closed || this.fatal) {
       done(new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
       return
     }
-    this.pendingRows.push(reading)
-    this.pendingDone.push(done)
-    if (this.pendingRows.length >= this.opts.batchRows) this.flush()
+    const p = this.pending
+    p.devices.push(reading.device)
+    p.links.push(reading.link)
+    p.payloads.push(reading.payload)
+    p.dones.push(done)
+    p.bytes += reading.payload.byteLength
+    if (p.size >= this.opts.batchRows) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
       // setImmediate: after every packet of this socket read has been parsed, so one read = one batch.
@@ -79,12 +95,24 @@ export class OutboxClient implements Outbox {
 
   private flush(): void {
     this.flushScheduled = false
-    if (this.pendingRows.length === 0 || !this.worker) return
+    const batch = this.pending
+    if (batch.size === 0 || !this.worker) return
+    this.pending = new PendingBatch()
     const id = this.nextId++
-    this.inflightAppends.set(id, this.pendingDone)
-    this.post({ t: 'append', id, rows: this.pendingRows })
-    this.pendingRows = []
-    this.pendingDone = []
+    // One buffer of its own (never Node's shared pool) so it can be transferred to the worker without a copy.
+    const data = new Uint8Array(batch.bytes)
+    const lengths = new Uint32Array(batch.size)
+    let off = 0
+    for (let i = 0; i < batch.payloads.length; i++) {
+      const p = batch.payloads[i]!
+      data.set(p, off)
+      off += p.byteLength
+      lengths[i] = p.byteLength
+    }
+    batch.payloads = []
+    this.inflightAppends.set(id, { batch, sentAt: performance.now() })
+    const m: ToWorker = { t: 'append', id, devices: batch.devices, links: batch.links, lengths, data, receivedAt: Date.now() }
+    this.worker.postMessage(m, [data.buffer, lengths.buffer])
   }
 
   claim(upstream: string, limit: number): Promise<ClaimedRow[]> {
@@ -143,22 +171,42 @@ export class OutboxClient implements Outbox {
 
   private post(m: ToWorker): void {
     // Appends must reach the worker before a later claim/ack from this thread: flush first.
-    if (m.t !== 'append' && this.pendingRows.length) this.flush()
+    if (this.pending.size) this.flush()
     this.worker?.postMessage(m)
   }
 
   private onMessage(m: FromWorker): void {
     switch (m.t) {
-      case 'appended':
+      case 'appended': {
         this.lastRowId = m.lastRowId
-        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(null)
-        for (const id of m.ids) this.inflightAppends.delete(id)
+        const refused = new Map<string, string>()
+        for (const r of m.refused) refused.set(`${r.id}:${r.index}`, r.reason)
+        const devices = new Set<string>()
+        let link: string | null = null
+        let latencyMs = 0
+        for (const id of m.ids) {
+          const entry = this.inflightAppends.get(id)
+          if (!entry) continue
+          this.inflightAppends.delete(id)
+          const b = entry.batch
+          latencyMs = Math.max(latencyMs, performance.now() - entry.sentAt)
+          for (let i = 0; i < b.dones.length; i++) {
+            if (refused.size > 0 && refused.has(`${id}:${i}`)) { b.dones[i]!(null, refused.get(`${id}:${i}`)); continue }
+            devices.add(b.devices[i]!)
+            link ??= b.links[i]!
+            b.dones[i]!(null)
+          }
+        }
+        this.events.emit('committed', { stored: m.stored, devices, link, latencyMs } satisfies CommitInfo)
         this.events.emit('appended', m.lastRowId)
         break
+      }
       case 'appendFailed': {
         const err = new OutboxError(m.code === 'disk_full' ? `outbox disk full: ${m.message}` : `outbox write failed: ${m.message}`, m.code)
-        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(err)
-        for (const id of m.ids) this.inflightAppends.delete(id)
+        for (const id of m.ids) {
+          for (const d of this.inflightAppends.get(id)?.batch.dones ?? []) d(err)
+          this.inflightAppends.delete(id)
+        }
         this.events.emit('appendFailed', err)
         break
       }
@@ -181,6 +229,11 @@ export class OutboxClient implements Outbox {
     }
   }
 
+  /** After each commit: how many readings were stored and for which devices (metrics, last-seen). */
+  onCommitted(listener: (info: CommitInfo) => void): void {
+    this.events.on('committed', listener)
+  }
+
   onAppendFailed(listener: (err: OutboxError) => void): void {
     this.events.on('appendFailed', listener)
   }
@@ -197,11 +250,10 @@ export class OutboxClient implements Outbox {
     this.fatal = err
     this.opts.log.fatal({ err }, 'outbox worker died: no reading will be acknowledged')
     const e = new OutboxError(`outbox failed: ${err.message}`, 'closed')
-    for (const ds of this.inflightAppends.values()) for (const d of ds) d(e)
+    for (const { batch } of this.inflightAppends.values()) for (const d of batch.dones) d(e)
     this.inflightAppends.clear()
-    for (const d of this.pendingDone) d(e)
-    this.pendingRows = []
-    this.pendingDone = []
+    for (const d of this.pending.dones) d(e)
+    this.pending = new PendingBatch()
     for (const r of this.requests.values()) r.reject(e)
     this.requests.clear()
     this.events.emit('failure', err)
