@@ -5,7 +5,7 @@ import { OutboxStore } from '../gateway/outbox/store.ts'
 import type { ReadingInput, RawReading } from '../gateway/readings.ts'
 import { OutboxClient } from '../gateway/outbox/client.ts'
 import { createLogger } from '../gateway/log.ts'
-import { tempDir } from './helpers/net.ts'
+import { tempDir, waitFor } from './helpers/net.ts'
 
 const raw = (device: string, text: string): RawReading => ({ device, link: 'test', payload: Buffer.from(text) })
 const r = (device: string, n: number): ReadingInput => ({ device, ts: 1000 + n, deviceSeq: n, kind: 'json', payload: `{"v":${n}}`, link: 'test' })
@@ -163,6 +163,8 @@ test('outbox client on its worker thread: group commit, claim after append, clos
   try {
     const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, log })
     await c.start()
+    const { statSync } = await import('node:fs')
+    const emptySize = statSync(file).size
     const n = 1000
     const acks: Promise<void>[] = []
     for (let i = 0; i < n; i++) acks.push(new Promise((resolve, reject) => c.append(raw(`d${i % 7}`, `{"v":${i},"seq":${i}}`), (e) => (e ? reject(e) : resolve()))))
@@ -182,6 +184,8 @@ test('outbox client on its worker thread: group commit, claim after append, clos
     const more = await c.claim('up', 10)
     assert.deepEqual(more.map((x) => [x.device, x.kind]), [['bin', 'raw']])
     assert.deepEqual([...(more[0]!.payload as Uint8Array)], [1, 2, 3])
+    // The checkpointer thread moved the WAL into the database file (the writer itself never checkpoints).
+    await waitFor('checkpoint', () => statSync(file).size > emptySize + 16 * 1024, 5000).catch(async (e: Error) => { await c.close(); throw e })
     // appends not yet flushed when close() is called are still committed
     c.append(raw('late', '{"v":1}'), () => undefined)
     await c.close()

@@ -28,8 +28,16 @@ class PendingBatch {
 
 export interface CommitInfo { stored: number; devices: Set<string>; link: string | null; latencyMs: number }
 
+/** Compiled (dist/): the worker module is plain JS. From source: a plain-JS entry registers tsx in the thread first. */
+function spawnWorker(module: 'worker' | 'checkpointer', data: object, name: string): Worker {
+  const compiled = import.meta.url.endsWith('.js')
+  if (compiled) return new Worker(new URL(`./${module}.js`, import.meta.url), { workerData: data, name })
+  return new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { ...data, entry: new URL(`./${module}.ts`, import.meta.url).href }, name })
+}
+
 export class OutboxClient implements Outbox {
   private worker: Worker | null = null
+  private checkpointer: Worker | null = null
   private pending = new PendingBatch()
   private flushScheduled = false
   private nextId = 1
@@ -48,11 +56,8 @@ export class OutboxClient implements Outbox {
 
   async start(): Promise<void> {
     const { log, batchRows: _b, maintenanceMs, ...init } = this.opts
-    const workerData: WorkerInit = { ...init, maintenanceMs: maintenanceMs ?? 250 }
-    // Compiled (dist/): the worker is plain JS. From source: a plain-JS entry registers tsx in the worker first.
-    const compiled = import.meta.url.endsWith('.js')
-    const entry = new URL(compiled ? './worker.js' : './worker-boot.mjs', import.meta.url)
-    const worker = new Worker(entry, { workerData, name: 'edgeway-outbox' })
+    const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250 }
+    const worker = spawnWorker('worker', workerData, 'edgeway-outbox')
     this.worker = worker
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
@@ -72,6 +77,20 @@ export class OutboxClient implements Outbox {
     worker.on('error', (err) => this.die(err))
     worker.on('exit', (code) => { if (!this.closed) this.die(new Error(`outbox worker exited unexpectedly (code ${code})`)) })
     log.debug({ file: this.opts.file, lastRowId: this.lastRowId }, 'outbox open')
+    await this.startCheckpointer()
+  }
+
+  private async startCheckpointer(): Promise<void> {
+    const cp = spawnWorker('checkpointer', { file: this.opts.file, intervalMs: 200 }, 'edgeway-checkpoint')
+    await new Promise<void>((resolve, reject) => {
+      cp.once('message', () => resolve())
+      cp.once('error', reject)
+    })
+    cp.on('message', (m: { t: string; message?: string }) => {
+      if (m.t === 'error') this.opts.log.warn({ err: m.message }, 'outbox checkpoint failed: the WAL file grows until it succeeds')
+    })
+    cp.on('error', (err) => this.opts.log.error({ err: err.message }, 'outbox checkpointer died: the WAL file will grow'))
+    this.checkpointer = cp
   }
 
   append(reading: RawReading, done: Done): void {
@@ -153,6 +172,15 @@ export class OutboxClient implements Outbox {
     if (this.closed || !this.worker) return
     this.flush()
     const worker = this.worker
+    const cp = this.checkpointer
+    if (cp) {
+      // Stopped first, so the writer's close is the last connection and folds the WAL into the database.
+      const closed = new Promise<void>((resolve) => { cp.once('exit', () => resolve()); cp.once('message', () => resolve()) })
+      cp.postMessage({ t: 'close' })
+      await closed
+      await cp.terminate()
+      this.checkpointer = null
+    }
     await this.request((id) => ({ t: 'close', id })).catch(() => undefined)
     this.closed = true
     await worker.terminate()
