@@ -217,6 +217,16 @@ export class MqttBroker {
           this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })
           return cb(new RefusedError('invalid device id in topic'))
         }
+        const persistence = this.persistence
+        if (packet.qos === 2 && packet.dup && persistence && client) {
+          // A QoS 2 retransmission whose PUBREC was lost is already stored (aedes keeps it until PUBREL):
+          // store it once, so QoS 2 stays exactly-once into the outbox.
+          persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
+            () => cb(null),
+            () => this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err)),
+          )
+          return
+        }
         this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err))
         return
       }
