@@ -47,8 +47,6 @@ export class OutboxClient implements Outbox {
   private closed = false
   private fatal: Error | null = null
   lastRowId = 0
-  /** Readings handed to the worker and not yet committed (for shutdown and health). */
-  get pendingCount(): number { return this.pending.size + [...this.inflightAppends.values()].reduce((n, b) => n + b.batch.size, 0) }
 
   constructor(private readonly opts: OutboxClientOptions) {
     this.events.setMaxListeners(0)
