@@ -218,16 +218,16 @@ export class MqttBroker {
           return cb(new RefusedError('invalid device id in topic'))
         }
         const persistence = this.persistence
-        if (packet.qos === 2 && packet.dup && persistence && client) {
+        if (packet.qos === 2 && packet.dup && persistence) {
           // A QoS 2 retransmission whose PUBREC was lost is already stored (aedes keeps it until PUBREL):
           // store it once, so QoS 2 stays exactly-once into the outbox.
           persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
             () => cb(null),
-            () => this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err)),
+            () => this.intake.handle(t.device, topic, packet.payload as Buffer, cb),
           )
           return
         }
-        this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err))
+        this.intake.handle(t.device, topic, packet.payload as Buffer, cb)
         return
       }
       if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)
