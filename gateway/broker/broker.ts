@@ -23,7 +23,7 @@ export interface BrokerDeps {
   config: Config['mqtt']
   persistenceFile: string
   registry: Registry
-  outbox: Pick<OutboxClient, 'append' | 'onCommitted'>
+  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -223,11 +223,11 @@ export class MqttBroker {
           // store it once, so QoS 2 stays exactly-once into the outbox.
           persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
             () => cb(null),
-            () => this.intake.handle(t.device, topic, packet.payload as Buffer, cb),
+            () => this.intake.handle(t.device, packet.payload as Buffer, cb),
           )
           return
         }
-        this.intake.handle(t.device, topic, packet.payload as Buffer, cb)
+        this.intake.handle(t.device, packet.payload as Buffer, cb)
         return
       }
       if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)

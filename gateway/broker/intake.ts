@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
 
 export interface IntakeDeps {
-  outbox: Pick<OutboxClient, 'append' | 'onCommitted'>
+  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -19,7 +19,7 @@ export class TelemetryIntake {
   private outboxFailing = false
 
   constructor(private readonly d: IntakeDeps) {
-    // Per commit, not per reading: counters, last-seen and events cost once per batch.
+    // Bookkeeping happens per commit and per refusal, not in a closure per reading: this path runs for every publish.
     d.outbox.onCommitted((c) => {
       if (c.stored > 0) d.metrics.messagesIn.inc({ link: c.link ?? 'mqtt' }, c.stored)
       d.metrics.commitSeconds.observe(c.latencyMs / 1000)
@@ -32,31 +32,30 @@ export class TelemetryIntake {
         d.log.info('outbox writes succeed again: acknowledging readings')
       }
     })
+    d.outbox.onRefused(({ device, link, reason }) => {
+      if (link !== 'mqtt') return
+      // Acked so the device does not resend an unreadable payload forever; it learns why on its errors topic.
+      const topic = `devices/${device}/telemetry`
+      d.metrics.refusals.inc({ reason: 'decode' })
+      d.log.warn({ device, topic, reason }, 'telemetry refused: payload does not decode')
+      d.bus.safeEmit('refusal', { reason: 'decode', detail: reason, device })
+      d.reportError(device, { topic, reason })
+    })
+    d.outbox.onAppendFailed((err, count) => {
+      d.metrics.refusals.inc({ reason: 'outbox_unavailable' }, count)
+      if (!this.outboxFailing) {
+        this.outboxFailing = true
+        d.log.error({ err: err.message }, 'outbox write failed: withholding acks, devices will retry')
+      }
+    })
   }
 
   /**
-   * `done(null)` lets aedes send PUBACK/PUBREC (or deliver QoS 0); it runs only after the commit.
-   * `done(err)` closes the device's connection without an ack, so it retries later.
+   * `done(null)` lets aedes send PUBACK/PUBREC (or deliver QoS 0); it runs only after the commit (or, for a payload
+   * that does not decode, after the worker refused it). `done(err)` closes the connection without an ack: the
+   * device retries later.
    */
-  handle(device: string, topic: string, payload: Buffer, done: (err: Error | null) => void): void {
-    this.d.outbox.append({ device, link: 'mqtt', payload }, (err, refused) => {
-      if (err) {
-        if (!this.outboxFailing) {
-          this.outboxFailing = true
-          this.d.log.error({ err: err.message, device }, 'outbox write failed: withholding acks, devices will retry')
-        }
-        this.d.metrics.refusals.inc({ reason: 'outbox_unavailable' })
-        done(err)
-        return
-      }
-      if (refused !== undefined) {
-        // Acked so the device does not resend an unreadable payload forever; it learns why on its errors topic.
-        this.d.metrics.refusals.inc({ reason: 'decode' })
-        this.d.log.warn({ device, topic, reason: refused, bytes: payload.length }, 'telemetry refused: payload does not decode')
-        this.d.bus.safeEmit('refusal', { reason: 'decode', detail: refused, device })
-        this.d.reportError(device, { topic, reason: refused })
-      }
-      done(null)
-    })
+  handle(device: string, payload: Buffer, done: (err: Error | null) => void): void {
+    this.d.outbox.append({ device, link: 'mqtt', payload }, done)
   }
 }

@@ -217,7 +217,12 @@ export class OutboxClient implements Outbox {
           const b = entry.batch
           latencyMs = Math.max(latencyMs, performance.now() - entry.sentAt)
           for (let i = 0; i < b.dones.length; i++) {
-            if (refused.size > 0 && refused.has(`${id}:${i}`)) { b.dones[i]!(null, refused.get(`${id}:${i}`)); continue }
+            const why = refused.size > 0 ? refused.get(`${id}:${i}`) : undefined
+            if (why !== undefined) {
+              this.events.emit('refused', { device: b.devices[i]!, link: b.links[i]!, reason: why })
+              b.dones[i]!(null, why)
+              continue
+            }
             devices.add(b.devices[i]!)
             link ??= b.links[i]!
             b.dones[i]!(null)
@@ -229,11 +234,14 @@ export class OutboxClient implements Outbox {
       }
       case 'appendFailed': {
         const err = new OutboxError(m.code === 'disk_full' ? `outbox disk full: ${m.message}` : `outbox write failed: ${m.message}`, m.code)
+        let count = 0
         for (const id of m.ids) {
-          for (const d of this.inflightAppends.get(id)?.batch.dones ?? []) d(err)
+          const dones = this.inflightAppends.get(id)?.batch.dones ?? []
+          count += dones.length
+          for (const d of dones) d(err)
           this.inflightAppends.delete(id)
         }
-        this.events.emit('appendFailed', err)
+        this.events.emit('appendFailed', err, count)
         break
       }
       case 'claimed': this.settle(m.id, m.rows); break
@@ -260,8 +268,14 @@ export class OutboxClient implements Outbox {
     this.events.on('committed', listener)
   }
 
-  onAppendFailed(listener: (err: OutboxError) => void): void {
+  /** A commit failed: none of its `count` readings was stored or acknowledged. */
+  onAppendFailed(listener: (err: OutboxError, count: number) => void): void {
     this.events.on('appendFailed', listener)
+  }
+
+  /** A reading that does not decode: acknowledged (done(null, reason)) but not stored. */
+  onRefused(listener: (r: { device: string; link: string; reason: string }) => void): void {
+    this.events.on('refused', listener)
   }
 
   private settle(id: number, value: unknown): void {
