@@ -1,5 +1,13 @@
 #!/usr/bin/env node
-// Entry for the installed `edgeway` command: runs the TypeScript CLI through tsx, so no build step is needed on the board.
-import { register } from 'tsx/esm/api'
-register()
-await import('../gateway/cli.ts')
+// Entry for the `edgeway` command: runs the compiled gateway (dist/, built by `npm run build`, which `npm ci`
+// runs through "prepare"), or the TypeScript sources through tsx when no build exists.
+import { existsSync } from 'node:fs'
+
+const compiled = new URL('../dist/gateway/cli.js', import.meta.url)
+if (existsSync(compiled)) {
+  await import(compiled.href)
+} else {
+  const { register } = await import('tsx/esm/api')
+  register()
+  await import('../gateway/cli.ts')
+}

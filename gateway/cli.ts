@@ -1,6 +1,8 @@
 // `edgeway` command line: run the gateway, check config, manage devices, inspect the outbox.
 import { Command, Option } from 'commander'
 import { existsSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { hostname } from 'node:os'
 import { loadConfig, ConfigError } from './config/load.ts'
 import { jsonSchema, type Config } from './config/schema.ts'
@@ -9,7 +11,13 @@ import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+/** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
+function findPackageJson(): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 4; i++, dir = dirname(dir)) if (existsSync(join(dir, 'package.json'))) return join(dir, 'package.json')
+  throw new Error('package.json not found')
+}
+const pkg = JSON.parse(readFileSync(findPackageJson(), 'utf8')) as { version: string }
 
 /** --config, else $EDGEWAY_CONFIG, else ./edgeway.yaml when present, else built-in defaults. */
 function configPath(opt: string | undefined): string | undefined {

@@ -1,6 +1,7 @@
 // Wires the gateway together and owns start/stop order. Constructors elsewhere do no I/O; this does it all.
-import { join, resolve } from 'node:path'
-import { readFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { existsSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import type { Config } from './config/schema.ts'
 import { Registry } from './registry/registry.ts'
@@ -17,7 +18,15 @@ import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
 
-const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+/** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (let i = 0; i < 4; i++, dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version
+  }
+  return 'unknown'
+}
+const VERSION = packageVersion()
 
 export interface RunningGateway {
   broker: MqttBroker

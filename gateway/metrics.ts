@@ -16,7 +16,7 @@ export class Metrics {
   readonly upstreamConnected = new Gauge({ name: 'edgeway_upstream_connected', help: '1 when the upstream link is up', labelNames: ['upstream'] as const, registers: [this.registry] })
   readonly devicesConnected = new Gauge({ name: 'edgeway_devices_connected', help: 'Devices with an open link', registers: [this.registry] })
   readonly clientsConnected = new Gauge({ name: 'edgeway_mqtt_clients_connected', help: 'MQTT connections', registers: [this.registry] })
-  readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a reading reaching the gateway to its durable commit', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
+  readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a batch of readings leaving the broker thread to its durable commit (acks wait for it)', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgeway_process_' })

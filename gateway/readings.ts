@@ -3,7 +3,17 @@
 export type MetricValue = number | string | boolean
 export type Metrics = Record<string, MetricValue>
 
-/** What a device link hands to the outbox. */
+/**
+ * What a device link hands to the outbox: the telemetry payload as received. It is decoded (decodeTelemetry) on
+ * the outbox worker thread, so the broker thread only copies bytes.
+ */
+export interface RawReading {
+  device: string
+  link: string
+  payload: Uint8Array
+}
+
+/** A decoded reading, as the outbox stores it. */
 export interface ReadingInput {
   device: string
   /** Device clock (ms since epoch) when the device sent `ts`, else the gateway's receive time. */
@@ -44,7 +54,7 @@ const MAX_KEY = 64
  * (ms, or s when < 1e11) and integer `seq`. A payload that is not JSON at all (first byte not `{`) is
  * opaque and stored raw; a payload that looks like JSON but is not a valid metrics object is refused.
  */
-export function decodeTelemetry(device: string, payload: Buffer, now: number, link = 'mqtt'): DecodeResult {
+export function decodeTelemetry(device: string, payload: Buffer, now: number, link: string): DecodeResult {
   if (payload.length === 0) return { ok: false, reason: 'empty payload' }
   let first = 0
   while (first < payload.length && (payload[first] === 0x20 || payload[first] === 0x0a || payload[first] === 0x0d || payload[first] === 0x09)) first++

@@ -54,6 +54,16 @@ test('errors name the key and what was wrong', () => {
   } finally { cleanup() }
 })
 
+test('the committed JSON schema (for editor completion) is the one the code generates', async () => {
+  const { readFileSync } = await import('node:fs')
+  const committed = JSON.parse(readFileSync(new URL('../gateway/config/edgeway.schema.json', import.meta.url), 'utf8')) as unknown
+  const fresh = JSON.parse(JSON.stringify(jsonSchema())) as { properties: { gateway: { properties: { id: { default: string } } } } }
+  // the gateway id default is the host name of whoever generated it
+  const c = committed as typeof fresh
+  c.properties.gateway.properties.id.default = fresh.properties.gateway.properties.id.default
+  assert.deepEqual(committed, fresh, 'run `npm run schema` and commit the result')
+})
+
 test('JSON schema comes from the same definition', () => {
   const s = jsonSchema() as { properties: Record<string, { properties?: Record<string, unknown> }> }
   assert.ok(s.properties.mqtt?.properties?.tcp, 'mqtt.tcp in schema')

@@ -74,3 +74,23 @@ test('upstream down: readings pile up in the outbox, health says so, all arrive 
   await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
   for (const s of sims) await s.stop()
 })
+
+test('retention: beyond outbox.maxBytes the oldest readings are dropped, counted and logged', async () => {
+  const { freePort } = await import('./helpers/net.ts')
+  const g = await startGatewayProc({
+    mqtt: { openBroker: true },
+    outbox: { maxBytes: 20000 },
+    upstreams: [{ name: 'offline', type: 'mqtt', url: `mqtt://127.0.0.1:${await freePort()}`, reconnectMinMs: 5000, reconnectMaxMs: 10000 }],
+  })
+  cleanups.push(() => g.cleanup())
+  const sim = simulateDevice(`mqtt://127.0.0.1:${g.mqttPort}`, 'ret', { max: 400, payloadPad: 100 })
+  await waitFor('all acked', () => sim.acked.size === 400, 20000)
+  await sim.stop()
+  const line = await g.waitLog((l) => l.msg === 'outbox retention dropped the oldest readings', 5000)
+  assert.equal(line.reason, 'retention_bytes')
+  const dropped = await g.metric('edgeway_outbox_drops_total', { reason: 'retention_bytes' })
+  const h = await g.health()
+  assert.ok(dropped > 0)
+  assert.equal(h.outbox.depth + dropped, 400, 'every reading is either still stored or counted as dropped')
+  assert.ok((h.upstreams[0]?.lag ?? 0) <= h.outbox.depth, 'the cursor moved past the dropped readings')
+})

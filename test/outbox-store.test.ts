@@ -2,11 +2,12 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { OutboxStore, readDeadLetters, requestDeadRetry } from '../gateway/outbox/store.ts'
-import type { ReadingInput } from '../gateway/readings.ts'
+import type { ReadingInput, RawReading } from '../gateway/readings.ts'
 import { OutboxClient } from '../gateway/outbox/client.ts'
 import { createLogger } from '../gateway/log.ts'
-import { tempDir } from './helpers/net.ts'
+import { tempDir, waitFor } from './helpers/net.ts'
 
+const raw = (device: string, text: string): RawReading => ({ device, link: 'test', payload: Buffer.from(text) })
 const r = (device: string, n: number): ReadingInput => ({ device, ts: 1000 + n, deviceSeq: n, kind: 'json', payload: `{"v":${n}}`, link: 'test' })
 
 function store(file: string, upstreams: string[], extra: Partial<ConstructorParameters<typeof OutboxStore>[0]> = {}): OutboxStore {
@@ -215,9 +216,11 @@ test('outbox client on its worker thread: group commit, claim after append, clos
   try {
     const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, log })
     await c.start()
+    const { statSync } = await import('node:fs')
+    const emptySize = statSync(file).size
     const n = 1000
     const acks: Promise<void>[] = []
-    for (let i = 0; i < n; i++) acks.push(new Promise((resolve, reject) => c.append(r(`d${i % 7}`, i), (e) => (e ? reject(e) : resolve()))))
+    for (let i = 0; i < n; i++) acks.push(new Promise((resolve, reject) => c.append(raw(`d${i % 7}`, `{"v":${i},"seq":${i}}`), (e) => (e ? reject(e) : resolve()))))
     await Promise.all(acks)
     const st = await c.stats()
     assert.equal(st.appended, n)
@@ -225,11 +228,22 @@ test('outbox client on its worker thread: group commit, claim after append, clos
     const rows = await c.claim('up', 2000)
     assert.equal(rows.length, n)
     assert.deepEqual(rows.map((x) => x.rowId), Array.from({ length: n }, (_, i) => i + 1))
+    assert.deepEqual(rows.map((x) => x.deviceSeq), Array.from({ length: n }, (_, i) => i), 'decoded on the worker, in order')
+    assert.equal(rows[5]!.payload, '{"v":5,"seq":5}')
+    // a payload that does not decode is refused with a reason, not stored; raw bytes are stored as they came
+    const refused = await new Promise<string | undefined>((resolve, reject) => c.append(raw('bad', '{"v":'), (e, why) => (e ? reject(e) : resolve(why))))
+    assert.match(refused ?? '', /invalid JSON/)
+    await new Promise<void>((resolve, reject) => c.append({ device: 'bin', link: 'test', payload: Uint8Array.from([1, 2, 3]) }, (e) => (e ? reject(e) : resolve())))
+    const more = await c.claim('up', 10)
+    assert.deepEqual(more.map((x) => [x.device, x.kind]), [['bin', 'raw']])
+    assert.deepEqual([...(more[0]!.payload as Uint8Array)], [1, 2, 3])
+    // The checkpointer thread moved the WAL into the database file (the writer itself never checkpoints).
+    await waitFor('checkpoint', () => statSync(file).size > emptySize + 16 * 1024, 5000).catch(async (e: Error) => { await c.close(); throw e })
     // appends not yet flushed when close() is called are still committed
-    c.append(r('late', 1), () => undefined)
+    c.append(raw('late', '{"v":1}'), () => undefined)
     await c.close()
     const s = store(file, ['up'])
-    assert.equal(s.stats().depth, n + 1)
+    assert.equal(s.stats().depth, n + 2)
     s.close()
   } finally { cleanup() }
 })

@@ -6,20 +6,20 @@ import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from '../gatewa
 const NOW = 1_700_000_000_000
 
 test('telemetry JSON decodes into one normalised reading', () => {
-  const r = decodeTelemetry('d1', Buffer.from('{"t":21.5,"ok":true,"mode":"eco","ts":1700000001,"seq":7}'), NOW)
+  const r = decodeTelemetry('d1', Buffer.from('{"t":21.5,"ok":true,"mode":"eco","ts":1700000001,"seq":7}'), NOW, 'mqtt')
   assert.ok(r.ok)
   assert.equal(r.reading.kind, 'json')
   assert.equal(r.reading.ts, 1_700_000_001_000, 'seconds become ms')
   assert.equal(r.reading.deviceSeq, 7)
   assert.deepEqual(readingMetrics({ kind: 'json', payload: r.reading.payload }), { t: 21.5, ok: true, mode: 'eco' })
-  const ms = decodeTelemetry('d1', Buffer.from('{"t":1,"ts":1700000001234}'), NOW)
+  const ms = decodeTelemetry('d1', Buffer.from('{"t":1,"ts":1700000001234}'), NOW, 'mqtt')
   assert.ok(ms.ok && ms.reading.ts === 1_700_000_001_234)
-  const nots = decodeTelemetry('d1', Buffer.from('{"t":1}'), NOW)
+  const nots = decodeTelemetry('d1', Buffer.from('{"t":1}'), NOW, 'mqtt')
   assert.ok(nots.ok && nots.reading.ts === NOW && nots.reading.deviceSeq === null)
 })
 
 test('opaque payloads are stored raw', () => {
-  const r = decodeTelemetry('d1', Buffer.from([0x01, 0x02, 0xff]), NOW)
+  const r = decodeTelemetry('d1', Buffer.from([0x01, 0x02, 0xff]), NOW, 'mqtt')
   assert.ok(r.ok)
   assert.equal(r.reading.kind, 'raw')
   assert.deepEqual([...(r.reading.payload as Uint8Array)], [1, 2, 255])
@@ -37,11 +37,11 @@ test('payloads that look like JSON but are not valid telemetry are refused with 
     ['{"t":1,"ts":"yesterday"}', /"ts" must be/],
   ]
   for (const [p, re] of cases) {
-    const r = decodeTelemetry('d1', Buffer.from(p), NOW)
+    const r = decodeTelemetry('d1', Buffer.from(p), NOW, 'mqtt')
     assert.equal(r.ok, false, p)
     if (!r.ok) assert.match(r.reason, re, p)
   }
-  const empty = decodeTelemetry('d1', Buffer.alloc(0), NOW)
+  const empty = decodeTelemetry('d1', Buffer.alloc(0), NOW, 'mqtt')
   assert.equal(empty.ok, false)
 })
 

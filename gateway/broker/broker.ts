@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
-import type { Outbox } from '../outbox/types.ts'
+import type { OutboxClient } from '../outbox/client.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
@@ -23,7 +23,7 @@ export interface BrokerDeps {
   config: Config['mqtt']
   persistenceFile: string
   registry: Registry
-  outbox: Outbox
+  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -221,7 +221,17 @@ export class MqttBroker {
           this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })
           return cb(new RefusedError('invalid device id in topic'))
         }
-        this.intake.handle(t.device, topic, packet.payload as Buffer, (err) => cb(err))
+        const persistence = this.persistence
+        if (packet.qos === 2 && packet.dup && persistence) {
+          // A QoS 2 retransmission whose PUBREC was lost is already stored (aedes keeps it until PUBREL):
+          // store it once, so QoS 2 stays exactly-once into the outbox.
+          persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
+            () => cb(null),
+            () => this.intake.handle(t.device, packet.payload as Buffer, cb),
+          )
+          return
+        }
+        this.intake.handle(t.device, packet.payload as Buffer, cb)
         return
       }
       if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)

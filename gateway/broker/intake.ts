@@ -1,12 +1,12 @@
-// Telemetry intake: decode, append to the outbox, and only then let the broker acknowledge the device.
+// Telemetry intake: hand the payload to the outbox and let the broker acknowledge the device only after the commit.
+// Decoding happens on the outbox worker; this file stays cheap because it runs for every publish on the broker thread.
 import type { Logger } from 'pino'
-import type { Outbox } from '../outbox/types.ts'
-import { decodeTelemetry } from '../readings.ts'
+import type { OutboxClient } from '../outbox/client.ts'
 import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
 
 export interface IntakeDeps {
-  outbox: Outbox
+  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -17,43 +17,45 @@ export interface IntakeDeps {
 
 export class TelemetryIntake {
   private outboxFailing = false
-  constructor(private readonly d: IntakeDeps) {}
 
-  /**
-   * `done(null)` lets aedes send PUBACK/PUBREC (or deliver QoS 0); it runs only after the commit.
-   * `done(err)` closes the device's connection without an ack, so it retries later.
-   */
-  handle(device: string, topic: string, payload: Buffer, done: (err: Error | null) => void): void {
-    const decoded = decodeTelemetry(device, payload, Date.now(), 'mqtt')
-    if (!decoded.ok) {
-      // Acked so the device does not resend an unreadable payload forever; it learns why on its errors topic.
-      this.d.metrics.refusals.inc({ reason: 'decode' })
-      this.d.log.warn({ device, topic, reason: decoded.reason, bytes: payload.length }, 'telemetry refused: payload does not decode')
-      this.d.bus.safeEmit('refusal', { reason: 'decode', detail: decoded.reason, device })
-      this.d.reportError(device, { topic, reason: decoded.reason })
-      done(null)
-      return
-    }
-    const started = performance.now()
-    this.d.outbox.append(decoded.reading, (err) => {
-      if (err) {
-        if (!this.outboxFailing) {
-          this.outboxFailing = true
-          this.d.log.error({ err: err.message, device }, 'outbox write failed: withholding acks, devices will retry')
-        }
-        this.d.metrics.refusals.inc({ reason: 'outbox_unavailable' })
-        done(err)
-        return
+  constructor(private readonly d: IntakeDeps) {
+    // Bookkeeping happens per commit and per refusal, not in a closure per reading: this path runs for every publish.
+    d.outbox.onCommitted((c) => {
+      if (c.stored > 0) d.metrics.messagesIn.inc({ link: c.link ?? 'mqtt' }, c.stored)
+      d.metrics.commitSeconds.observe(c.latencyMs / 1000)
+      for (const device of c.devices) {
+        d.touch(device)
+        if (d.bus.listenerCount('reading') > 0) d.bus.safeEmit('reading', { device, link: c.link ?? 'mqtt' })
       }
       if (this.outboxFailing) {
         this.outboxFailing = false
-        this.d.log.info('outbox writes succeed again: acknowledging readings')
+        d.log.info('outbox writes succeed again: acknowledging readings')
       }
-      this.d.metrics.messagesIn.inc({ link: 'mqtt' })
-      this.d.metrics.commitSeconds.observe((performance.now() - started) / 1000)
-      this.d.touch(device)
-      this.d.bus.safeEmit('reading', { device, link: 'mqtt' })
-      done(null)
     })
+    d.outbox.onRefused(({ device, link, reason }) => {
+      if (link !== 'mqtt') return
+      // Acked so the device does not resend an unreadable payload forever; it learns why on its errors topic.
+      const topic = `devices/${device}/telemetry`
+      d.metrics.refusals.inc({ reason: 'decode' })
+      d.log.warn({ device, topic, reason }, 'telemetry refused: payload does not decode')
+      d.bus.safeEmit('refusal', { reason: 'decode', detail: reason, device })
+      d.reportError(device, { topic, reason })
+    })
+    d.outbox.onAppendFailed((err, count) => {
+      d.metrics.refusals.inc({ reason: 'outbox_unavailable' }, count)
+      if (!this.outboxFailing) {
+        this.outboxFailing = true
+        d.log.error({ err: err.message }, 'outbox write failed: withholding acks, devices will retry')
+      }
+    })
+  }
+
+  /**
+   * `done(null)` lets aedes send PUBACK/PUBREC (or deliver QoS 0); it runs only after the commit (or, for a payload
+   * that does not decode, after the worker refused it). `done(err)` closes the connection without an ack: the
+   * device retries later.
+   */
+  handle(device: string, payload: Buffer, done: (err: Error | null) => void): void {
+    this.d.outbox.append({ device, link: 'mqtt', payload }, done)
   }
 }

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import type { ReadingInput } from '../readings.ts'
+import type { RawReading } from '../readings.ts'
 import { OutboxError, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts'
 
@@ -13,22 +13,40 @@ export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs'> {
   log: Logger
 }
 
-type Done = (err: Error | null) => void
+/** `refused` is set when the reading was not stored because it does not decode (it is still acknowledged). */
+type Done = (err: Error | null, refused?: string) => void
+
+/** Readings waiting for the next flush, kept as parallel arrays (no object per reading). */
+class PendingBatch {
+  devices: string[] = []
+  links: string[] = []
+  payloads: Uint8Array[] = []
+  dones: Done[] = []
+  bytes = 0
+  get size(): number { return this.devices.length }
+}
+
+export interface CommitInfo { stored: number; devices: Set<string>; link: string | null; latencyMs: number }
+
+/** Compiled (dist/): the worker module is plain JS. From source: a plain-JS entry registers tsx in the thread first. */
+function spawnWorker(module: 'worker' | 'checkpointer', data: object, name: string): Worker {
+  const compiled = import.meta.url.endsWith('.js')
+  if (compiled) return new Worker(new URL(`./${module}.js`, import.meta.url), { workerData: data, name })
+  return new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { ...data, entry: new URL(`./${module}.ts`, import.meta.url).href }, name })
+}
 
 export class OutboxClient implements Outbox {
   private worker: Worker | null = null
-  private pendingRows: ReadingInput[] = []
-  private pendingDone: Done[] = []
+  private checkpointer: Worker | null = null
+  private pending = new PendingBatch()
   private flushScheduled = false
   private nextId = 1
-  private readonly inflightAppends = new Map<number, Done[]>()
+  private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number }>()
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   private readonly events = new EventEmitter()
   private closed = false
   private fatal: Error | null = null
   lastRowId = 0
-  /** Readings handed to the worker and not yet committed (for shutdown and health). */
-  get pending(): number { return this.pendingRows.length + [...this.inflightAppends.values()].reduce((n, d) => n + d.length, 0) }
 
   constructor(private readonly opts: OutboxClientOptions) {
     this.events.setMaxListeners(0)
@@ -36,9 +54,8 @@ export class OutboxClient implements Outbox {
 
   async start(): Promise<void> {
     const { log, batchRows: _b, maintenanceMs, ...init } = this.opts
-    const workerData: WorkerInit = { ...init, maintenanceMs: maintenanceMs ?? 250 }
-    // The worker runs TypeScript too: its plain-JS entry registers tsx, whatever started this process.
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData, name: 'edgeway-outbox' })
+    const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250 }
+    const worker = spawnWorker('worker', workerData, 'edgeway-outbox')
     this.worker = worker
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {
@@ -58,16 +75,34 @@ export class OutboxClient implements Outbox {
     worker.on('error', (err) => this.die(err))
     worker.on('exit', (code) => { if (!this.closed) this.die(new Error(`outbox worker exited unexpectedly (code ${code})`)) })
     log.debug({ file: this.opts.file, lastRowId: this.lastRowId }, 'outbox open')
+    await this.startCheckpointer()
   }
 
-  append(reading: ReadingInput, done: Done): void {
+  private async startCheckpointer(): Promise<void> {
+    const cp = spawnWorker('checkpointer', { file: this.opts.file, intervalMs: 200 }, 'edgeway-checkpoint')
+    await new Promise<void>((resolve, reject) => {
+      cp.once('message', () => resolve())
+      cp.once('error', reject)
+    })
+    cp.on('message', (m: { t: string; message?: string }) => {
+      if (m.t === 'error') this.opts.log.warn({ err: m.message }, 'outbox checkpoint failed: the WAL file grows until it succeeds')
+    })
+    cp.on('error', (err) => this.opts.log.error({ err: err.message }, 'outbox checkpointer died: the WAL file will grow'))
+    this.checkpointer = cp
+  }
+
+  append(reading: RawReading, done: Done): void {
     if (this.closed || this.fatal) {
       done(new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
       return
     }
-    this.pendingRows.push(reading)
-    this.pendingDone.push(done)
-    if (this.pendingRows.length >= this.opts.batchRows) this.flush()
+    const p = this.pending
+    p.devices.push(reading.device)
+    p.links.push(reading.link)
+    p.payloads.push(reading.payload)
+    p.dones.push(done)
+    p.bytes += reading.payload.byteLength
+    if (p.size >= this.opts.batchRows) this.flush()
     else if (!this.flushScheduled) {
       this.flushScheduled = true
       // setImmediate: after every packet of this socket read has been parsed, so one read = one batch.
@@ -77,12 +112,24 @@ export class OutboxClient implements Outbox {
 
   private flush(): void {
     this.flushScheduled = false
-    if (this.pendingRows.length === 0 || !this.worker) return
+    const batch = this.pending
+    if (batch.size === 0 || !this.worker) return
+    this.pending = new PendingBatch()
     const id = this.nextId++
-    this.inflightAppends.set(id, this.pendingDone)
-    this.post({ t: 'append', id, rows: this.pendingRows })
-    this.pendingRows = []
-    this.pendingDone = []
+    // One buffer of its own (never Node's shared pool) so it can be transferred to the worker without a copy.
+    const data = new Uint8Array(batch.bytes)
+    const lengths = new Uint32Array(batch.size)
+    let off = 0
+    for (let i = 0; i < batch.payloads.length; i++) {
+      const p = batch.payloads[i]!
+      data.set(p, off)
+      off += p.byteLength
+      lengths[i] = p.byteLength
+    }
+    batch.payloads = []
+    this.inflightAppends.set(id, { batch, sentAt: performance.now() })
+    const m: ToWorker = { t: 'append', id, devices: batch.devices, links: batch.links, lengths, data, receivedAt: Date.now() }
+    this.worker.postMessage(m, [data.buffer, lengths.buffer])
   }
 
   claim(upstream: string, limit: number): Promise<ClaimedRow[]> {
@@ -123,6 +170,15 @@ export class OutboxClient implements Outbox {
     if (this.closed || !this.worker) return
     this.flush()
     const worker = this.worker
+    const cp = this.checkpointer
+    if (cp) {
+      // Stopped first, so the writer's close is the last connection and folds the WAL into the database.
+      const closed = new Promise<void>((resolve) => { cp.once('exit', () => resolve()); cp.once('message', () => resolve()) })
+      cp.postMessage({ t: 'close' })
+      await closed
+      await cp.terminate()
+      this.checkpointer = null
+    }
     await this.request((id) => ({ t: 'close', id })).catch(() => undefined)
     this.closed = true
     await worker.terminate()
@@ -141,23 +197,51 @@ export class OutboxClient implements Outbox {
 
   private post(m: ToWorker): void {
     // Appends must reach the worker before a later claim/ack from this thread: flush first.
-    if (m.t !== 'append' && this.pendingRows.length) this.flush()
+    if (this.pending.size) this.flush()
     this.worker?.postMessage(m)
   }
 
   private onMessage(m: FromWorker): void {
     switch (m.t) {
-      case 'appended':
+      case 'appended': {
         this.lastRowId = m.lastRowId
-        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(null)
-        for (const id of m.ids) this.inflightAppends.delete(id)
+        const refused = new Map<string, string>()
+        for (const r of m.refused) refused.set(`${r.id}:${r.index}`, r.reason)
+        const devices = new Set<string>()
+        let link: string | null = null
+        let latencyMs = 0
+        for (const id of m.ids) {
+          const entry = this.inflightAppends.get(id)
+          if (!entry) continue
+          this.inflightAppends.delete(id)
+          const b = entry.batch
+          latencyMs = Math.max(latencyMs, performance.now() - entry.sentAt)
+          for (let i = 0; i < b.dones.length; i++) {
+            const why = refused.size > 0 ? refused.get(`${id}:${i}`) : undefined
+            if (why !== undefined) {
+              this.events.emit('refused', { device: b.devices[i]!, link: b.links[i]!, reason: why })
+              b.dones[i]!(null, why)
+              continue
+            }
+            devices.add(b.devices[i]!)
+            link ??= b.links[i]!
+            b.dones[i]!(null)
+          }
+        }
+        this.events.emit('committed', { stored: m.stored, devices, link, latencyMs } satisfies CommitInfo)
         this.events.emit('appended', m.lastRowId)
         break
+      }
       case 'appendFailed': {
         const err = new OutboxError(m.code === 'disk_full' ? `outbox disk full: ${m.message}` : `outbox write failed: ${m.message}`, m.code)
-        for (const id of m.ids) for (const d of this.inflightAppends.get(id) ?? []) d(err)
-        for (const id of m.ids) this.inflightAppends.delete(id)
-        this.events.emit('appendFailed', err)
+        let count = 0
+        for (const id of m.ids) {
+          const dones = this.inflightAppends.get(id)?.batch.dones ?? []
+          count += dones.length
+          for (const d of dones) d(err)
+          this.inflightAppends.delete(id)
+        }
+        this.events.emit('appendFailed', err, count)
         break
       }
       case 'claimed': this.settle(m.id, m.rows); break
@@ -179,8 +263,19 @@ export class OutboxClient implements Outbox {
     }
   }
 
-  onAppendFailed(listener: (err: OutboxError) => void): void {
+  /** After each commit: how many readings were stored and for which devices (metrics, last-seen). */
+  onCommitted(listener: (info: CommitInfo) => void): void {
+    this.events.on('committed', listener)
+  }
+
+  /** A commit failed: none of its `count` readings was stored or acknowledged. */
+  onAppendFailed(listener: (err: OutboxError, count: number) => void): void {
     this.events.on('appendFailed', listener)
+  }
+
+  /** A reading that does not decode: acknowledged (done(null, reason)) but not stored. */
+  onRefused(listener: (r: { device: string; link: string; reason: string }) => void): void {
+    this.events.on('refused', listener)
   }
 
   private settle(id: number, value: unknown): void {
@@ -195,11 +290,10 @@ export class OutboxClient implements Outbox {
     this.fatal = err
     this.opts.log.fatal({ err }, 'outbox worker died: no reading will be acknowledged')
     const e = new OutboxError(`outbox failed: ${err.message}`, 'closed')
-    for (const ds of this.inflightAppends.values()) for (const d of ds) d(e)
+    for (const { batch } of this.inflightAppends.values()) for (const d of batch.dones) d(e)
     this.inflightAppends.clear()
-    for (const d of this.pendingDone) d(e)
-    this.pendingRows = []
-    this.pendingDone = []
+    for (const d of this.pending.dones) d(e)
+    this.pending = new PendingBatch()
     for (const r of this.requests.values()) r.reject(e)
     this.requests.clear()
     this.events.emit('failure', err)

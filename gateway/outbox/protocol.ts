@@ -1,12 +1,15 @@
 // Messages between the outbox client (broker thread) and the outbox worker thread.
-import type { ReadingInput } from '../readings.ts'
 import type { ClaimedRow, DropReason, OutboxStats } from './types.ts'
 import type { OutboxStoreOptions } from './store.ts'
+
+/** A reading of batch `id` at `index` that does not decode: acknowledged but not stored, the device is told why. */
+export interface Refusal { id: number; index: number; device: string; reason: string }
 
 export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & { maintenanceMs: number }
 
 export type ToWorker =
-  | { t: 'append'; id: number; rows: ReadingInput[] }
+  /** A batch of raw readings: payloads packed back to back in `data` (transferred, not copied). */
+  | { t: 'append'; id: number; devices: string[]; links: string[]; lengths: Uint32Array; data: Uint8Array; receivedAt: number }
   | { t: 'claim'; id: number; upstream: string; limit: number }
   | { t: 'ack'; upstream: string; ids: number[] }
   | { t: 'release'; upstream: string; ids?: number[] }
@@ -16,7 +19,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'ready'; lastRowId: number; upstreams: string[] }
-  | { t: 'appended'; ids: number[]; lastRowId: number }
+  | { t: 'appended'; ids: number[]; lastRowId: number; stored: number; refused: Refusal[] }
   | { t: 'appendFailed'; ids: number[]; code: 'disk_full' | 'io'; message: string }
   | { t: 'claimed'; id: number; rows: ClaimedRow[] }
   | { t: 'stats'; id: number; stats: OutboxStats }

@@ -18,8 +18,13 @@ export interface OutboxStoreOptions {
   maxBytes: number
   maxAgeMs: number
   synchronous?: 'FULL' | 'NORMAL'
+  /** false when a checkpointer thread keeps the WAL short (see checkpointer.ts). */
+  autoCheckpoint?: boolean
   now?: () => number
 }
+
+/** Rows deleted per maintenance step, so one step never stalls the commits queued behind it for long. */
+const DELETE_CHUNK = 5000
 
 interface Cursor {
   ackedUpto: number
@@ -54,7 +59,7 @@ export class OutboxStore {
   private requeued = 0
   private stmt!: {
     insert: Statement; upsertSeq: Statement; claim: Statement; rangeStats: Statement; deleteUpto: Statement
-    oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement
+    oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement; nthId: Statement
   }
   private readonly now: () => number
 
@@ -63,7 +68,7 @@ export class OutboxStore {
   }
 
   open(): void {
-    const db = this.db = openDatabase(this.opts.file, { synchronous: this.opts.synchronous ?? 'FULL' })
+    const db = this.db = openDatabase(this.opts.file, { synchronous: this.opts.synchronous ?? 'FULL', autoCheckpoint: this.opts.autoCheckpoint ?? true })
     db.exec(`
       CREATE TABLE IF NOT EXISTS readings (
         id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL, dseq INTEGER,
@@ -87,6 +92,7 @@ export class OutboxStore {
       rangeStats: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings WHERE id <= ?'),
       deleteUpto: db.prepare('DELETE FROM readings WHERE id <= ?'),
       oldest: db.prepare('SELECT id, recv FROM readings ORDER BY id LIMIT 1'),
+      nthId: db.prepare('SELECT id FROM readings WHERE id <= ? ORDER BY id LIMIT 1 OFFSET ?'),
       setCursor: db.prepare('INSERT INTO cursors (upstream, acked_upto) VALUES (?, ?) ON CONFLICT(upstream) DO UPDATE SET acked_upto = excluded.acked_upto'),
       retentionScan: db.prepare('SELECT id, bytes FROM readings WHERE id > ? ORDER BY id LIMIT 1000'),
       ageCut: db.prepare('SELECT MAX(id) AS id FROM (SELECT id, recv FROM readings WHERE id > ? ORDER BY id LIMIT 1000) WHERE recv < ?'),
@@ -236,11 +242,19 @@ export class OutboxStore {
    */
   maintain(): { reason: DropReason; rows: number; bytes: number }[] {
     const dropped: { reason: DropReason; rows: number; bytes: number }[] = []
+    // Nothing here needs its own fsync: deletes and cursor moves only decide what is sent again after a power
+    // cut (duplicates, never loss), and the next FULL commit of new readings syncs these frames too.
+    const relax = (this.opts.synchronous ?? 'FULL') === 'FULL'
+    if (relax) this.db.pragma('synchronous = NORMAL')
     try {
       this.db.transaction(() => {
         this.requeueDead()
         const delivered = this.cursors.size === 0 ? this.lastRowId : Math.min(...[...this.cursors.values()].map((c) => c.ackedUpto))
-        if (delivered > 0) this.deleteUpto(delivered)
+        if (delivered > 0) {
+          // In chunks: the next step (250 ms later) continues, and commits queued behind this one wait less.
+          const chunkEnd = this.stmt.nthId.get(delivered, DELETE_CHUNK) as { id: number } | undefined
+          this.deleteUpto(chunkEnd ? chunkEnd.id - 1 : delivered)
+        }
         const byAge = this.ageCutoff()
         if (byAge > 0) dropped.push({ reason: 'retention_age', ...this.dropUpto(byAge) })
         if (this.bytes > this.opts.maxBytes) {
@@ -254,6 +268,8 @@ export class OutboxStore {
       this.lastError = (err as Error).message
       if (isDiskFull(err)) this.diskFull = true
       else throw err
+    } finally {
+      if (relax) this.db.pragma('synchronous = FULL')
     }
     for (const d of dropped) this.drops[d.reason] += d.rows
     return dropped.filter((d) => d.rows > 0)

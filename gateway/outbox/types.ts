@@ -1,5 +1,5 @@
 // The outbox seam: device links append, per-upstream forwarders claim and ack.
-import type { Reading, ReadingInput } from '../readings.ts'
+import type { Reading, RawReading } from '../readings.ts'
 
 export type DropReason = 'retention_bytes' | 'retention_age'
 
@@ -34,8 +34,11 @@ export interface OutboxStats {
 export interface ClaimedRow extends Reading {}
 
 export interface Outbox {
-  /** Durably appends; `done` runs once the commit holding the reading reached the disk (or failed). */
-  append(reading: ReadingInput, done: (err: Error | null) => void): void
+  /**
+   * Decodes and durably appends; `done` runs once the commit holding the reading reached the disk (or failed).
+   * `refused` names why a payload that does not decode was not stored (the device should still be acknowledged).
+   */
+  append(reading: RawReading, done: (err: Error | null, refused?: string) => void): void
   /** Up to `limit` rows this upstream has neither acked nor in flight, in row order. */
   claim(upstream: string, limit: number): Promise<ClaimedRow[]>
   ack(upstream: string, rowIds: number[]): void

@@ -4,8 +4,8 @@
 import { parentPort, workerData, receiveMessageOnPort } from 'node:worker_threads'
 import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts'
-import type { ReadingInput } from '../readings.ts'
+import type { FromWorker, Refusal, ToWorker, WorkerInit } from './protocol.ts'
+import { decodeTelemetry, type ReadingInput } from '../readings.ts'
 
 const port = parentPort
 if (!port) throw new Error('outbox worker must run in a worker thread')
@@ -30,14 +30,28 @@ function handleBatch(first: ToWorker): void {
     if (!next) break
     msgs.push(next.message as ToWorker)
   }
-  // Phase 1: every append in this drain goes into one transaction.
+  // Phase 1: decode every reading of this drain; the valid ones go into one transaction.
   const ids: number[] = []
   const rows: ReadingInput[] = []
-  for (const m of msgs) if (m.t === 'append') { ids.push(m.id); for (const r of m.rows) rows.push(r) }
-  if (rows.length > 0) {
+  const refused: Refusal[] = []
+  for (const m of msgs) {
+    if (m.t !== 'append') continue
+    ids.push(m.id)
+    const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)
+    let off = 0
+    for (let i = 0; i < m.devices.length; i++) {
+      const len = m.lengths[i]!
+      const device = m.devices[i]!
+      const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, m.links[i]!)
+      off += len
+      if (d.ok) rows.push(d.reading)
+      else refused.push({ id: m.id, index: i, device, reason: d.reason })
+    }
+  }
+  if (ids.length > 0) {
     try {
-      const lastRowId = store.appendBatch(rows)
-      send({ t: 'appended', ids, lastRowId })
+      const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
+      send({ t: 'appended', ids, lastRowId, stored: rows.length, refused })
     } catch (err) {
       send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
     }

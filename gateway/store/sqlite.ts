@@ -14,6 +14,8 @@ export interface OpenOptions {
   readonly?: boolean
   /** How long a writer waits for another connection's lock before SQLITE_BUSY. */
   busyTimeoutMs?: number
+  /** false: this connection never checkpoints the WAL on commit (another connection does it, off the write path). */
+  autoCheckpoint?: boolean
 }
 
 export function openDatabase(file: string, opts: OpenOptions = {}): Db {
@@ -23,6 +25,7 @@ export function openDatabase(file: string, opts: OpenOptions = {}): Db {
   if (!opts.readonly) {
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`)
+    if (opts.autoCheckpoint === false) db.pragma('wal_autocheckpoint = 0')
     db.pragma('foreign_keys = ON')
   }
   return db
@@ -41,4 +44,10 @@ export function isDiskFull(err: unknown): boolean {
   const code = sqliteErrorCode(err)
   return code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' || code === 'SQLITE_IOERR_FSYNC' || code === 'SQLITE_IOERR'
     || (code?.startsWith('SQLITE_IOERR') ?? false)
+}
+
+/** Copies committed WAL frames into the database file without blocking writers; returns the WAL size in frames. */
+export function checkpointPassive(db: Db): { walFrames: number; checkpointed: number } {
+  const r = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[]
+  return { walFrames: r[0]?.log ?? 0, checkpointed: r[0]?.checkpointed ?? 0 }
 }

@@ -23,7 +23,6 @@ export class Forwarder {
   private readonly retryDelayMs: number
   private released: number[] = []
   private releaseTimer: NodeJS.Timeout | null = null
-  delivered = 0
 
   constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
     this.batchMax = opts.batchMax ?? 500
@@ -96,7 +95,6 @@ export class Forwarder {
     switch (outcome) {
       case 'accepted':
         this.outbox.ack(name, [rowId])
-        this.delivered++
         this.metrics.messagesOut.inc({ upstream: name })
         break
       case 'rejected':

@@ -4,17 +4,17 @@ import { freePort, waitForHttp200 } from '../../lib/net-util.ts';
 import { exitReason, launch, makeTempDir } from './launch.ts';
 import type { MqttTarget, RunningTarget, TargetContext } from './types.ts';
 
-const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'gateway/cli.ts');
+const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'dist/gateway/cli.js');
 
 /**
- * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), started as
- *   node --import tsx gateway/cli.ts run --config <tmp>/edgeway.yaml
- * from the repo root. Ready = TCP accept on the MQTT port and GET /healthz 200.
+ * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), as installed: the compiled build,
+ *   node dist/gateway/cli.js run --config <tmp>/edgeway.yaml
+ * (npm run bench builds first). Ready = TCP accept on the MQTT port and GET /healthz 200.
  */
 export const gatewayTarget: MqttTarget = {
   id: 'gateway',
   label: 'edgeway gateway',
-  unavailable: (ctx) => (existsSync(cli(ctx)) ? undefined : `${path.relative(ctx.repoRoot, cli(ctx))} does not exist (yet)`),
+  unavailable: (ctx) => (existsSync(cli(ctx)) ? undefined : `${path.relative(ctx.repoRoot, cli(ctx))} does not exist: run npm run build`),
   async start(ctx: TargetContext): Promise<RunningTarget> {
     const mqttPort = await freePort(ctx.host);
     let httpPort = await freePort(ctx.host);
@@ -36,7 +36,7 @@ export const gatewayTarget: MqttTarget = {
     );
     return launch(ctx, {
       command: process.execPath,
-      args: ['--import', 'tsx', cli(ctx), 'run', '--config', config],
+      args: [cli(ctx), 'run', '--config', config],
       cwd: ctx.repoRoot,
       port: mqttPort,
       tmpDir,
