@@ -30,6 +30,7 @@ function usage(): string {
     '            BENCH_START_TIMEOUT_MS=30000 BENCH_TARGETS=gateway,aedes,mosquitto,aedes-node',
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=200000 BENCH_AMQP_LIVE_SECONDS=8',
+    '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
   ].join('\n');
 }
 
