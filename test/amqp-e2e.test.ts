@@ -70,8 +70,9 @@ test('broker outage (RabbitMQ stopped and restarted twice mid-stream): 0 lost, p
   const g = await gateway({ address: queue, maxInflight })
   await g.waitLog((l) => l.msg === 'upstream connected', 10000)
   const url = `mqtt://127.0.0.1:${g.mqttPort}`
-  // Bounded load: the outbox would otherwise take in ~20k readings/s during the outages and the drain would dominate.
-  const sims = ['o1', 'o2', 'o3'].map((d) => simulateDevice(url, d, { window: 1 }))
+  // Paced (~300 readings/s each): unpaced devices would fill the outbox at ~20k/s during the outages, and the drain
+  // would starve the test files running in parallel.
+  const sims = ['o1', 'o2', 'o3'].map((d) => simulateDevice(url, d, { window: 1, intervalMs: 3 }))
   for (let round = 0; round < 2; round++) {
     const before = consumer.got.length
     await waitFor('forwarding mid-stream', () => consumer.got.length > before + 300, 20000).catch(async (e: Error) => {

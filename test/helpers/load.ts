@@ -13,7 +13,7 @@ export interface DeviceSim {
  * Publishes `{"v":n,"seq":n}` to devices/<id>/telemetry with up to `window` unacked messages, until stopped or the
  * connection drops (it does not reconnect: a new sim continues from `startSeq`).
  */
-export function simulateDevice(url: string, id: string, opts: { window?: number; startSeq?: number; auth?: { username: string; password: string }; payloadPad?: number; max?: number } = {}): DeviceSim {
+export function simulateDevice(url: string, id: string, opts: { window?: number; startSeq?: number; auth?: { username: string; password: string }; payloadPad?: number; max?: number; /** Pause after each ack (paces the device; with window 1 about 1000/intervalMs readings/s). */ intervalMs?: number } = {}): DeviceSim {
   const acked = new Set<number>()
   const window = opts.window ?? 8
   let seq = opts.startSeq ?? 0
@@ -34,7 +34,7 @@ export function simulateDevice(url: string, id: string, opts: { window?: number;
       c.publish(`devices/${id}/telemetry`, JSON.stringify({ v: n, seq: n, ...(pad ? { pad } : {}) }), { qos: 1 }, (err) => {
         inflight--
         if (!err) acked.add(n)
-        if (!err) setImmediate(pump)
+        if (!err) { if (opts.intervalMs) setTimeout(pump, opts.intervalMs); else setImmediate(pump) }
       })
     }
   }
