@@ -90,3 +90,16 @@ test('heartbeat: a status message per interval with backlog, devices online and 
   assert.equal(typeof b.backlog.depth, 'number')
   assert.deepEqual(b.upstreams.map((u) => [u.name, u.connected]), [['cloud', true]])
 })
+
+test('npm run verify: delivery report against a running gateway and broker', async () => {
+  const { spawn } = await import('node:child_process')
+  const { ROOT } = await import('./helpers/gateway.ts')
+  const p = spawn(process.execPath, ['--import', 'tsx', 'scripts/verify.ts', '--mqtt', `mqtt://127.0.0.1:${g.mqttPort}`, '--amqp', `amqp://guest:guest@127.0.0.1:${rmq.port}`,
+    '--address', '/queue/tele', '--vhost', '/', '--devices', '3', '--count', '200', '--wait', '30'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  p.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  p.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const code = await new Promise<number | null>((resolve) => p.on('exit', resolve))
+  assert.equal(code, 0, out)
+  assert.match(out, /^sent 600 \/ acked 600 \/ delivered 600 \/ duplicated 0 \/ lost 0 \/ out-of-order 0$/m)
+})

@@ -27,10 +27,12 @@ export function bodyJson(m: Message): Record<string, unknown> {
   return JSON.parse(buf.toString('utf8')) as Record<string, unknown>
 }
 
-export async function connectAmqp(port: number, opts: { username?: string; password?: string } = {}): Promise<Connection> {
+export interface AmqpTarget { host?: string; username?: string; password?: string; hostname?: string }
+
+export async function connectAmqp(port: number, opts: AmqpTarget = {}): Promise<Connection> {
   const c = rhea.create_container({ id: `test-${Math.random().toString(36).slice(2)}` })
   c.on('error', () => undefined)
-  const conn = c.connect({ host: '127.0.0.1', port, reconnect: false, username: opts.username ?? 'guest', password: opts.password ?? 'guest', hostname: 'vhost:/' })
+  const conn = c.connect({ host: opts.host ?? '127.0.0.1', port, reconnect: false, username: opts.username ?? 'guest', password: opts.password ?? 'guest', hostname: opts.hostname ?? 'vhost:/' })
   conn.on('disconnected', () => undefined)
   conn.on('connection_error', () => undefined)
   conn.on('session_error', () => undefined)
@@ -47,12 +49,12 @@ export async function connectAmqp(port: number, opts: { username?: string; passw
  * Consumes `address` (declared as a durable queue, like the gateway's sender does), accepting each message after
  * recording it. With `reconnect`, a new connection and receiver are made whenever the broker goes away (outage tests).
  */
-export async function amqpConsumer(port: number, address: string, opts: { reconnect?: boolean } = {}): Promise<AmqpConsumer> {
+export async function amqpConsumer(port: number, address: string, opts: { reconnect?: boolean; target?: AmqpTarget } = {}): Promise<AmqpConsumer> {
   const got: Received[] = []
   const messages: ConsumedMessage[] = []
   let closed = false
   const attach = async (): Promise<{ conn: Connection; receiver: Receiver }> => {
-    const conn = await connectAmqp(port)
+    const conn = await connectAmqp(port, opts.target)
     const receiver = conn.open_receiver({ source: { address, durable: 1 }, credit_window: 500, autoaccept: true })
     receiver.on('message', (ctx) => {
       const m = ctx.message!
