@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# Installs edgeway as a systemd service on Debian / Raspberry Pi OS (arm64, armv7, x86-64), from this checkout.
+#
+#   sudo scripts/install.sh              install (or repair); running it again changes nothing
+#   sudo scripts/install.sh --upgrade    replace the app with this checkout's version and restart the service
+#   sudo scripts/install.sh --uninstall  remove app, unit and CLI wrapper; keeps /etc/edgeway and /var/lib/edgeway
+#   sudo scripts/install.sh --uninstall --purge   ... and the config, the data and the edgeway user
+#
+# Options:
+#   --root DIR (or DESTDIR=DIR)  write the whole tree under DIR; never touches the real system's users or systemd
+#                                (implies --no-systemctl; what would have been done is printed as "skipped: ...")
+#   --no-systemctl               do not call systemctl (e.g. in a container without systemd)
+#   --reuse-node-modules         copy this checkout's node_modules and prune dev dependencies instead of a fresh
+#                                `npm ci --omit=dev`: faster (no second native build), valid on the same machine only;
+#                                better-sqlite3 is load-tested either way and rebuilt if it does not load
+#   --low-ports                  allow binding ports below 1024 (CAP_NET_BIND_SERVICE); automatic when the config
+#                                asks for such a port
+# Environment: EDGEWAY_NODE=/path/to/node picks the Node.js binary (default: `node` on PATH).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${DESTDIR:-}
+MODE=install
+PURGE=0
+SYSTEMCTL=1
+REUSE_MODULES=0
+LOW_PORTS=0
+
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+say() { echo "install.sh: $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT=$2; shift ;;
+    --root=*) ROOT=${1#--root=} ;;
+    --no-systemctl) SYSTEMCTL=0 ;;
+    --upgrade) MODE=upgrade ;;
+    --uninstall) MODE=uninstall ;;
+    --purge) PURGE=1 ;;
+    --reuse-node-modules) REUSE_MODULES=1 ;;
+    --low-ports) LOW_PORTS=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+[ "$PURGE" = 1 ] && [ "$MODE" != uninstall ] && die "--purge only goes with --uninstall"
+
+# A target root other than / is a staging tree (tests, image builds): the real system's users and services are
+# not ours to change there.
+if [ -n "$ROOT" ]; then
+  ROOT=$(mkdir -p "$ROOT" && cd "$ROOT" && pwd)
+  [ "$ROOT" = / ] && ROOT=""
+fi
+REAL_SYSTEM=1
+if [ -n "$ROOT" ]; then REAL_SYSTEM=0; SYSTEMCTL=0; fi
+if [ "$REAL_SYSTEM" = 1 ] && [ "$(id -u)" -ne 0 ]; then die "run as root (sudo $0 ...), or use --root DIR for a staging tree"; fi
+
+SVC_USER=edgeway
+APP=/opt/edgeway
+ETC=/etc/edgeway
+DATA=/var/lib/edgeway
+UNIT=/etc/systemd/system/edgeway.service
+WRAPPER=/usr/local/bin/edgeway
+STAMP=.edgeway-install
+
+skip() { say "skipped (target root $ROOT): $*"; }
+sysctl() {
+  if [ "$SYSTEMCTL" = 1 ]; then systemctl "$@"; else say "skipped (--no-systemctl): systemctl $*"; fi
+}
+
+# ---------------------------------------------------------------------------------------------------- uninstall
+if [ "$MODE" = uninstall ]; then
+  if [ -f "$ROOT$UNIT" ]; then
+    sysctl disable --now edgeway.service || true
+    rm -f "$ROOT$UNIT"
+    sysctl daemon-reload
+  fi
+  rm -rf "$ROOT$APP" "$ROOT$APP.new" "$ROOT$APP.old"
+  rm -f "$ROOT$WRAPPER"
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$ROOT$ETC" "$ROOT$DATA"
+    if [ "$REAL_SYSTEM" = 1 ]; then
+      if id "$SVC_USER" >/dev/null 2>&1; then userdel "$SVC_USER"; fi
+    else
+      skip "userdel $SVC_USER"
+    fi
+    say "removed edgeway, its configuration, its data and the $SVC_USER user"
+  else
+    say "removed edgeway; kept $ETC (configuration) and $DATA (data): --uninstall --purge removes them too"
+  fi
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------------- Node.js
+NODE=${EDGEWAY_NODE:-$(command -v node || true)}
+[ -n "$NODE" ] && [ -x "$NODE" ] || die "Node.js not found. edgeway needs Node.js >= 20:
+  Raspberry Pi OS / Debian 13:  sudo apt-get install -y nodejs npm
+  Debian 12 (ships Node 18):    NodeSource, https://github.com/nodesource/distributions
+                                (curl -fsSL https://deb.nodesource.com/setup_20.x | sudo -E bash - && sudo apt-get install -y nodejs)"
+NODE_VERSION=$("$NODE" -p 'process.versions.node' 2>/dev/null) || die "$NODE does not run"
+if [ "${NODE_VERSION%%.*}" -lt 20 ]; then
+  die "Node.js $NODE_VERSION at $NODE is too old: edgeway needs Node.js >= 20.
+  Raspberry Pi OS / Debian 13:  sudo apt-get install -y nodejs npm
+  Debian 12 (ships Node 18):    NodeSource, https://github.com/nodesource/distributions
+                                (curl -fsSL https://deb.nodesource.com/setup_20.x | sudo -E bash - && sudo apt-get install -y nodejs)"
+fi
+# The unit runs with ProtectHome=yes: a per-user Node (nvm, ~/.local) is invisible to the service.
+case "$(readlink -f "$NODE")" in
+  /home/*|/root/*) die "Node.js at $(readlink -f "$NODE") lives in a home directory, which the hardened service cannot see (ProtectHome=yes). Install Node.js system-wide (apt or NodeSource) or pass EDGEWAY_NODE=/usr/bin/node." ;;
+esac
+command -v npm >/dev/null || die "npm not found (sudo apt-get install -y npm, or NodeSource's nodejs which includes it)"
+say "Node.js $NODE_VERSION at $NODE ($(uname -m))"
+
+# ---------------------------------------------------------------------------------------------------- build
+# dist/ is built from this checkout, which needs the dev dependencies (TypeScript); the installed app never does.
+# Under sudo the checkout belongs to the invoking user: build as that user so no root-owned files land in it.
+as_owner() {
+  local owner; owner=$(stat -c %U "$SRC")
+  if [ "$(id -u)" -eq 0 ] && [ "$owner" != root ] && command -v runuser >/dev/null; then runuser -u "$owner" -- "$@"; else "$@"; fi
+}
+if [ -f "$SRC/tsconfig.build.json" ]; then
+  if [ ! -x "$SRC/node_modules/.bin/tsc" ]; then
+    say "installing build dependencies in $SRC (npm ci; compiles better-sqlite3 if no prebuilt binary fits)"
+    (cd "$SRC" && as_owner npm ci --no-audit --no-fund)   # "prepare" builds dist/ too
+  fi
+  say "building dist/"
+  (cd "$SRC" && as_owner npm run --silent build)
+fi
+[ -f "$SRC/dist/gateway/cli.js" ] || die "$SRC/dist/gateway/cli.js missing: run npm run build in the checkout"
+
+VERSION=$("$NODE" -p "require('$SRC/package.json').version")
+# What an installed app is made of; equal stamps mean there is nothing to do (keeps a second run a no-op).
+app_stamp() {
+  (cd "$SRC" && {
+    echo "node-abi $("$NODE" -p process.versions.modules) $(uname -m)"
+    sha256sum package.json package-lock.json gateway/config/edgeway.schema.json
+    find bin dist -type f -print0 | sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -d' ' -f1)
+}
+WANT=$(app_stamp)
+HAVE=$(cat "$ROOT$APP/$STAMP" 2>/dev/null || true)
+
+# ---------------------------------------------------------------------------------------------------- app
+install_app() {
+  local stage="$ROOT$APP.new"
+  rm -rf "$stage"
+  mkdir -p "$stage/gateway/config"
+  cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/bin" "$SRC/dist" "$stage/"
+  cp -a "$SRC/gateway/config/edgeway.schema.json" "$stage/gateway/config/"
+  # --ignore-scripts: the root package's "prepare" runs the TypeScript build, which needs dev dependencies the
+  # production tree does not have (and dist/ is already built). The native modules' own install scripts are
+  # then run explicitly with `npm rebuild`.
+  if [ "$REUSE_MODULES" = 1 ] && [ -d "$SRC/node_modules" ]; then
+    say "copying node_modules from $SRC and pruning dev dependencies"
+    cp -a "$SRC/node_modules" "$stage/"
+    (cd "$stage" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
+  else
+    say "installing production dependencies (npm ci --omit=dev; better-sqlite3 may compile for a minute)"
+    (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null && npm rebuild better-sqlite3 esbuild >/dev/null)
+  fi
+  if ! (cd "$stage" && "$NODE" -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null); then
+    say "better-sqlite3 does not load with Node.js $NODE_VERSION: rebuilding it"
+    (cd "$stage" && npm rebuild better-sqlite3 >/dev/null)
+    (cd "$stage" && "$NODE" -e "new (require('better-sqlite3'))(':memory:').close()") \
+      || die "better-sqlite3 does not load; a native build needs: sudo apt-get install -y python3 make g++"
+  fi
+  rm -f "$stage/node_modules/.edgeway-lock.sha"
+  echo "$WANT" > "$stage/$STAMP"
+  # Swap in one rename so a running service never sees a half-copied tree.
+  if [ -d "$ROOT$APP" ]; then mv "$ROOT$APP" "$ROOT$APP.old"; fi
+  mv "$stage" "$ROOT$APP"
+  rm -rf "$ROOT$APP.old"
+}
+
+APP_CHANGED=0
+if [ "$HAVE" = "$WANT" ]; then
+  say "app $APP is up to date (edgeway $VERSION)"
+elif [ -n "$HAVE" ] && [ "$MODE" != upgrade ]; then
+  die "a different edgeway build is installed in $APP: run with --upgrade to replace it with $VERSION from $SRC"
+else
+  mkdir -p "$ROOT/opt"
+  install_app
+  APP_CHANGED=1
+  say "installed edgeway $VERSION into $APP"
+fi
+
+# ---------------------------------------------------------------------------------------------------- user
+if [ "$REAL_SYSTEM" = 1 ]; then
+  getent group dialout >/dev/null || groupadd --system dialout
+  if ! id "$SVC_USER" >/dev/null 2>&1; then
+    useradd --system --home-dir "$DATA" --no-create-home --shell /usr/sbin/nologin --user-group --groups dialout "$SVC_USER"
+    say "created system user $SVC_USER (groups: $SVC_USER, dialout)"
+  elif ! id -nG "$SVC_USER" | tr ' ' '\n' | grep -qx dialout; then
+    usermod -aG dialout "$SVC_USER"
+    say "added $SVC_USER to dialout"
+  fi
+else
+  skip "useradd --system --home-dir $DATA --no-create-home --shell /usr/sbin/nologin --user-group --groups dialout $SVC_USER"
+fi
+
+# Sets owner:group only on the real system (the user does not exist in a staging root) and only when it differs.
+own() {
+  local who=$1 path=$2
+  if [ "$REAL_SYSTEM" = 1 ]; then
+    [ "$(stat -c %U:%G "$path")" = "$who" ] || chown "$who" "$path"
+  else
+    skip "chown $who $path"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------------- config, data
+mkdir -p "$ROOT$ETC"
+chmod 0755 "$ROOT$ETC"
+if [ ! -e "$ROOT$ETC/edgeway.yaml" ]; then
+  cat > "$ROOT$ETC/edgeway.yaml" <<'YAML'
+# edgeway configuration (installed by scripts/install.sh; upgrades never overwrite this file).
+# Every key has a default; uncomment what you change. Check a change with:  sudo edgeway config check /etc/edgeway/edgeway.yaml
+# then apply it with:  sudo systemctl restart edgeway      Diagnose problems with:  sudo edgeway doctor
+# Reference: README "Configuration"; JSON schema for editors: /opt/edgeway/gateway/config/edgeway.schema.json
+
+# gateway:
+#   id: greenhouse-1          # part of every reading's message id: keep it stable and unique (default: the hostname)
+#   dataDir: ...              # ignored under systemd: the unit sets EDGEWAY_GATEWAY__DATA_DIR=/var/lib/edgeway,
+#                             # the only directory the hardened service may write
+
+log:
+  level: info                 # fatal, error, warn, info, debug, trace; logs go to the journal: journalctl -u edgeway
+
+# mqtt:
+#   tcp: { enabled: true, host: 0.0.0.0, port: 1883 }
+#   ws:  { enabled: true, host: 0.0.0.0, port: 8083, path: /mqtt }
+#   tls: { enabled: true, port: 8883, cert: /etc/edgeway/cert.pem, key: /etc/edgeway/key.pem }
+#   maxPacketSize: 262144
+#   allowAnonymous: false
+# Ports below 1024 need CAP_NET_BIND_SERVICE: re-run `scripts/install.sh --upgrade` after configuring one.
+
+# http: { enabled: true, host: 0.0.0.0, port: 8080 }   # /healthz and /metrics
+
+# outbox:
+#   maxBytes: 536870912       # retention: drop the oldest readings beyond this many payload bytes
+#   maxAgeSeconds: 604800     # retention: drop readings older than a week
+
+# upstreams:
+#   - name: cloud
+#     type: mqtt
+#     url: mqtts://broker.example.com:8883
+#     username: gw1
+#     password: secret        # this file is readable by root and the edgeway group only
+#     topicPrefix: edgeway/
+YAML
+  chmod 0640 "$ROOT$ETC/edgeway.yaml"
+  say "wrote default configuration $ETC/edgeway.yaml"
+else
+  say "kept existing configuration $ETC/edgeway.yaml"
+fi
+own "root:$SVC_USER" "$ROOT$ETC/edgeway.yaml"
+
+mkdir -p "$ROOT$DATA"
+chmod 0750 "$ROOT$DATA"
+own "$SVC_USER:$SVC_USER" "$ROOT$DATA"
+
+# ---------------------------------------------------------------------------------------------------- low ports
+# The service runs without any capability; only a configured port below 1024 earns it CAP_NET_BIND_SERVICE.
+if [ "$LOW_PORTS" = 0 ]; then
+  MIN_PORT=$(EDGEWAY_CONFIG="$ROOT$ETC/edgeway.yaml" "$NODE" "$ROOT$APP/bin/edgeway.js" config show 2>/dev/null \
+    | "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const c=JSON.parse(s);const l=[c.mqtt.tcp,c.mqtt.tls,c.mqtt.ws,c.http].filter(x=>x.enabled&&x.port>0);console.log(Math.min(65536,...l.map(x=>x.port)))})' 2>/dev/null || true)
+  if [ -z "$MIN_PORT" ]; then
+    say "warning: $ETC/edgeway.yaml is not valid: see \`edgeway config check $ETC/edgeway.yaml\`"
+  elif [ "$MIN_PORT" -lt 1024 ]; then
+    LOW_PORTS=1
+    say "the configuration listens on port $MIN_PORT (< 1024): granting CAP_NET_BIND_SERVICE"
+  fi
+fi
+if [ "$LOW_PORTS" = 1 ]; then
+  CAPS="AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE"
+else
+  CAPS="CapabilityBoundingSet="
+fi
+
+# ---------------------------------------------------------------------------------------------------- systemd unit
+UNIT_TEXT="# Installed by edgeway scripts/install.sh (rewritten on --upgrade; put local changes in
+# /etc/systemd/system/edgeway.service.d/*.conf via \`systemctl edit edgeway\`).
+[Unit]
+Description=edgeway IoT edge gateway (MQTT broker, durable outbox, upstream bridges)
+After=network-online.target time-sync.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=$SVC_USER
+Group=$SVC_USER
+SupplementaryGroups=dialout
+Environment=NODE_ENV=production
+Environment=EDGEWAY_CONFIG=$ETC/edgeway.yaml
+Environment=EDGEWAY_GATEWAY__DATA_DIR=$DATA
+WorkingDirectory=$DATA
+ExecStart=$NODE $APP/bin/edgeway.js run
+Restart=on-failure
+RestartSec=2s
+# The gateway commits pending readings on SIGTERM and gives up itself after 5 s.
+TimeoutStopSec=15s
+StandardOutput=journal
+StandardError=journal
+SyslogIdentifier=edgeway
+LimitNOFILE=65536
+UMask=0027
+
+# Hardening: read-only system, private /tmp, no way to gain privileges; only the data dir is writable.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ReadWritePaths=$DATA
+$CAPS
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# Not set on purpose: PrivateDevices (serial adapters under /dev/ttyUSB*, /dev/ttyACM* must stay reachable)
+# and MemoryDenyWriteExecute (V8's JIT needs writable+executable memory).
+
+[Install]
+WantedBy=multi-user.target"
+
+mkdir -p "$ROOT$(dirname "$UNIT")"
+UNIT_CHANGED=0
+if [ "$(cat "$ROOT$UNIT" 2>/dev/null || true)" != "$UNIT_TEXT" ]; then
+  printf '%s\n' "$UNIT_TEXT" > "$ROOT$UNIT"
+  chmod 0644 "$ROOT$UNIT"
+  UNIT_CHANGED=1
+  say "wrote $UNIT"
+fi
+
+# ---------------------------------------------------------------------------------------------------- CLI wrapper
+# `sudo edgeway device add x` must use the service's config and data dir, and create files the service can open:
+# the wrapper sets both and drops root to the service user.
+WRAPPER_TEXT="#!/bin/sh
+# Installed by edgeway scripts/install.sh: the edgeway CLI with the service's configuration and data dir.
+export EDGEWAY_CONFIG=\"\${EDGEWAY_CONFIG:-$ETC/edgeway.yaml}\"
+export EDGEWAY_GATEWAY__DATA_DIR=\"\${EDGEWAY_GATEWAY__DATA_DIR:-$DATA}\"
+if [ \"\$(id -u)\" = 0 ] && id $SVC_USER >/dev/null 2>&1; then
+  exec runuser -u $SVC_USER -- $NODE $APP/bin/edgeway.js \"\$@\"
+fi
+exec $NODE $APP/bin/edgeway.js \"\$@\""
+mkdir -p "$ROOT$(dirname "$WRAPPER")"
+if [ "$(cat "$ROOT$WRAPPER" 2>/dev/null || true)" != "$WRAPPER_TEXT" ]; then
+  printf '%s\n' "$WRAPPER_TEXT" > "$ROOT$WRAPPER"
+  chmod 0755 "$ROOT$WRAPPER"
+  say "wrote $WRAPPER"
+fi
+
+# ---------------------------------------------------------------------------------------------------- service
+if [ "$UNIT_CHANGED" = 1 ]; then sysctl daemon-reload; fi
+if [ "$SYSTEMCTL" = 1 ]; then
+  systemctl is-enabled --quiet edgeway.service || systemctl enable edgeway.service
+  if systemctl is-active --quiet edgeway.service; then
+    if [ "$APP_CHANGED" = 1 ] || [ "$UNIT_CHANGED" = 1 ]; then systemctl restart edgeway.service; say "restarted edgeway"; fi
+  else
+    systemctl start edgeway.service
+    say "started edgeway"
+  fi
+else
+  say "skipped (--no-systemctl): systemctl enable --now edgeway.service"
+fi
+say "done. Check it with:  sudo edgeway doctor   and   journalctl -u edgeway -f"
