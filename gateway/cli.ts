@@ -10,6 +10,7 @@ import { createLogger } from './log.ts'
 import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
+import { runDoctor, formatResults } from './doctor.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function findPackageJson(): string {
@@ -112,6 +113,14 @@ config.command('schema').description('print the JSON schema of edgeway.yaml (for
 config.command('show').addOption(configOpt()).description('print the effective configuration (defaults, file and EDGEWAY_* applied)').action((opts: { config?: string }) => {
   process.stdout.write(JSON.stringify(load(opts.config), null, 2) + '\n')
 })
+
+program.command('doctor').addOption(configOpt()).option('--json', 'JSON output')
+  .description('check what commonly goes wrong (Node.js, config, data dir and disk, ports, serial permissions, clock) and print fixes; exit 1 on a problem')
+  .action(async (opts: { config?: string; json?: boolean }) => {
+    const results = await runDoctor({ configFile: configPath(opts.config) })
+    process.stdout.write(opts.json ? JSON.stringify(results, null, 2) + '\n' : formatResults(results))
+    process.exitCode = results.every((r) => r.ok) ? 0 : 1
+  })
 
 const device = program.command('device').description('manage devices in the registry')
 device.command('add').argument('<id>').addOption(configOpt())
