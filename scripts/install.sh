@@ -13,6 +13,7 @@
 #   --reuse-node-modules         copy this checkout's node_modules and prune dev dependencies instead of a fresh
 #                                `npm ci --omit=dev`: faster (no second native build), valid on the same machine only;
 #                                better-sqlite3 is load-tested either way and rebuilt if it does not load
+#   --no-build                   use dist/ as it is (built beforehand, e.g. a release tarball or `npm test`'s pretest)
 #   --low-ports                  allow binding ports below 1024 (CAP_NET_BIND_SERVICE); automatic when the config
 #                                asks for such a port
 # Environment: EDGEWAY_NODE=/path/to/node picks the Node.js binary (default: `node` on PATH).
@@ -25,6 +26,7 @@ PURGE=0
 SYSTEMCTL=1
 REUSE_MODULES=0
 LOW_PORTS=0
+BUILD=1
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --purge) PURGE=1 ;;
     --reuse-node-modules) REUSE_MODULES=1 ;;
     --low-ports) LOW_PORTS=1 ;;
+    --no-build) BUILD=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -119,7 +122,7 @@ as_owner() {
   local owner; owner=$(stat -c %U "$SRC")
   if [ "$(id -u)" -eq 0 ] && [ "$owner" != root ] && command -v runuser >/dev/null; then runuser -u "$owner" -- "$@"; else "$@"; fi
 }
-if [ -f "$SRC/tsconfig.build.json" ]; then
+if [ "$BUILD" = 1 ] && [ -f "$SRC/tsconfig.build.json" ]; then
   if [ ! -x "$SRC/node_modules/.bin/tsc" ]; then
     say "installing build dependencies in $SRC (npm ci; compiles better-sqlite3 if no prebuilt binary fits)"
     (cd "$SRC" && as_owner npm ci --no-audit --no-fund)   # "prepare" builds dist/ too

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests start as real peers (each test starts its own private instance).
-PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++)
+# systemd: `systemd-analyze verify` checks the unit scripts/install.sh writes (test/install.test.ts).
+PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ systemd)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,172 @@
+// scripts/install.sh into a temp root: the tree, a unit systemd accepts, idempotence, upgrade and uninstall.
+// One install is shared by the tests below, which run in order (node:test runs a file's top-level tests serially).
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { join } from 'node:path'
+import { ROOT } from './helpers/gateway.ts'
+import { tempDir } from './helpers/net.ts'
+
+const SCRIPT = join(ROOT, 'scripts', 'install.sh')
+const { dir: root, cleanup } = tempDir('edgeway-install-')
+after(cleanup)
+
+// --no-build: `npm test` built dist/ already (pretest), and rebuilding it here would rewrite files that test
+// files running in parallel are loading. --reuse-node-modules keeps this fast; the fresh `npm ci` path has its
+// own test at the end.
+function install(args: string[], env: NodeJS.ProcessEnv = {}, target = root): { code: number | null; out: string } {
+  const r = spawnSync('bash', [SCRIPT, '--root', target, '--no-build', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 240_000 })
+  return { code: r.status, out: `${r.stdout}${r.stderr}` }
+}
+
+/** Paths, types, modes, sizes, mtimes and contents of every entry: any change to the tree changes the hash. */
+function treeHash(dir: string): string {
+  const h = createHash('sha256')
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name)
+      const s = lstatSync(p)
+      h.update(`${p.slice(dir.length)} ${s.mode} ${s.size} ${s.mtimeMs}\n`)
+      if (s.isSymbolicLink()) h.update(readlinkSync(p))
+      else if (s.isDirectory()) walk(p)
+      else h.update(readFileSync(p))
+    }
+  }
+  walk(dir)
+  return h.digest('hex')
+}
+
+const at = (p: string): string => join(root, p)
+const unitFile = at('etc/systemd/system/edgeway.service')
+
+function loadsSqlite(app: string): void {
+  const r = spawnSync(process.execPath, ['-e', "const D=require('better-sqlite3'); const db=new D(':memory:'); console.log(db.prepare('select 41+1 as x').get().x)"], { cwd: app, encoding: 'utf8' })
+  assert.equal(r.status, 0, `better-sqlite3 does not load in ${app}: ${r.stderr}`)
+  assert.equal(r.stdout.trim(), '42')
+}
+
+function verifyUnit(): void {
+  const which = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' })
+  assert.equal(which.status, 0, 'systemd-analyze not found: install the "systemd" package (bash scripts/setup.sh does)')
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', unitFile], { encoding: 'utf8' })
+  // verify exits 0 even for unknown keys or bad values (it only logs them), so any output about our unit fails too.
+  const complaints = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.includes('edgeway.service'))
+  assert.equal(r.status, 0, `systemd-analyze verify failed:\n${r.stdout}${r.stderr}`)
+  assert.deepEqual(complaints, [], 'systemd-analyze verify complained about the unit')
+}
+
+let firstOut = ''
+
+test('install into a temp root produces the tree', () => {
+  const r = install(['--reuse-node-modules'])
+  firstOut = r.out
+  assert.equal(r.code, 0, r.out)
+  for (const p of ['opt/edgeway/package.json', 'opt/edgeway/package-lock.json', 'opt/edgeway/bin/edgeway.js', 'opt/edgeway/dist/gateway/cli.js',
+    'opt/edgeway/gateway/config/edgeway.schema.json', 'etc/edgeway/edgeway.yaml', 'etc/systemd/system/edgeway.service', 'usr/local/bin/edgeway']) {
+    assert.ok(existsSync(at(p)), `${p} missing`)
+  }
+  assert.ok(statSync(at('var/lib/edgeway')).isDirectory())
+  assert.equal(statSync(at('var/lib/edgeway')).mode & 0o777, 0o750)
+  assert.equal(statSync(at('etc/edgeway/edgeway.yaml')).mode & 0o777, 0o640, 'the config may hold upstream passwords')
+  assert.equal(statSync(at('usr/local/bin/edgeway')).mode & 0o111, 0o111)
+  // Production dependencies only, with a native module that loads.
+  assert.ok(existsSync(at('opt/edgeway/node_modules/better-sqlite3')))
+  assert.ok(!existsSync(at('opt/edgeway/node_modules/typescript')), 'dev dependencies must be pruned')
+  loadsSqlite(at('opt/edgeway'))
+  // A staging root never touches the real system's users or services: it says what it skipped.
+  assert.match(r.out, /skipped \(target root .*\): useradd --system .*--groups dialout edgeway/)
+  assert.match(r.out, /skipped \(--no-systemctl\): systemctl enable --now edgeway\.service/)
+})
+
+test('the installed app runs and the default config is valid', () => {
+  const r = spawnSync(process.execPath, [at('opt/edgeway/bin/edgeway.js'), 'config', 'check', at('etc/edgeway/edgeway.yaml')], { encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+  const v = spawnSync(process.execPath, [at('opt/edgeway/bin/edgeway.js'), '--version'], { encoding: 'utf8' })
+  assert.equal(v.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version)
+  const wrapper = readFileSync(at('usr/local/bin/edgeway'), 'utf8')
+  assert.match(wrapper, /EDGEWAY_CONFIG:-\/etc\/edgeway\/edgeway\.yaml/)
+  assert.match(wrapper, /runuser -u edgeway/)
+})
+
+test('the unit is hardened and systemd-analyze verify accepts it', () => {
+  const unit = readFileSync(unitFile, 'utf8')
+  for (const line of ['Type=simple', 'Restart=on-failure', 'User=edgeway', 'SupplementaryGroups=dialout', 'ProtectSystem=strict', 'ProtectHome=yes',
+    'PrivateTmp=yes', 'NoNewPrivileges=yes', 'ReadWritePaths=/var/lib/edgeway', 'Environment=EDGEWAY_CONFIG=/etc/edgeway/edgeway.yaml',
+    'Environment=EDGEWAY_GATEWAY__DATA_DIR=/var/lib/edgeway', 'StandardOutput=journal', 'CapabilityBoundingSet=', 'WantedBy=multi-user.target']) {
+    assert.ok(unit.split('\n').includes(line), `unit lacks "${line}"`)
+  }
+  assert.match(unit, /^ExecStart=\/\S+ \/opt\/edgeway\/bin\/edgeway\.js run$/m)
+  assert.doesNotMatch(unit, /AmbientCapabilities/, 'no capability unless a port below 1024 is configured')
+  verifyUnit()
+})
+
+test('running it twice changes nothing', () => {
+  const before = treeHash(root)
+  const r = install(['--reuse-node-modules'])
+  assert.equal(r.code, 0, r.out)
+  assert.match(r.out, /is up to date/)
+  assert.equal(treeHash(root), before, `second run changed the tree:\n${r.out}`)
+  assert.ok(firstOut.includes('wrote default configuration'))
+})
+
+test('upgrade: refused without --upgrade, keeps config and data, grants CAP_NET_BIND_SERVICE for a port < 1024', () => {
+  // A different build is installed (as after `git pull`): the stamp no longer matches.
+  writeFileSync(at('opt/edgeway/.edgeway-install'), 'an older build\n')
+  const refused = install(['--reuse-node-modules'])
+  assert.equal(refused.code, 1)
+  assert.match(refused.out, /run with --upgrade/)
+  const config = 'log:\n  level: warn\nhttp:\n  port: 80\n'
+  writeFileSync(at('etc/edgeway/edgeway.yaml'), config)
+  writeFileSync(at('var/lib/edgeway/outbox.db'), 'data')
+  const r = install(['--upgrade', '--reuse-node-modules'])
+  assert.equal(r.code, 0, r.out)
+  assert.match(r.out, /installed edgeway/)
+  assert.equal(readFileSync(at('etc/edgeway/edgeway.yaml'), 'utf8'), config, 'upgrade must not touch the config')
+  assert.equal(readFileSync(at('var/lib/edgeway/outbox.db'), 'utf8'), 'data')
+  assert.ok(!existsSync(at('opt/edgeway.old')) && !existsSync(at('opt/edgeway.new')))
+  loadsSqlite(at('opt/edgeway'))
+  const unit = readFileSync(unitFile, 'utf8')
+  assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m)
+  assert.match(unit, /^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m)
+  verifyUnit()
+})
+
+test('uninstall removes what it installed and keeps config and data; --purge removes those too', () => {
+  const r = install(['--uninstall'])
+  assert.equal(r.code, 0, r.out)
+  for (const p of ['opt/edgeway', 'etc/systemd/system/edgeway.service', 'usr/local/bin/edgeway']) assert.ok(!existsSync(at(p)), `${p} still there`)
+  assert.ok(existsSync(at('etc/edgeway/edgeway.yaml')))
+  assert.equal(readFileSync(at('var/lib/edgeway/outbox.db'), 'utf8'), 'data')
+  const p = install(['--uninstall', '--purge'])
+  assert.equal(p.code, 0, p.out)
+  assert.ok(!existsSync(at('etc/edgeway')) && !existsSync(at('var/lib/edgeway')))
+  assert.match(p.out, /skipped \(target root .*\): userdel edgeway/)
+})
+
+test('a Node.js older than 20 is refused with a way to get a newer one', () => {
+  const { dir, cleanup: done } = tempDir('edgeway-oldnode-')
+  try {
+    const fake = join(dir, 'node')
+    writeFileSync(fake, '#!/bin/sh\necho 18.19.0\n')
+    chmodSync(fake, 0o755)
+    const r = install([], { EDGEWAY_NODE: fake }, join(dir, 'root'))
+    assert.equal(r.code, 1)
+    assert.match(r.out, /Node\.js 18\.19\.0 .* too old: edgeway needs Node\.js >= 20/)
+    assert.match(r.out, /nodesource/i)
+  } finally { done() }
+})
+
+// The path a fresh machine takes: `npm ci --omit=dev` from the lock without running "prepare" (it needs the dev
+// dependencies), then better-sqlite3's own install script. Slow (~50 s when better-sqlite3 compiles), so last.
+test('fresh production install (npm ci --omit=dev, native rebuild) gives a loadable better-sqlite3', () => {
+  const { dir, cleanup: done } = tempDir('edgeway-fresh-')
+  try {
+    const r = install([], {}, dir)
+    assert.equal(r.code, 0, r.out)
+    assert.match(r.out, /npm ci --omit=dev/)
+    assert.ok(!existsSync(join(dir, 'opt/edgeway/node_modules/typescript')))
+    loadsSqlite(join(dir, 'opt/edgeway'))
+  } finally { done() }
+})
