@@ -54,10 +54,11 @@ export function checkConfig(file: string | undefined, env: NodeJS.ProcessEnv): {
     return { result: result('config', 'ok', file ? `${file} is valid` : 'no config file: built-in defaults'), config }
   } catch (err) {
     if (!(err instanceof ConfigError)) return { result: result('config', 'fail', `cannot load configuration: ${(err as Error).message}`) }
-    return {
-      result: result('config', 'fail', `${err.source}:\n${err.problems.map((p) => `  - ${p}`).join('\n')}`,
-        file ? `correct the keys named above in ${file}, then \`edgeway config check ${file}\`` : 'correct the EDGEWAY_* variables named above'),
-    }
+    // The installed config is root:edgeway 0640 (it may hold upstream passwords): unreadable for other users.
+    const unreadable = err.problems.some((p) => p.startsWith('cannot read file'))
+    const fix = unreadable ? `check that ${file ?? 'the file'} exists; the installed /etc/edgeway/edgeway.yaml is readable by root and the edgeway group only: run \`sudo edgeway doctor\``
+      : file ? `correct the keys named above in ${file}, then \`edgeway config check ${file}\`` : 'correct the EDGEWAY_* variables named above'
+    return { result: result('config', 'fail', `${err.source}:\n${err.problems.map((p) => `  - ${p}`).join('\n')}`, fix) }
   }
 }
 
