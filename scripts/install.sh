@@ -169,6 +169,8 @@ install_app() {
       || die "better-sqlite3 does not load; a native build needs: sudo apt-get install -y python3 make g++"
   fi
   rm -f "$stage/node_modules/.edgeway-lock.sha"
+  # cp -a keeps the checkout owner's ownership: the code the service runs must not be writable by that user.
+  if [ "$REAL_SYSTEM" = 1 ]; then chown -R root:root "$stage"; fi
   echo "$WANT" > "$stage/$STAMP"
   # Swap in one rename so a running service never sees a half-copied tree.
   if [ -d "$ROOT$APP" ]; then mv "$ROOT$APP" "$ROOT$APP.old"; fi
