@@ -13,6 +13,7 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
+import { SerialLinks } from '../devices/serial/link.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -48,6 +49,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
+  const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
   let lastStats: OutboxStats | null = null
@@ -107,6 +109,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await broker.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
+    serial.start()
     if (http) {
       http.route('/healthz', async (_req, res) => {
         const h = await health()
@@ -119,6 +122,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await http.start()
     }
   } catch (err) {
+    await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
@@ -130,6 +134,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   ]
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
+  for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
@@ -140,6 +145,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const t of timers) clearInterval(t)
       broker.stopAccepting()
       await broker.stop()
+      await serial.stop()
       for (const f of forwarders) f.stop()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
