@@ -59,6 +59,7 @@ export class SerialLink {
   private readonly backoff: Backoff
   private reopenTimer: NodeJS.Timeout | null = null
   private livenessTimer: NodeJS.Timeout | null = null
+  private noiseTimer: NodeJS.Timeout | null = null
   private stopped = true
   private online = false
   private firmware: string | null = null
@@ -87,6 +88,8 @@ export class SerialLink {
 
   async stop(): Promise<void> {
     this.stopped = true
+    if (this.noiseTimer) clearTimeout(this.noiseTimer)
+    this.noiseTimer = null
     if (this.reopenTimer) clearTimeout(this.reopenTimer)
     this.reopenTimer = null
     const p = this.port
@@ -143,7 +146,12 @@ export class SerialLink {
     let port: PortHandle
     try {
       port = await opener(this.config.path, this.config.baudRate, {
-        data: (chunk) => { if (this.decoder === decoder) decoder.write(chunk) },
+        data: (chunk) => {
+          if (this.decoder !== decoder) return
+          const bad = decoder.stats.badFrames + decoder.stats.resyncs
+          decoder.write(chunk)
+          if (decoder.stats.badFrames + decoder.stats.resyncs !== bad) this.noise()
+        },
         lost: (err) => { if (this.port === port) this.lost(err) },
       })
     } catch (err) {
@@ -167,6 +175,17 @@ export class SerialLink {
     this.armLiveness()
     // Ask the board to introduce itself (it may have booted long before we opened the port).
     if (this.config.framing === 'cobs') this.write(encodeFrame({ type: FrameType.HELLO, seq: 0, payload: Buffer.from('edgeway') }))
+  }
+
+  /** Line noise is logged at most once a second, with running totals, so a noisy cable cannot flood the log. */
+  private noise(): void {
+    if (this.noiseTimer) return
+    this.noiseTimer = setTimeout(() => {
+      this.noiseTimer = null
+      const s = this.status().framing
+      this.log.warn({ badFrames: s.badFrames, resyncs: s.resyncs, frames: s.frames }, 'serial line noise: damaged frames and garbage skipped')
+    }, 1000)
+    this.noiseTimer.unref()
   }
 
   private scheduleReopen(delay: number): void {
