@@ -96,6 +96,14 @@ test('garbage glued to the front of a frame without a leading delimiter is skipp
   assert.equal(dec.stats.resyncs, 1)
 })
 
+test('the tail of a frame before the first delimiter (port opened mid-frame) is a resync, not a bad frame', () => {
+  const f = encodeFrame({ type: FrameType.READING, seq: 1, payload: encodeReadingPayload({ x: 1 }) })
+  const dec = new CobsDecoder()
+  const out = decodeAll(dec, [f.subarray(6), f]) as Frame[]
+  assert.equal(out.length, 1)
+  assert.deepEqual([dec.stats.badFrames, dec.stats.resyncs], [0, 1])
+})
+
 test('an endless run without delimiters is bounded and counted', () => {
   const dec = new CobsDecoder()
   decodeAll(dec, [Buffer.alloc(5000, 0x41)])

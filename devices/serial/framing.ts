@@ -130,6 +130,8 @@ export interface FramingStats {
 export class CobsDecoder extends Transform {
   readonly stats: FramingStats = { frames: 0, badFrames: 0, resyncs: 0 }
   private buf: Buffer = Buffer.alloc(0)
+  /** Until the first delimiter: a port opened mid-frame starts with a frame's tail, which is not line noise. */
+  private synced = false
 
   constructor() {
     super({ readableObjectMode: true })
@@ -142,6 +144,7 @@ export class CobsDecoder extends Transform {
       const z = data.indexOf(0, start)
       if (z < 0) break
       if (z > start) this.chunk(data.subarray(start, z))
+      this.synced = true
       start = z + 1
     }
     data = data.subarray(start)
@@ -169,7 +172,8 @@ export class CobsDecoder extends Transform {
         return
       }
     }
-    this.stats.badFrames++
+    if (this.synced) this.stats.badFrames++
+    else this.stats.resyncs++
   }
 }
 
