@@ -63,6 +63,7 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
 
   // Garbage on the line: 10 bursts of 64 random bytes, each right after a frame delimiter.
   for (let i = 0; i < 10; i++) { board.injectGarbage(); await new Promise((r) => setTimeout(r, 150)) }
+  await waitFor('all garbage on the line', () => board.stderr().split('injected 64 garbage bytes').length - 1 === 10, 5000)
   const noise = await waitFor('noise logged', () => [...g.logs].reverse().find((l) => l.msg === 'serial line noise: damaged frames and garbage skipped' && (l.badFrames as number) + (l.resyncs as number) >= 10), 5000)
   const atNoise = up.got.length
   await waitFor('more readings after the garbage', () => up.got.length >= atNoise + 10, 10000)
@@ -86,4 +87,8 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
   await waitFor('readings again', async () => (await g.metric('edgeway_messages_in_total', { link: 'serial' })) >= before + 5, 10000)
   assert.equal((await device(g, 'node-1')).online, true)
   assert.equal(count(g, 'serial port open'), 2)
+
+  // A clean stop with the port open: exits 0 and leaves the board recorded offline.
+  assert.equal(await g.stop(), 0)
+  assert.equal((await device(g, 'node-1')).online, false)
 })

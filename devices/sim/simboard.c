@@ -33,7 +33,7 @@
 static int master_fd = -1, slave_fd = -1;
 static const char *link_path;
 static volatile sig_atomic_t stop_req, garbage_req;
-static int garbage_armed;
+static int garbage_armed;  /* injections still owed: one per delimiter, so quick requests do not merge */
 
 /* pty -> UART input; simavr's own UART fifo tells us to pause with XOFF */
 static uint8_t in_buf[4096];
@@ -71,7 +71,7 @@ static void on_uart_out(avr_irq_t *irq, uint32_t v, void *p) {
     uint8_t g[64];
     for (size_t i = 0; i < sizeof g; i++) g[i] = rand();
     if (write(master_fd, g, sizeof g) < 0) { /* dropped */ }
-    garbage_armed = 0;
+    garbage_armed--;
     fprintf(stderr, "simboard: injected %zu garbage bytes\n", sizeof g);
   }
 }
@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
     state = avr_run(avr);
     /* while the firmware runs (no sleep), throttle and service the pty every ~64k instructions */
     if ((++n & 0xFFFF) == 0) wait_until_cycle(avr, avr->cycle);
-    if (garbage_req) { garbage_req = 0; garbage_armed = 1; }
+    if (garbage_req) { garbage_req = 0; garbage_armed++; }
   }
   unlink(link_path);
   fprintf(stderr, "simboard: stopped (cpu state %d)\n", state);
