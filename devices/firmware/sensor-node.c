@@ -33,7 +33,9 @@ enum { ST_OK = 0, ST_UNKNOWN_OP = 1, ST_BAD_ARGS = 2 };
 #define PROTOCOL_VERSION 1
 
 #define TICK_MS 10
-#define WINDOW 4                      /* unacked readings kept for retransmit */
+#ifndef WINDOW
+#define WINDOW 4                      /* unacked readings kept for retransmit (the gateway remembers 16 seqs) */
+#endif
 #define RETRY_TICKS (500 / TICK_MS)   /* retransmit an unacked reading after 500 ms */
 #define MAX_RAW 48                    /* largest frame before COBS (header + payload + CRC) */
 
@@ -109,7 +111,7 @@ static int32_t count, skipped;
 #ifndef INTERVAL_MS
 #define INTERVAL_MS 1000
 #endif
-static uint16_t interval_ticks = INTERVAL_MS / TICK_MS, until_sample = 1;
+static uint16_t interval_ticks = INTERVAL_MS ? INTERVAL_MS / TICK_MS : 0xFFFF, until_sample = 1;
 static uint8_t read_now;
 
 static uint16_t adc_read(uint8_t ch) {
@@ -149,6 +151,15 @@ static void sample(void) {
   s->sim = 200 + (ph < 100 ? ph : 200 - ph);
   s->skipped = skipped;
   send_reading(s);
+}
+
+/* INTERVAL_MS=0 builds a benchmark node: it samples whenever the ack window has room, so the rate is bounded by
+ * the line and the gateway's commit latency only. */
+static uint8_t flood_ready(void) {
+#if INTERVAL_MS == 0
+  for (uint8_t i = 0; i < WINDOW; i++) if (!window[i].used) return 1;
+#endif
+  return 0;
 }
 
 static void send_hello(void) {
@@ -258,7 +269,7 @@ int main(void) {
   uint8_t seen_ticks = 0;
   for (;;) {
     cli();
-    if (rx_head == rx_tail && ticks == seen_ticks && !read_now) { sleep_enable(); sei(); sleep_cpu(); sleep_disable(); }
+    if (rx_head == rx_tail && ticks == seen_ticks && !read_now && !flood_ready()) { sleep_enable(); sei(); sleep_cpu(); sleep_disable(); }
     sei();
     while (rx_head != rx_tail) { uint8_t b = rx_buf[rx_tail]; rx_tail = (rx_tail + 1) & 63; rx_feed(b); }
     while (seen_ticks != ticks) {
@@ -267,6 +278,6 @@ int main(void) {
         if (window[i].used && ++window[i].age >= RETRY_TICKS) send_reading(&window[i]);
       if (--until_sample == 0) { until_sample = interval_ticks; sample(); }
     }
-    if (read_now) { read_now = 0; sample(); }
+    if (read_now || flood_ready()) { read_now = 0; sample(); }
   }
 }

@@ -62,11 +62,19 @@ static void read_pty(void) {
   }
 }
 
-/* UART output -> pty. Nobody reading and the tty queue full: the bytes are dropped, like a real UART's. */
+/* UART output -> pty, in chunks like a USB-serial adapter: flushed at each frame delimiter (0x00) or when 64 bytes
+ * wait, instead of one write per byte. Nobody reading and the tty queue full: dropped, like a real UART's bytes. */
+static uint8_t out_buf[64];
+static size_t out_len;
+static void flush_out(void) {
+  if (out_len && write(master_fd, out_buf, out_len) < 0 && errno != EAGAIN) { /* reader gone: drop */ }
+  out_len = 0;
+}
 static void on_uart_out(avr_irq_t *irq, uint32_t v, void *p) {
   (void)irq; (void)p;
   uint8_t b = v;
-  if (write(master_fd, &b, 1) < 0 && errno != EAGAIN) { /* reader gone: drop */ }
+  out_buf[out_len++] = b;
+  if (b == 0 || out_len == sizeof out_buf) flush_out();
   if (b == 0 && garbage_armed) {
     uint8_t g[64];
     for (size_t i = 0; i < sizeof g; i++) g[i] = rand();
@@ -87,6 +95,8 @@ static uint64_t wall0;
 static avr_cycle_count_t cycle0;
 static void wait_until_cycle(avr_t *avr, avr_cycle_count_t cycle) {
   uint64_t target = wall0 + (uint64_t)((cycle - cycle0) * (1e9 / avr->frequency));
+  /* the firmware also sleeps between the bytes it sends (~87 us apart): flush only when the line goes quiet */
+  if (target > now_ns() + 1000000) flush_out();
   for (;;) {
     uint64_t now = now_ns();
     if (now >= target) break;

@@ -17,13 +17,13 @@ function make(dir: string, vars: string[]): void {
 }
 
 /** Builds sensor-node.hex (firmware `version`, report interval `intervalMs`) and the simboard harness. */
-export function buildSimBoard(opts: { version?: string; intervalMs?: number } = {}): SimBuild {
+export function buildSimBoard(opts: { version?: string; intervalMs?: number; window?: number } = {}): SimBuild {
   for (const tool of ['avr-gcc', 'pkg-config']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} not found: ${INSTALL_HINT}`)
   }
   if (!existsSync('/usr/include/simavr/sim_avr.h')) throw new Error(`libsimavr headers not found: ${INSTALL_HINT}`)
   const { dir, cleanup } = tempDir('edgeway-sim-')
-  make(join(ROOT, 'devices', 'firmware'), [`BUILD=${dir}`, `VERSION=${opts.version ?? '1.0.0'}`, `INTERVAL_MS=${opts.intervalMs ?? 1000}`])
+  make(join(ROOT, 'devices', 'firmware'), [`BUILD=${dir}`, `VERSION=${opts.version ?? '1.0.0'}`, `INTERVAL_MS=${opts.intervalMs ?? 1000}`, `WINDOW=${opts.window ?? 4}`])
   make(join(ROOT, 'devices', 'sim'), [`BUILD=${dir}`])
   return { dir, hex: join(dir, 'sensor-node.hex'), simboard: join(dir, 'simboard'), cleanup }
 }
