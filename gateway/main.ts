@@ -20,6 +20,8 @@ export interface RunningGateway {
   http: HttpServer | null
   outbox: OutboxClient
   registry: Registry
+  /** Serial boards by device id: where a command router sends a serial device's commands (link.send). */
+  serial: SerialLinks
   stop(): Promise<void>
 }
 
@@ -155,5 +157,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, stop }
+  return { broker, http, outbox, registry, serial, stop }
 }
