@@ -57,8 +57,14 @@ test('retransmitted readings are stored once; ACK only after the commit; NACK wh
   await new Promise((r) => setImmediate(r))
   assert.deepEqual(written.filter((f) => f.type === FrameType.NACK).map((f) => f.seq), [6])
 
-  // A HELLO is a rebooted board: the same seq is a new reading.
-  ev!.data(encodeFrame({ type: FrameType.HELLO, seq: 0, payload: Buffer.from('sensor-node 9') }))
+  // A HELLO answering ours (same boot counter) is no reboot: seq 5 is still a duplicate.
+  ev!.data(encodeFrame({ type: FrameType.HELLO, seq: 7, payload: Buffer.from('sensor-node 9') }))
+  ev!.data(encodeFrame({ type: FrameType.HELLO, seq: 7, payload: Buffer.from('sensor-node 9') }))
+  ev!.data(reading(5))
+  await new Promise((r) => setImmediate(r))
+  assert.equal(commits.length, 2)
+  // A new boot counter is a rebooted board: the same seq is a new reading.
+  ev!.data(encodeFrame({ type: FrameType.HELLO, seq: 8, payload: Buffer.from('sensor-node 9') }))
   ev!.data(reading(5))
   await new Promise((r) => setImmediate(r))
   assert.equal(commits.length, 3)

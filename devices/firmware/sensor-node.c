@@ -3,7 +3,7 @@
  * (devices/serial/framing.ts is the reference: keep the two in step).
  *
  * Wire: 0x00 COBS([ver<<4|type][seq][payload][crc16 hi][crc16 lo]) 0x00, CRC-16/CCITT-FALSE.
- * - On boot, and whenever the gateway says HELLO, it sends HELLO with its firmware version.
+ * - On boot, and whenever the gateway says HELLO, it sends HELLO with its firmware version (seq = boot counter).
  * - Every interval it samples ADC0 and a simulated sensor and sends a READING; a reading stays in a small
  *   window until the gateway ACKs it (after its durable commit) and is retransmitted until then.
  * - COMMANDs: set report interval, read now, set output pin, reboot; each answered by COMMAND_RESULT.
@@ -14,6 +14,7 @@
 #include <avr/interrupt.h>
 #include <avr/sleep.h>
 #include <avr/wdt.h>
+#include <avr/eeprom.h>
 #include <util/atomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -162,9 +163,12 @@ static uint8_t flood_ready(void) {
   return 0;
 }
 
+/* HELLO's seq is a boot counter kept in EEPROM: the gateway tells a reboot (new sequence numbers) from a HELLO that
+ * only answers its own, and resets its duplicate detection only for the former. */
+static uint8_t boot_id;
 static void send_hello(void) {
   static const char v[] = FW_VERSION;
-  send_frame(T_HELLO, 0, (const uint8_t *)v, sizeof v - 1);
+  send_frame(T_HELLO, boot_id, (const uint8_t *)v, sizeof v - 1);
 }
 
 /* ---- commands ---- */
@@ -263,6 +267,8 @@ int main(void) {
   OCR1A = (F_CPU / 64 / (1000 / TICK_MS)) - 1;
   TIMSK1 = _BV(OCIE1A);
   set_sleep_mode(SLEEP_MODE_IDLE);  /* idle keeps the UART and Timer1 running */
+  boot_id = eeprom_read_byte((uint8_t *)0) + 1;
+  eeprom_update_byte((uint8_t *)0, boot_id);
   sei();
   send_hello();
 

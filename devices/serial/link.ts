@@ -63,6 +63,8 @@ export class SerialLink {
   private stopped = true
   private online = false
   private firmware: string | null = null
+  /** Boot counter from the board's last HELLO (null until one arrives on this open port). */
+  private bootId: number | null = null
   /** Totals over all decoders this link had (one per open). */
   private readonly framing: FramingStats = { frames: 0, badFrames: 0, resyncs: 0 }
   private readings = 0
@@ -170,6 +172,7 @@ export class SerialLink {
     // A fresh line: the board may have rebooted or been swapped, so forget what it had in flight.
     this.pendingSeqs.clear()
     this.recentSeqs = []
+    this.bootId = null
     decoder.on('data', (f: Frame | Buffer) => { if (this.decoder === decoder) this.onFrame(f) })
     this.log.info({ baudRate: this.config.baudRate, framing: this.config.framing }, 'serial port open')
     this.armLiveness()
@@ -254,9 +257,14 @@ export class SerialLink {
     switch (f.type) {
       case FrameType.HELLO: {
         const version = Buffer.from(f.payload).toString('utf8').replace(/[^\x20-\x7e]/g, '').slice(0, 64)
-        // A HELLO means a (re)booted board: its sequence numbers start again.
-        this.pendingSeqs.clear()
-        this.recentSeqs = []
+        // HELLO's seq is the board's boot counter. A new one means a reboot: its sequence numbers start again.
+        // The same one is only the answer to our HELLO, and the window it resends may hold readings already stored.
+        if (this.bootId !== null && this.bootId !== f.seq) {
+          this.log.info({ bootId: f.seq }, 'serial device rebooted')
+          this.pendingSeqs.clear()
+          this.recentSeqs = []
+        }
+        this.bootId = f.seq
         if (version !== this.firmware) this.log.info({ firmware: version }, 'serial device says hello')
         this.firmware = version
         try { this.d.registry.setFirmware(this.config.device, version) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
