@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests start as real peers (each test starts its own private instance).
-PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++)
+# simavr, libsimavr-dev (+ libelf-dev it links against), gcc-avr, avr-libc: the sensor-node firmware and its simulated board (serial tests); avrdude, socat: flashing and pty tooling.
+PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ pkg-config simavr libsimavr-dev libelf-dev gcc-avr avr-libc avrdude socat)
 
 missing=()
 for p in "${PKGS[@]}"; do
