@@ -77,6 +77,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
+  // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
+  outbox.onCommitted((c) => {
+    for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
+    metrics.commitSeconds.observe(c.latencyMs / 1000)
+    for (const [device, link] of c.devices) {
+      registry.touch(device)
+      if (bus.listenerCount('reading') > 0) bus.safeEmit('reading', { device, link })
+    }
+  })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
   outbox.onFailure((err) => { outboxError = err.message })
