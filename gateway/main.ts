@@ -27,12 +27,15 @@ function packageVersion(): string {
   return 'unknown'
 }
 const VERSION = packageVersion()
+import { SerialLinks } from '../devices/serial/link.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
   http: HttpServer | null
   outbox: OutboxClient
   registry: Registry
+  /** Serial boards by device id: where a command router sends a serial device's commands (link.send). */
+  serial: SerialLinks
   stop(): Promise<void>
 }
 
@@ -71,8 +74,18 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
+  const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
+  // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
+  outbox.onCommitted((c) => {
+    for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
+    metrics.commitSeconds.observe(c.latencyMs / 1000)
+    for (const [device, link] of c.devices) {
+      registry.touch(device)
+      if (bus.listenerCount('reading') > 0) bus.safeEmit('reading', { device, link })
+    }
+  })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
   outbox.onFailure((err) => { outboxError = err.message })
@@ -143,6 +156,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await broker.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
+    serial.start()
     if (http) {
       http.route('/healthz', async (_req, res) => {
         const h = await health()
@@ -155,6 +169,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await http.start()
     }
   } catch (err) {
+    await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
@@ -166,6 +181,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   ]
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
+  for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
@@ -176,6 +192,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const t of timers) clearInterval(t)
       broker.stopAccepting()
       await broker.stop()
+      await serial.stop()
       for (const f of forwarders) f.stop()
       commands.close()
       await outbox.close()
@@ -186,5 +203,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, stop }
+  return { broker, http, outbox, registry, serial, stop }
 }

@@ -94,3 +94,30 @@ test('retention: beyond outbox.maxBytes the oldest readings are dropped, counted
   assert.equal(h.outbox.depth + dropped, 400, 'every reading is either still stored or counted as dropped')
   assert.ok((h.upstreams[0]?.lag ?? 0) <= h.outbox.depth, 'the cursor moved past the dropped readings')
 })
+
+test('SIGTERM under load: exits 0 within a few seconds and every acknowledged reading is stored', async () => {
+  const { freePort } = await import('./helpers/net.ts')
+  const { OutboxStore } = await import('../gateway/outbox/store.ts')
+  const { join } = await import('node:path')
+  const g = await startGatewayProc({
+    mqtt: { openBroker: true },
+    upstreams: [{ name: 'offline', type: 'mqtt', url: `mqtt://127.0.0.1:${await freePort()}`, reconnectMinMs: 5000, reconnectMaxMs: 10000 }],
+  })
+  cleanups.push(() => g.cleanup())
+  const sims = ['t1', 't2', 't3'].map((d) => simulateDevice(`mqtt://127.0.0.1:${g.mqttPort}`, d, { window: 16 }))
+  await waitFor('load running', () => sims.every((s) => s.acked.size > 200), 15000)
+  const t0 = Date.now()
+  const code = await g.stop()
+  const tookMs = Date.now() - t0
+  for (const s of sims) await s.stop()
+  assert.equal(code, 0)
+  assert.ok(tookMs < 5000, `shutdown took ${tookMs} ms`)
+  await g.waitLog((l) => l.msg === 'stopped')
+  const store = new OutboxStore({ file: join(g.dataDir, 'outbox.db'), gatewayId: 'test-gw', upstreams: ['offline'], maxBytes: 1e12, maxAgeMs: 1e12 })
+  store.open()
+  const rows = store.claim('offline', 10_000_000)
+  store.close()
+  const have = new Set(rows.map((r) => `${r.device}#${r.deviceSeq}`))
+  const missing = sims.flatMap((s) => [...s.acked].filter((n) => !have.has(`${s.id}#${n}`)).map((n) => `${s.id}#${n}`))
+  assert.deepEqual(missing, [])
+})

@@ -64,7 +64,6 @@ export class MqttBroker {
     this.intake = new TelemetryIntake({
       outbox: d.outbox, metrics: d.metrics, bus: d.bus, log: d.log,
       reportError: (device, e) => this.publish(`devices/${device}/errors`, JSON.stringify({ ...e, at: new Date().toISOString() }), 0, false),
-      touch: (device) => d.registry.touch(device),
     })
   }
 

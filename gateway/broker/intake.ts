@@ -12,7 +12,6 @@ export interface IntakeDeps {
   log: Logger
   /** Tells the device why its payload was refused (devices/<id>/errors). */
   reportError: (device: string, error: { topic: string; reason: string }) => void
-  touch: (device: string) => void
 }
 
 export class TelemetryIntake {
@@ -20,13 +19,8 @@ export class TelemetryIntake {
 
   constructor(private readonly d: IntakeDeps) {
     // Bookkeeping happens per commit and per refusal, not in a closure per reading: this path runs for every publish.
-    d.outbox.onCommitted((c) => {
-      if (c.stored > 0) d.metrics.messagesIn.inc({ link: c.link ?? 'mqtt' }, c.stored)
-      d.metrics.commitSeconds.observe(c.latencyMs / 1000)
-      for (const device of c.devices) {
-        d.touch(device)
-        if (d.bus.listenerCount('reading') > 0) d.bus.safeEmit('reading', { device, link: c.link ?? 'mqtt' })
-      }
+    // (Counting stored readings per link is main.ts's job: it is the same for every link.)
+    d.outbox.onCommitted(() => {
       if (this.outboxFailing) {
         this.outboxFailing = false
         d.log.info('outbox writes succeed again: acknowledging readings')

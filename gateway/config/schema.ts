@@ -33,6 +33,21 @@ const mqttUpstream = z.object({
 
 export const upstreamSchema = z.discriminatedUnion('type', [mqttUpstream, amqpUpstream])
 
+/** A board on a serial port (devices/serial/link.ts). */
+const serialPort = z.object({
+  /** Registry id of the board: its readings, presence and firmware version are recorded under it. */
+  device: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, "_", "." and "-", 1 to 64 characters'),
+  /** Prefer a stable name such as /dev/serial/by-id/usb-...: ttyUSB numbers change when boards are replugged. */
+  path: z.string().min(1),
+  baudRate: z.number().int().min(300).max(4000000).default(115200),
+  /** cobs: the sensor-node binary framing (acks, retransmit, commands); json: one JSON object per line. */
+  framing: z.enum(['cobs', 'json']).default('cobs'),
+  reopenMinMs: z.number().int().min(10).default(250),
+  reopenMaxMs: z.number().int().min(100).default(10000),
+  /** No valid frame for this long: the board is marked offline (the port stays open). */
+  offlineAfterMs: z.number().int().min(100).default(10000),
+}).strict()
+
 export const configSchema = z.object({
   gateway: z.object({
     /** Part of every reading's message id: keep it stable and unique per gateway. */
@@ -73,6 +88,9 @@ export const configSchema = z.object({
     /** ... or when the event loop is idle; "FULL" waits for the disk before any ack. */
     synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
   }).strict().prefault({}),
+  serial: z.object({
+    ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),
+  }).strict().prefault({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',
@@ -82,6 +100,7 @@ export const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>
 export type UpstreamConfig = z.infer<typeof upstreamSchema>
 export type MqttUpstreamConfig = z.infer<typeof mqttUpstream>
+export type SerialPortConfig = z.infer<typeof serialPort>
 
 export function jsonSchema(): unknown {
   return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' })

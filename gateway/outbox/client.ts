@@ -26,7 +26,13 @@ class PendingBatch {
   get size(): number { return this.devices.length }
 }
 
-export interface CommitInfo { stored: number; devices: Set<string>; link: string | null; latencyMs: number }
+export interface CommitInfo {
+  /** Readings stored by this commit, per device link (mqtt, serial, ...). */
+  storedByLink: Map<string, number>
+  /** Devices that had readings stored, with their link. */
+  devices: Map<string, string>
+  latencyMs: number
+}
 
 /** Compiled (dist/): the worker module is plain JS. From source: a plain-JS entry registers tsx in the thread first. */
 function spawnWorker(module: 'worker' | 'checkpointer', data: object, name: string): Worker {
@@ -207,8 +213,11 @@ export class OutboxClient implements Outbox {
         this.lastRowId = m.lastRowId
         const refused = new Map<string, string>()
         for (const r of m.refused) refused.set(`${r.id}:${r.index}`, r.reason)
-        const devices = new Set<string>()
-        let link: string | null = null
+        const devices = new Map<string, string>()
+        const storedByLink = new Map<string, number>()
+        // Batches are nearly always one link: count runs, not a map update per reading.
+        let runLink: string | null = null
+        let run = 0
         let latencyMs = 0
         for (const id of m.ids) {
           const entry = this.inflightAppends.get(id)
@@ -223,12 +232,19 @@ export class OutboxClient implements Outbox {
               b.dones[i]!(null, why)
               continue
             }
-            devices.add(b.devices[i]!)
-            link ??= b.links[i]!
+            const link = b.links[i]!
+            if (link !== runLink) {
+              if (runLink !== null) storedByLink.set(runLink, (storedByLink.get(runLink) ?? 0) + run)
+              runLink = link
+              run = 0
+            }
+            run++
+            devices.set(b.devices[i]!, link)
             b.dones[i]!(null)
           }
         }
-        this.events.emit('committed', { stored: m.stored, devices, link, latencyMs } satisfies CommitInfo)
+        if (runLink !== null) storedByLink.set(runLink, (storedByLink.get(runLink) ?? 0) + run)
+        this.events.emit('committed', { storedByLink, devices, latencyMs } satisfies CommitInfo)
         this.events.emit('appended', m.lastRowId)
         break
       }

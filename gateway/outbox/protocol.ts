@@ -19,7 +19,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'ready'; lastRowId: number; upstreams: string[] }
-  | { t: 'appended'; ids: number[]; lastRowId: number; stored: number; refused: Refusal[] }
+  | { t: 'appended'; ids: number[]; lastRowId: number; refused: Refusal[] }
   | { t: 'appendFailed'; ids: number[]; code: 'disk_full' | 'io'; message: string }
   | { t: 'claimed'; id: number; rows: ClaimedRow[] }
   | { t: 'stats'; id: number; stats: OutboxStats }

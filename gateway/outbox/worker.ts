@@ -51,7 +51,7 @@ function handleBatch(first: ToWorker): void {
   if (ids.length > 0) {
     try {
       const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
-      send({ t: 'appended', ids, lastRowId, stored: rows.length, refused })
+      send({ t: 'appended', ids, lastRowId, refused })
     } catch (err) {
       send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
     }

@@ -1,0 +1,45 @@
+// The one file that imports serialport: open a port by path, write bytes, hear data and its loss. Nothing else.
+import { SerialPort } from 'serialport'
+
+export interface PortHandle {
+  readonly path: string
+  write(data: Uint8Array): Promise<void>
+  close(): Promise<void>
+}
+
+export interface PortEvents {
+  data(chunk: Buffer): void
+  /** The port is gone or failed (unplugged board, read error, closed under us); called at most once. */
+  lost(err: Error): void
+}
+
+export type OpenPort = (path: string, baudRate: number, on: PortEvents) => Promise<PortHandle>
+
+export const openSerialPort: OpenPort = async (path, baudRate, on) => {
+  const port = new SerialPort({ path, baudRate, autoOpen: false, hupcl: false })
+  await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())))
+  let closing = false
+  let lostOnce = false
+  const lost = (err: Error): void => {
+    if (lostOnce || closing) return
+    lostOnce = true
+    on.lost(err)
+    // A read error (a pty reports EIO when its master went away) leaves the fd open: release it.
+    if (port.isOpen) port.close(() => undefined)
+  }
+  port.on('data', (chunk: Buffer) => on.data(chunk))
+  port.on('error', (err: Error) => lost(err))
+  port.on('close', (err: Error | null) => lost(err ?? new Error('port closed')))
+  return {
+    path,
+    write: (data) => new Promise<void>((resolve, reject) => {
+      if (!port.isOpen) { reject(new Error('port not open')); return }
+      port.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), (err) => (err ? reject(err) : resolve()))
+    }),
+    close: () => new Promise<void>((resolve) => {
+      closing = true
+      if (!port.isOpen) { resolve(); return }
+      port.close(() => resolve())
+    }),
+  }
+}

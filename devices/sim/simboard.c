@@ -1,0 +1,210 @@
+/*
+ * simboard: runs AVR firmware (.hex or .elf) under libsimavr in real time and exposes UART0 as a pty.
+ *
+ *   simboard [-m atmega328p] [-f 16000000] [-a adc0_mV] firmware.hex /path/to/link
+ *
+ * The pty's slave is reachable through a symlink at the path given (not libsimavr's fixed /tmp/simavr-uart0, so
+ * several boards run side by side); the path is printed on stdout once the board runs. SIGTERM/SIGINT remove the
+ * link and exit; SIGUSR1 injects 64 random bytes into the line after the next frame delimiter (0x00) the firmware
+ * sends (tests of the gateway's resync). Single-threaded: the pty is serviced from the simulation loop, so nothing
+ * calls into simavr from another thread.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <simavr/sim_avr.h>
+#include <simavr/sim_hex.h>
+#include <simavr/sim_elf.h>
+#include <simavr/sim_time.h>
+#include <simavr/avr_uart.h>
+#include <simavr/avr_adc.h>
+#include <simavr/avr_ioport.h>
+
+static int master_fd = -1, slave_fd = -1;
+static const char *link_path;
+static volatile sig_atomic_t stop_req, garbage_req;
+static int garbage_armed;  /* injections still owed: one per delimiter, so quick requests do not merge */
+
+/* pty -> UART input; simavr's own UART fifo tells us to pause with XOFF */
+static uint8_t in_buf[4096];
+static size_t in_head, in_len;
+static int xoff;
+static avr_irq_t *uart_in;
+
+static void feed_uart(void) {
+  while (!xoff && in_len > 0) {
+    uint8_t b = in_buf[in_head];
+    in_head = (in_head + 1) % sizeof in_buf;
+    in_len--;
+    avr_raise_irq(uart_in, b);
+  }
+}
+static void on_xon(avr_irq_t *irq, uint32_t v, void *p) { (void)irq; (void)v; (void)p; xoff = 0; feed_uart(); }
+static void on_xoff(avr_irq_t *irq, uint32_t v, void *p) { (void)irq; (void)v; (void)p; xoff = 1; }
+
+static void read_pty(void) {
+  while (in_len < sizeof in_buf) {
+    uint8_t tmp[256];
+    size_t room = sizeof in_buf - in_len;
+    ssize_t n = read(master_fd, tmp, room < sizeof tmp ? room : sizeof tmp);
+    if (n <= 0) break;  /* EAGAIN: nothing more now */
+    for (ssize_t i = 0; i < n; i++) in_buf[(in_head + in_len++) % sizeof in_buf] = tmp[i];
+  }
+}
+
+/* UART output -> pty, in chunks like a USB-serial adapter: flushed at each frame delimiter (0x00) or when 64 bytes
+ * wait, instead of one write per byte. Nobody reading and the tty queue full: dropped, like a real UART's bytes. */
+static uint8_t out_buf[64];
+static size_t out_len;
+static void flush_out(void) {
+  if (out_len && write(master_fd, out_buf, out_len) < 0 && errno != EAGAIN) { /* reader gone: drop */ }
+  out_len = 0;
+}
+static void on_uart_out(avr_irq_t *irq, uint32_t v, void *p) {
+  (void)irq; (void)p;
+  uint8_t b = v;
+  out_buf[out_len++] = b;
+  if (b == 0 || out_len == sizeof out_buf) flush_out();
+  if (b == 0 && garbage_armed) {
+    uint8_t g[64];
+    for (size_t i = 0; i < sizeof g; i++) g[i] = rand();
+    if (write(master_fd, g, sizeof g) < 0) { /* dropped */ }
+    garbage_armed--;
+    fprintf(stderr, "simboard: injected %zu garbage bytes\n", sizeof g);
+  }
+}
+
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000ull + t.tv_nsec;
+}
+
+/* Real-time throttle: simulated time may not run ahead of the wall clock. */
+static uint64_t wall0;
+static avr_cycle_count_t cycle0;
+static void wait_until_cycle(avr_t *avr, avr_cycle_count_t cycle) {
+  uint64_t target = wall0 + (uint64_t)((cycle - cycle0) * (1e9 / avr->frequency));
+  /* the firmware also sleeps between the bytes it sends (~87 us apart): flush only when the line goes quiet */
+  if (target > now_ns() + 1000000) flush_out();
+  for (;;) {
+    uint64_t now = now_ns();
+    if (now >= target) break;
+    /* sleep in poll() so input from the gateway is picked up while the firmware sleeps */
+    struct pollfd pfd = { .fd = master_fd, .events = POLLIN };
+    int ms = (int)((target - now) / 1000000);
+    if (ms == 0) { struct timespec ts = { 0, (long)(target - now) }; nanosleep(&ts, NULL); break; }
+    if (poll(&pfd, 1, ms) > 0 && (pfd.revents & POLLIN)) { read_pty(); break; }
+  }
+  read_pty();
+  feed_uart();
+}
+
+static void on_sleep(avr_t *avr, avr_cycle_count_t howLong) { wait_until_cycle(avr, avr->cycle + howLong); }
+
+static void on_signal(int s) { if (s == SIGUSR1) garbage_req = 1; else stop_req = 1; }
+
+int main(int argc, char **argv) {
+  const char *mcu = "atmega328p";
+  uint32_t freq = 16000000, adc0_mv = 2500;
+  int opt;
+  while ((opt = getopt(argc, argv, "m:f:a:")) != -1) {
+    switch (opt) {
+      case 'm': mcu = optarg; break;
+      case 'f': freq = strtoul(optarg, NULL, 10); break;
+      case 'a': adc0_mv = strtoul(optarg, NULL, 10); break;
+      default: goto usage;
+    }
+  }
+  if (argc - optind != 2) {
+  usage:
+    fprintf(stderr, "usage: %s [-m mcu] [-f hz] [-a adc0_mV] firmware.{hex,elf} /path/to/pty-link\n", argv[0]);
+    return 2;
+  }
+  const char *fw = argv[optind];
+  link_path = argv[optind + 1];
+
+  elf_firmware_t f;
+  memset(&f, 0, sizeof f);
+  size_t len = strlen(fw);
+  if (len > 4 && strcmp(fw + len - 4, ".hex") == 0) {
+    uint32_t size, start;
+    uint8_t *code = read_ihex_file(fw, &size, &start);
+    if (!code) { fprintf(stderr, "simboard: cannot read %s\n", fw); return 1; }
+    f.flash = code; f.flashsize = size; f.flashbase = start;
+  } else if (elf_read_firmware(fw, &f) != 0) {
+    fprintf(stderr, "simboard: cannot read %s\n", fw);
+    return 1;
+  }
+  if (!f.mmcu[0]) strncpy(f.mmcu, mcu, sizeof f.mmcu - 1);
+  if (!f.frequency) f.frequency = freq;
+
+  avr_t *avr = avr_make_mcu_by_name(f.mmcu);
+  if (!avr) { fprintf(stderr, "simboard: unknown mcu %s\n", f.mmcu); return 1; }
+  avr_init(avr);
+  avr_load_firmware(avr, &f);
+  avr->vcc = avr->avcc = avr->aref = 5000;
+  avr->sleep = on_sleep;
+  avr->log = LOG_WARNING;
+
+  /* the library's stdio echo of UART lines would mix with our stdout */
+  uint32_t flags = 0;
+  avr_ioctl(avr, AVR_IOCTL_UART_GET_FLAGS('0'), &flags);
+  flags &= ~(AVR_UART_FLAG_STDIO | AVR_UART_FLAG_POLL_SLEEP);
+  avr_ioctl(avr, AVR_IOCTL_UART_SET_FLAGS('0'), &flags);
+
+  char name[128];
+  if (openpty(&master_fd, &slave_fd, name, NULL, NULL) != 0) { perror("simboard: openpty"); return 1; }
+  /* raw line: binary frames must pass untouched and nothing may echo back to the gateway */
+  struct termios tio;
+  tcgetattr(slave_fd, &tio);
+  cfmakeraw(&tio);
+  tcsetattr(slave_fd, TCSANOW, &tio);
+  /* keeping our own slave fd open means the master never sees a hangup while no gateway has the port open */
+  fcntl(master_fd, F_SETFL, fcntl(master_fd, F_GETFL) | O_NONBLOCK);
+  unlink(link_path);
+  if (symlink(name, link_path) != 0) { perror("simboard: symlink"); return 1; }
+
+  uart_in = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUTPUT), on_uart_out, NULL);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON), on_xon, NULL);
+  avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF), on_xoff, NULL);
+  avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_ADC0), adc0_mv);
+
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  srand((unsigned)now_ns());
+
+  printf("%s\n", link_path);
+  fflush(stdout);
+  fprintf(stderr, "simboard: %s at %u Hz, UART0 on %s -> %s\n", f.mmcu, (unsigned)f.frequency, link_path, name);
+
+  wall0 = now_ns();
+  cycle0 = avr->cycle;
+  unsigned n = 0;
+  int state = cpu_Running;
+  while (!stop_req && state != cpu_Done && state != cpu_Crashed) {
+    state = avr_run(avr);
+    /* while the firmware runs (no sleep), throttle and service the pty every ~64k instructions */
+    if ((++n & 0xFFFF) == 0) wait_until_cycle(avr, avr->cycle);
+    if (garbage_req) { garbage_req = 0; garbage_armed++; }
+  }
+  unlink(link_path);
+  fprintf(stderr, "simboard: stopped (cpu state %d)\n", state);
+  return state == cpu_Crashed ? 3 : 0;
+}
