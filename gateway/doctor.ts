@@ -1,5 +1,5 @@
 // `edgeway doctor`: checks for what commonly goes wrong on an edge box (old Node, bad config, data dir not
-// writable or full, ports taken, serial permissions, clock), each with a fix. Every check returns a result and
+// writable or full, ports taken, serial ports missing or not permitted, clock), each with a fix. Every check returns a result and
 // never throws, so one broken thing cannot hide the others.
 import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -210,20 +210,26 @@ function groupName(gid: number): string {
   return String(gid)
 }
 
-export function checkSerial(devDir = '/dev'): CheckResult {
-  let names: string[]
-  try { names = readdirSync(devDir).filter((n) => /^tty(USB|ACM)\d+$/.test(n)).sort() } catch { names = [] }
-  if (names.length === 0) return result('serial', 'ok', `no USB serial adapters (${devDir}/ttyUSB*, ttyACM*) present`)
+/** USB serial adapters present in devDir plus the ports the config names (serial.ports[].path). */
+export function checkSerial(devDir = '/dev', configured: string[] = []): CheckResult {
+  let present: string[]
+  try { present = readdirSync(devDir).filter((n) => /^tty(USB|ACM)\d+$/.test(n)).sort().map((n) => join(devDir, n)) } catch { present = [] }
+  const missing = configured.map((p, i) => ({ p, i })).filter(({ p }) => !existsSync(p))
+  const paths = [...new Set([...configured.filter((p) => existsSync(p)), ...present])]
+  if (missing.length) {
+    return result('serial', 'fail', `configured serial port${missing.length > 1 ? 's' : ''} not present: ${missing.map(({ p, i }) => `${p} (serial.ports.${i}.path)`).join(', ')}`,
+      'plug the board in and check the path (`ls -l /dev/serial/by-id/`; by-id names survive replugging, ttyUSB numbers do not)')
+  }
+  if (paths.length === 0) return result('serial', 'ok', `no serial ports configured and no USB serial adapters (${devDir}/ttyUSB*, ttyACM*) present`)
   const denied: string[] = []
-  for (const n of names) {
-    const p = join(devDir, n)
+  for (const p of paths) {
     try { accessSync(p, constants.R_OK | constants.W_OK) } catch {
       let group = '?'
       try { group = groupName(statSync(p).gid) } catch { /* unplugged meanwhile */ }
       denied.push(`${p} (group ${group})`)
     }
   }
-  if (denied.length === 0) return result('serial', 'ok', `${names.map((n) => join(devDir, n)).join(', ')} readable and writable`)
+  if (denied.length === 0) return result('serial', 'ok', `${paths.join(', ')} readable and writable`)
   return result('serial', 'fail', `this user cannot open ${denied.join(', ')}`,
     'the installed service is in the dialout group already (run `sudo edgeway doctor` to check as it); for your own user: `sudo usermod -aG dialout $USER`, then log in again')
 }
@@ -258,7 +264,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }
-  results.push(checkSerial(opts.devDir), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
+  results.push(checkSerial(opts.devDir, config?.serial.ports.map((p) => p.path)), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
   return results
 }
 

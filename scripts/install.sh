@@ -12,7 +12,8 @@
 #   --no-systemctl               do not call systemctl (e.g. in a container without systemd)
 #   --reuse-node-modules         copy this checkout's node_modules and prune dev dependencies instead of a fresh
 #                                `npm ci --omit=dev`: faster (no second native build), valid on the same machine only;
-#                                better-sqlite3 is load-tested either way and rebuilt if it does not load
+#                                native modules (better-sqlite3, serialport) are load-tested either way and rebuilt
+#                                if they do not load
 #   --no-build                   use dist/ as it is (built beforehand, e.g. a release tarball or `npm test`'s pretest)
 #   --low-ports                  allow binding ports below 1024 (CAP_NET_BIND_SERVICE); automatic when the config
 #                                asks for such a port
@@ -145,6 +146,12 @@ WANT=$(app_stamp)
 HAVE=$(cat "$ROOT$APP/$STAMP" 2>/dev/null || true)
 
 # ---------------------------------------------------------------------------------------------------- app
+# Dependencies with install scripts (native code): better-sqlite3 (prebuilt download or node-gyp), the serialport
+# binding (ships prebuilds for linux-x64/arm64/arm, else node-gyp) and esbuild (tsx's fallback for source checkouts).
+NATIVE_MODULES="better-sqlite3 @serialport/bindings-cpp esbuild"
+# Loads each native binary for real: a copied or prebuilt one for another arch or Node ABI fails here, not at start.
+NATIVE_CHECK="new (require('better-sqlite3'))(':memory:').close();
+if (require('./package.json').dependencies.serialport) require('@serialport/bindings-cpp/dist/load-bindings.js')"
 install_app() {
   local stage="$ROOT$APP.new"
   rm -rf "$stage"
@@ -160,13 +167,13 @@ install_app() {
     (cd "$stage" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
   else
     say "installing production dependencies (npm ci --omit=dev; better-sqlite3 may compile for a minute)"
-    (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null && npm rebuild better-sqlite3 esbuild >/dev/null)
+    (cd "$stage" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null && npm rebuild $NATIVE_MODULES >/dev/null)
   fi
-  if ! (cd "$stage" && "$NODE" -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null); then
-    say "better-sqlite3 does not load with Node.js $NODE_VERSION: rebuilding it"
-    (cd "$stage" && npm rebuild better-sqlite3 >/dev/null)
-    (cd "$stage" && "$NODE" -e "new (require('better-sqlite3'))(':memory:').close()") \
-      || die "better-sqlite3 does not load; a native build needs: sudo apt-get install -y python3 make g++"
+  if ! (cd "$stage" && "$NODE" -e "$NATIVE_CHECK" 2>/dev/null); then
+    say "a native module does not load with Node.js $NODE_VERSION on $(uname -m): rebuilding $NATIVE_MODULES"
+    (cd "$stage" && npm rebuild $NATIVE_MODULES >/dev/null)
+    (cd "$stage" && "$NODE" -e "$NATIVE_CHECK") \
+      || die "native modules do not load; a native build needs: sudo apt-get install -y python3 make g++"
   fi
   rm -f "$stage/node_modules/.edgeway-lock.sha"
   # cp -a keeps the checkout owner's ownership: the code the service runs must not be writable by that user.
@@ -245,6 +252,11 @@ log:
 # outbox:
 #   maxBytes: 536870912       # retention: drop the oldest readings beyond this many payload bytes
 #   maxAgeSeconds: 604800     # retention: drop readings older than a week
+
+# serial:                     # boards on serial ports; the service is in the dialout group
+#   ports:
+#     - device: sensor-node-1
+#       path: /dev/serial/by-id/usb-...   # by-id names survive replugging, ttyUSB numbers do not
 
 # upstreams:
 #   - name: cloud

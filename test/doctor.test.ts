@@ -49,6 +49,11 @@ test('checks: Node.js version, clock, serial', () => {
     writeFileSync(join(dir, 'ttyUSB0'), '')
     chmodSync(join(dir, 'ttyUSB0'), 0o660)
     assert.match(checkSerial(dir).detail, /ttyUSB0 readable and writable/)
+    const gone = join(dir, 'serial-by-id-board')
+    const missing = checkSerial(dir, [join(dir, 'ttyUSB0'), gone])
+    assert.equal(missing.level, 'fail')
+    assert.match(missing.detail, new RegExp(`${gone} \\(serial\\.ports\\.1\\.path\\)`))
+    assert.match(missing.fix ?? '', /by-id/)
     if (process.getuid?.() !== 0) { // root opens anything: the denied case is only observable as another user
       chmodSync(join(dir, 'ttyUSB0'), 0o000)
       const denied = checkSerial(dir)

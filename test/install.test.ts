@@ -41,10 +41,14 @@ function treeHash(dir: string): string {
 const at = (p: string): string => join(root, p)
 const unitFile = at('etc/systemd/system/edgeway.service')
 
-function loadsSqlite(app: string): void {
+/** The native modules of the installed tree load: better-sqlite3 runs a query, the serialport binding loads. */
+function loadsNatives(app: string): void {
   const r = spawnSync(process.execPath, ['-e', "const D=require('better-sqlite3'); const db=new D(':memory:'); console.log(db.prepare('select 41+1 as x').get().x)"], { cwd: app, encoding: 'utf8' })
   assert.equal(r.status, 0, `better-sqlite3 does not load in ${app}: ${r.stderr}`)
   assert.equal(r.stdout.trim(), '42')
+  const s = spawnSync(process.execPath, ['-e', "const b=require('@serialport/bindings-cpp/dist/load-bindings.js'); console.log(typeof b.asyncOpen)"], { cwd: app, encoding: 'utf8' })
+  assert.equal(s.status, 0, `the serialport binding does not load in ${app}: ${s.stderr}`)
+  assert.equal(s.stdout.trim(), 'function')
 }
 
 function verifyUnit(): void {
@@ -74,7 +78,7 @@ test('install into a temp root produces the tree', () => {
   // Production dependencies only, with a native module that loads.
   assert.ok(existsSync(at('opt/edgeway/node_modules/better-sqlite3')))
   assert.ok(!existsSync(at('opt/edgeway/node_modules/typescript')), 'dev dependencies must be pruned')
-  loadsSqlite(at('opt/edgeway'))
+  loadsNatives(at('opt/edgeway'))
   // A staging root never touches the real system's users or services: it says what it skipped.
   assert.match(r.out, /skipped \(target root .*\): useradd --system .*--groups dialout edgeway/)
   assert.match(r.out, /skipped \(--no-systemctl\): systemctl enable --now edgeway\.service/)
@@ -126,7 +130,7 @@ test('upgrade: refused without --upgrade, keeps config and data, grants CAP_NET_
   assert.equal(readFileSync(at('etc/edgeway/edgeway.yaml'), 'utf8'), config, 'upgrade must not touch the config')
   assert.equal(readFileSync(at('var/lib/edgeway/outbox.db'), 'utf8'), 'data')
   assert.ok(!existsSync(at('opt/edgeway.old')) && !existsSync(at('opt/edgeway.new')))
-  loadsSqlite(at('opt/edgeway'))
+  loadsNatives(at('opt/edgeway'))
   const unit = readFileSync(unitFile, 'utf8')
   assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m)
   assert.match(unit, /^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m)
@@ -160,13 +164,13 @@ test('a Node.js older than 20 is refused with a way to get a newer one', () => {
 
 // The path a fresh machine takes: `npm ci --omit=dev` from the lock without running "prepare" (it needs the dev
 // dependencies), then better-sqlite3's own install script. Slow (~50 s when better-sqlite3 compiles), so last.
-test('fresh production install (npm ci --omit=dev, native rebuild) gives a loadable better-sqlite3', () => {
+test('fresh production install (npm ci --omit=dev, native rebuild) gives loadable native modules', () => {
   const { dir, cleanup: done } = tempDir('edgeway-fresh-')
   try {
     const r = install([], {}, dir)
     assert.equal(r.code, 0, r.out)
     assert.match(r.out, /npm ci --omit=dev/)
     assert.ok(!existsSync(join(dir, 'opt/edgeway/node_modules/typescript')))
-    loadsSqlite(join(dir, 'opt/edgeway'))
+    loadsNatives(join(dir, 'opt/edgeway'))
   } finally { done() }
 })
