@@ -28,14 +28,16 @@ function packageVersion(): string {
 }
 const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
+import { toSerialCommand } from '../devices/serial/commands.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
   http: HttpServer | null
   outbox: OutboxClient
   registry: Registry
-  /** Serial boards by device id: where a command router sends a serial device's commands (link.send). */
   serial: SerialLinks
+  /** Commands to any device (MQTT or serial), with exactly one result each. */
+  commands: CommandRouter
   stop(): Promise<void>
 }
 
@@ -67,14 +69,24 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   // Commands from any upstream go to the device over MQTT; the device's result comes back through the broker hook.
+  const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const commands = new CommandRouter({
-    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d),
-    isOnline: (d) => broker.isDeviceOnline(d),
-    send: (d, name, payload) => broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false),
+    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined,
+    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false),
+    send: async (d, name, payload) => {
+      const link = serial.byDevice(d)
+      if (!link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
+      // A serial board answers in-band (COMMAND_RESULT): hand its answer to the router as a device result.
+      const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
+      const mapped = toSerialCommand(name, args)
+      const reply = mapped.ok
+        ? await link.send(mapped.command).then((r) => (r === 'ok' || r === 'sent' ? { id, result: r } : { id, error: r }))
+        : { id, error: mapped.error }
+      commands.handleResult(d, name, JSON.stringify(reply))
+    },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
-  const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
   // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
@@ -203,5 +215,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, stop }
+  return { broker, http, outbox, registry, serial, commands, stop }
 }
