@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { ClaimedRow } from '../../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
-import { Backoff } from '../../gateway/upstream/backoff.ts'
+import { LinkState } from '../../gateway/upstream/link-state.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
 import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut } from './map.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
@@ -38,15 +38,11 @@ export class AmqpUpstream implements Upstream {
   private unsettled = new Map<Delivery, Item>()
   /** Rows handed to deliver() and not settled yet on this connection (queued + unsettled). */
   private inflight = 0
-  private state: UpstreamStatus = { connected: false, since: Date.now(), lastError: null }
-  private readonly listeners: (() => void)[] = []
   private closed = false
-  private retry: NodeJS.Timeout | null = null
   private connectTimer: NodeJS.Timeout | null = null
-  private readonly backoff: Backoff
+  private readonly linkState: LinkState
   private readonly perDevice: boolean
   private readonly url: string
-  private downLogged = false
   private commandHandler: ((cmd: Command) => Promise<CommandResult>) | null = null
   private commandReceiver: Receiver | null = null
   /** Reply senders of the current connection, by reply_to address. */
@@ -57,9 +53,9 @@ export class AmqpUpstream implements Upstream {
 
   constructor(private readonly cfg: AmqpUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
-    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
     this.perDevice = addressUsesDevice(cfg.address)
     this.url = `amqp${cfg.tls ? 's' : ''}://${cfg.host}:${cfg.port}`
+    this.linkState = new LinkState(log, { url: this.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
   }
 
   async start(): Promise<void> {
@@ -69,13 +65,13 @@ export class AmqpUpstream implements Upstream {
     this.connect()
   }
 
-  status(): UpstreamStatus { return { ...this.state } }
-  onChange(listener: () => void): void { this.listeners.push(listener) }
+  status(): UpstreamStatus { return this.linkState.status() }
+  onChange(listener: () => void): void { this.linkState.onChange(listener) }
   onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
   setStatusSource(source: () => Promise<Record<string, unknown>>): void { this.statusSource = source }
 
   credit(): number {
-    if (!this.state.connected) return 0
+    if (!this.linkState.connected) return 0
     const room = this.cfg.maxInflight - this.inflight
     if (this.perDevice) return Math.max(0, room)
     // One link: also bounded by the credit the broker granted, so rows are not claimed only to wait here.
@@ -86,7 +82,7 @@ export class AmqpUpstream implements Upstream {
   }
 
   deliver(rows: ClaimedRow[], settle: Settle): void {
-    if (!this.conn || !this.state.connected) return // unsettled: released by the forwarder on the state change
+    if (!this.conn || !this.linkState.connected) return // unsettled: released by the forwarder on the state change
     const touched = new Set<Link>()
     for (const row of rows) {
       const out = readingToAmqp(row, this.gatewayId, this.cfg.address)
@@ -100,7 +96,7 @@ export class AmqpUpstream implements Upstream {
 
   async close(): Promise<void> {
     this.closed = true
-    if (this.retry) clearTimeout(this.retry)
+    this.linkState.cancelRetry()
     const conn = this.conn
     if (conn) {
       const closed = new Promise<void>((resolve) => {
@@ -112,7 +108,7 @@ export class AmqpUpstream implements Upstream {
       await closed
       this.drop(conn)
     }
-    this.setState(false, this.state.lastError)
+    this.linkState.down(() => undefined, true)
   }
 
   private connect(): void {
@@ -152,16 +148,16 @@ export class AmqpUpstream implements Upstream {
       conn = this.container.connect(opts)
     } catch (err) {
       // e.g. an unreadable TLS file: same path as a failed attempt, so it is logged and retried, never fatal.
-      this.state.lastError = describe(err)
-      this.scheduleRetry(false)
+      this.linkState.noteError(describe(err))
+      this.linkState.down(() => this.connect(), this.closed)
       return
     }
     this.conn = conn
     this.inflight = 0
     const mine = (): boolean => this.conn === conn
     this.connectTimer = setTimeout(() => {
-      if (!mine() || this.state.connected) return
-      this.state.lastError = `no AMQP open within ${cfg.connectTimeoutMs} ms`
+      if (!mine() || this.linkState.connected) return
+      this.linkState.noteError(`no AMQP open within ${cfg.connectTimeoutMs} ms`)
       this.down(conn)
     }, cfg.connectTimeoutMs)
 
@@ -191,14 +187,14 @@ export class AmqpUpstream implements Upstream {
       const link = this.linkOf(ctx.sender)
       if (!link) return
       link.open = true
-      if (!this.perDevice && link.address === cfg.address && !this.state.connected) this.up()
+      if (!this.perDevice && link.address === cfg.address && !this.linkState.connected) this.up()
       this.flush(link)
     })
     conn.on('sendable', (ctx: EventContext) => {
       if (!mine() || !ctx.sender) return
       const link = this.linkOf(ctx.sender)
       if (link) this.flush(link)
-      this.emit()
+      this.linkState.emit()
     })
     conn.on('accepted', (ctx: EventContext) => { if (mine()) this.outcome(ctx.delivery, 'accepted') })
     // rhea reports `modified` as `released` too (treat_modified_as_released defaults to true).
@@ -214,23 +210,23 @@ export class AmqpUpstream implements Upstream {
     conn.on('sender_close', (ctx: EventContext) => { if (mine() && ctx.sender) this.linkFailed(conn, ctx.sender) })
     conn.on('connection_error', (ctx: EventContext) => {
       if (!mine()) return
-      this.state.lastError = describe((ctx as EventContext & { error?: unknown }).error ?? ctx.connection.error)
+      this.linkState.noteError(describe((ctx as EventContext & { error?: unknown }).error ?? ctx.connection.error))
     })
     conn.on('connection_close', () => { if (mine()) this.down(conn) })
     conn.on('disconnected', (ctx: EventContext) => {
       if (!mine()) return
-      if (ctx.error) this.state.lastError = describe(ctx.error)
+      if (ctx.error) this.linkState.noteError(describe(ctx.error))
       this.down(conn)
     })
     // Unhandled session/receiver errors would otherwise propagate to the container: the connection handlers decide.
     // RabbitMQ 3.10 reports a refused address or an oversized message by ending the whole session: that is a link
     // failure here (nothing is settled by it; backoff and resend).
-    conn.on('session_error', (ctx: EventContext) => { if (mine()) this.state.lastError = `session ended by the broker: ${describe(ctx.session?.error)}` })
+    conn.on('session_error', (ctx: EventContext) => { if (mine()) this.linkState.noteError(`session ended by the broker: ${describe(ctx.session?.error)}`) })
     conn.on('session_close', () => { if (mine()) this.down(conn) })
-    conn.on('error', (err: unknown) => { if (mine()) this.state.lastError = describe(err) })
+    conn.on('error', (err: unknown) => { if (mine()) this.linkState.noteError(describe(err)) })
     // Handled here so rhea does not print it to stderr; e.g. RabbitMQ sends frames after its close while shutting down.
     conn.on('protocol_error', (err: unknown) => {
-      if (mine()) this.state.lastError = `protocol error: ${describe(err)}`
+      if (mine()) this.linkState.noteError(`protocol error: ${describe(err)}`)
       else this.log.debug({ err: describe(err) }, 'amqp protocol error on a closed connection')
     })
   }
@@ -341,7 +337,7 @@ export class AmqpUpstream implements Upstream {
     this.inflight--
     if (outcome === 'released') this.log.debug({ rowId: item.rowId }, 'broker released a reading: it is retried')
     item.settle(item.rowId, outcome, detail)
-    this.emit()
+    this.linkState.emit()
   }
 
   /** The broker refused or closed a sender link. */
@@ -358,11 +354,11 @@ export class AmqpUpstream implements Upstream {
       for (const [d, item] of this.unsettled) if (d.link === sender) { failed.push(item); this.unsettled.delete(d) }
       link.queue = []
       for (const item of failed) { this.inflight--; item.settle(item.rowId, 'rejected', `target address ${link.address} refused: ${reason}`) }
-      this.emit()
+      this.linkState.emit()
       return
     }
     // The one target refused, or a transient failure: drop the connection; nothing is lost, the backoff retries.
-    this.state.lastError = `sender link to ${link.address}: ${reason}`
+    this.linkState.noteError(`sender link to ${link.address}: ${reason}`)
     this.down(conn)
   }
 
@@ -388,10 +384,8 @@ export class AmqpUpstream implements Upstream {
   private up(): void {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
     if (this.conn) this.startHeartbeat(this.conn)
-    this.backoff.reset()
-    this.downLogged = false
     this.log.info({ url: this.url, address: this.cfg.address, delivery: this.cfg.delivery }, 'upstream connected')
-    this.setState(true, null)
+    this.linkState.up()
   }
 
   /** Forget everything of `conn` (its unsettled rows are released by the forwarder on the state change). */
@@ -414,35 +408,8 @@ export class AmqpUpstream implements Upstream {
   /** The link `conn` is gone: release it and schedule the next attempt (once per connection). */
   private down(conn: Connection): void {
     if (this.conn !== conn) return
-    const wasUp = this.state.connected
     this.drop(conn)
-    this.setState(false, this.state.lastError ?? 'connection closed')
-    this.scheduleRetry(wasUp)
-  }
-
-  private scheduleRetry(wasUp: boolean): void {
-    if (this.closed) return
-    const delay = this.backoff.next()
-    const err = this.state.lastError ?? 'connection closed'
-    const fields = { url: this.url, err, retryInMs: delay }
-    if (wasUp) this.log.warn(fields, 'upstream link down: readings stay in the outbox')
-    else if (!this.downLogged) this.log.error(fields, 'upstream connect failed: retrying with backoff, readings stay in the outbox')
-    else this.log.debug(fields, 'upstream connect failed again')
-    // One clear line per outage; repeats at debug so a long outage does not flood the log.
-    this.downLogged = true
-    this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
-  }
-
-  private setState(connected: boolean, lastError: string | null): void {
-    if (connected !== this.state.connected) this.state = { connected, since: Date.now(), lastError }
-    else this.state.lastError = lastError
-    this.emit()
-  }
-
-  private emit(): void {
-    for (const l of this.listeners) {
-      try { l() } catch (err) { this.log.error({ err: (err as Error).message }, 'upstream listener failed') }
-    }
+    this.linkState.down(() => this.connect(), this.closed)
   }
 
   /** For tests and logs: the address a device's readings go to. */

@@ -7,53 +7,50 @@ import type { MqttUpstreamConfig } from '../config/schema.ts'
 import type { ClaimedRow } from '../outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
 import { readingToMqtt } from './mqtt-map.ts'
-import { Backoff } from './backoff.ts'
+import { LinkState } from './link-state.ts'
 
 export class MqttUpstream implements Upstream {
   readonly name: string
   private client: MqttClient | null = null
   private inflight = 0
-  private state: UpstreamStatus = { connected: false, since: Date.now(), lastError: null }
-  private readonly listeners: (() => void)[] = []
   private closed = false
-  private retry: NodeJS.Timeout | null = null
-  private readonly backoff: Backoff
+  private readonly link: LinkState
 
   constructor(private readonly cfg: MqttUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
-    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.link = new LinkState(log, { upstream: cfg.name, url: cfg.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
   }
 
   async start(): Promise<void> {
     this.connect()
   }
 
-  status(): UpstreamStatus { return { ...this.state } }
-  credit(): number { return this.state.connected ? Math.max(0, this.cfg.maxInflight - this.inflight) : 0 }
-  onChange(listener: () => void): void { this.listeners.push(listener) }
+  status(): UpstreamStatus { return this.link.status() }
+  credit(): number { return this.link.connected ? Math.max(0, this.cfg.maxInflight - this.inflight) : 0 }
+  onChange(listener: () => void): void { this.link.onChange(listener) }
 
   deliver(rows: ClaimedRow[], settle: (rowId: number, outcome: Outcome, detail?: string) => void): void {
     const client = this.client
     for (const row of rows) {
-      if (!client || !this.state.connected) return // unsettled: released by the forwarder on the state change
+      if (!client || !this.link.connected) return // unsettled: released by the forwarder on the state change
       const m = readingToMqtt(row, this.cfg.topicPrefix)
       this.inflight++
       client.publish(m.topic, m.payload, { qos: this.cfg.qos }, (err) => {
         if (this.client === client) this.inflight--
         // An error here means the connection went away before the ack: the row stays unsettled.
         if (!err) settle(row.rowId, 'accepted')
-        this.emit()
+        this.link.emit()
       })
     }
   }
 
   async close(): Promise<void> {
     this.closed = true
-    if (this.retry) clearTimeout(this.retry)
+    this.link.cancelRetry()
     const c = this.client
     this.client = null
     if (c) await c.endAsync(true).catch(() => undefined)
-    this.setState(false, this.state.lastError)
+    this.link.down(() => undefined, true)
   }
 
   private connect(): void {
@@ -76,13 +73,12 @@ export class MqttUpstream implements Upstream {
     this.inflight = 0
     client.on('connect', () => {
       if (this.client !== client) return
-      this.backoff.reset()
       this.log.info({ upstream: this.name, url: cfg.url }, 'upstream connected')
-      this.setState(true, null)
+      this.link.up()
     })
     client.on('error', (err) => {
       if (this.client !== client) return
-      this.state.lastError = err.message
+      this.link.noteError(err.message)
       // A failed connect attempt may report only 'error': treat it as down so the retry is always scheduled.
       if (!client.connected) this.down(client)
     })
@@ -96,24 +92,6 @@ export class MqttUpstream implements Upstream {
     client.removeAllListeners()
     client.on('error', () => undefined)
     client.end(true)
-    const wasUp = this.state.connected
-    const err = this.state.lastError ?? 'connection closed'
-    this.setState(false, err)
-    if (this.closed) return
-    const delay = this.backoff.next()
-    this.log[wasUp ? 'warn' : 'debug']({ upstream: this.name, url: this.cfg.url, err, retryInMs: delay }, wasUp ? 'upstream link down: readings stay in the outbox' : 'upstream connect failed')
-    this.retry = setTimeout(() => { this.retry = null; this.connect() }, delay)
-  }
-
-  private setState(connected: boolean, lastError: string | null): void {
-    if (connected !== this.state.connected) this.state = { connected, since: Date.now(), lastError }
-    else this.state.lastError = lastError
-    this.emit()
-  }
-
-  private emit(): void {
-    for (const l of this.listeners) {
-      try { l() } catch (err) { this.log.error({ err: (err as Error).message }, 'upstream listener failed') }
-    }
+    this.link.down(() => this.connect(), this.closed)
   }
 }
