@@ -68,8 +68,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
-  // Commands from any upstream go to the device over MQTT; the device's result comes back through the broker hook.
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
+  // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
+  // (whose result comes back through the broker hook below).
   const commands = new CommandRouter({
     isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined,
     isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false),
