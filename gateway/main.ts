@@ -69,6 +69,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
+  metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
   // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
   // (whose result comes back through the broker hook below).
   const commands = new CommandRouter({

@@ -1,6 +1,8 @@
 // The one file that imports prom-client: every metric of the gateway is declared here.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 
+export interface SerialLineStats { device: string; frames: number; badFrames: number; resyncs: number; reopens: number }
+
 export class Metrics {
   readonly registry = new Registry()
   readonly messagesIn = new Counter({ name: 'edgeway_messages_in_total', help: 'Readings accepted into the outbox, by device link', labelNames: ['link'] as const, registers: [this.registry] })
@@ -18,9 +20,36 @@ export class Metrics {
   readonly clientsConnected = new Gauge({ name: 'edgeway_mqtt_clients_connected', help: 'MQTT connections', registers: [this.registry] })
   readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a batch of readings leaving the broker thread to its durable commit (acks wait for it)', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
 
+  /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */
+  private serialSource: () => SerialLineStats[] = () => []
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgeway_process_' })
+    const source = (): SerialLineStats[] => this.serialSource()
+    // Mirrors of counters the serial links keep themselves: reset and refilled on every scrape.
+    new Counter({
+      name: 'edgeway_serial_frames_total', help: 'Frames seen on each serial line, by result: ok, bad (damaged, dropped) or resync (garbage skipped)',
+      labelNames: ['device', 'result'] as const, registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const s of source()) {
+          this.inc({ device: s.device, result: 'ok' }, s.frames)
+          this.inc({ device: s.device, result: 'bad' }, s.badFrames)
+          this.inc({ device: s.device, result: 'resync' }, s.resyncs)
+        }
+      },
+    })
+    new Counter({
+      name: 'edgeway_serial_reopens_total', help: 'Times a serial port was reopened after it vanished or failed',
+      labelNames: ['device'] as const, registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const s of source()) this.inc({ device: s.device }, s.reopens)
+      },
+    })
   }
+
+  setSerialSource(fn: () => SerialLineStats[]): void { this.serialSource = fn }
 
   async text(): Promise<string> { return this.registry.metrics() }
   get contentType(): string { return this.registry.contentType }

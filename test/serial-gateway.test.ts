@@ -67,6 +67,10 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
   const noise = await waitFor('noise logged', () => [...g.logs].reverse().find((l) => l.msg === 'serial line noise: damaged frames and garbage skipped' && (l.badFrames as number) + (l.resyncs as number) >= 10), 5000)
   const atNoise = up.got.length
   await waitFor('more readings after the garbage', () => up.got.length >= atNoise + 10, 10000)
+  // the same counts on /metrics
+  const damaged = await g.metric('edgeway_serial_frames_total', { device: 'node-1', result: 'bad' }) + await g.metric('edgeway_serial_frames_total', { device: 'node-1', result: 'resync' })
+  assert.ok(damaged >= 10, `line noise counted on /metrics (${damaged})`)
+  assert.ok(await g.metric('edgeway_serial_frames_total', { device: 'node-1', result: 'ok' }) > 10)
   assert.equal(g.proc.exitCode, null, 'gateway still running')
   // Once the gateway acks, the board never skips a sample: every reading from then on must be there exactly once.
   const skippedFinal = up.got.at(-1)!.metrics.skipped!
@@ -87,6 +91,7 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
   await waitFor('readings again', async () => (await g.metric('edgeway_messages_in_total', { link: 'serial' })) >= before + 5, 10000)
   assert.equal((await device(g, 'node-1')).online, true)
   assert.equal(count(g, 'serial port open'), 2)
+  assert.ok(await g.metric('edgeway_serial_reopens_total', { device: 'node-1' }) >= 1, 'the reopen is counted on /metrics')
 
   // A clean stop with the port open: exits 0 and leaves the board recorded offline.
   assert.equal(await g.stop(), 0)
