@@ -60,6 +60,7 @@ export class OutboxStore {
   private stmt!: {
     insert: Statement; upsertSeq: Statement; claim: Statement; rangeStats: Statement; deleteUpto: Statement
     oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement; nthId: Statement
+    getMeta: Statement; setMeta: Statement
   }
   private readonly now: () => number
 
@@ -96,13 +97,15 @@ export class OutboxStore {
       setCursor: db.prepare('INSERT INTO cursors (upstream, acked_upto) VALUES (?, ?) ON CONFLICT(upstream) DO UPDATE SET acked_upto = excluded.acked_upto'),
       retentionScan: db.prepare('SELECT id, bytes FROM readings WHERE id > ? ORDER BY id LIMIT 1000'),
       ageCut: db.prepare('SELECT MAX(id) AS id FROM (SELECT id, recv FROM readings WHERE id > ? ORDER BY id LIMIT 1000) WHERE recv < ?'),
+      getMeta: db.prepare('SELECT value FROM meta WHERE key = ?').pluck(),
+      setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
     }
-    const meta = db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get('gateway_id') as string | undefined
-    if (meta === undefined) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('gateway_id', this.opts.gatewayId)
+    const meta = this.stmt.getMeta.get('gateway_id') as string | undefined
+    if (meta === undefined) this.stmt.setMeta.run('gateway_id', this.opts.gatewayId)
     for (const r of db.prepare('SELECT device, seq FROM device_seq').all() as { device: string; seq: number }[]) this.seqs.set(r.device, r.seq)
     const last = db.prepare('SELECT MAX(id) AS id FROM readings').get() as { id: number | null }
     const lastCursor = db.prepare('SELECT MAX(acked_upto) AS id FROM cursors').get() as { id: number | null }
-    const lastMeta = Number(db.prepare('SELECT value FROM meta WHERE key = ?').pluck().get('last_id') ?? 0)
+    const lastMeta = Number(this.stmt.getMeta.get('last_id') ?? 0)
     // Ids are never reused, even after every row was delivered and deleted.
     this.nextId = Math.max(last.id ?? 0, lastCursor.id ?? 0, lastMeta) + 1
     const totals = db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings').get() as { n: number; b: number }
@@ -316,7 +319,7 @@ export class OutboxStore {
   private writeCursors(): void {
     if (!this.cursorsDirty) return
     for (const [name, c] of this.cursors) this.stmt.setCursor.run(name, c.ackedUpto)
-    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run('last_id', String(this.lastRowId))
+    this.stmt.setMeta.run('last_id', String(this.lastRowId))
     this.cursorsDirty = false
   }
 
