@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests start as real peers (each test starts its own private instance).
 # simavr, libsimavr-dev (+ libelf-dev it links against), gcc-avr, avr-libc: the sensor-node firmware and its simulated board (serial tests); avrdude, socat: flashing and pty tooling.
 # systemd: `systemd-analyze verify` checks the unit scripts/install.sh writes (test/install.test.ts).
-PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ pkg-config simavr libsimavr-dev libelf-dev gcc-avr avr-libc avrdude socat systemd)
+# prosody: XMPP bridge tests; chromium: dashboard and camera tests (playwright-core drives it); ffmpeg: camera test source; arduino-core-avr: the ATmegaBOOT bootloader the simulated board flashes through.
+PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ pkg-config simavr libsimavr-dev libelf-dev gcc-avr avr-libc avrdude socat systemd prosody chromium ffmpeg arduino-core-avr)
 
 missing=()
 for p in "${PKGS[@]}"; do
