@@ -17,6 +17,7 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+import { readingMetrics } from './readings.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -95,10 +96,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   outbox.onCommitted((c) => {
     for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
     metrics.commitSeconds.observe(c.latencyMs / 1000)
-    for (const [device, link] of c.devices) {
-      registry.touch(device)
-      if (bus.listenerCount('reading') > 0) bus.safeEmit('reading', { device, link })
-    }
+    for (const device of c.devices.keys()) registry.touch(device)
+  })
+  outbox.onLatest((r) => {
+    if (bus.listenerCount('reading') === 0) return
+    bus.safeEmit('reading', { device: r.device, link: r.link, ts: r.ts, seq: r.seq, metrics: r.payload === null ? {} : readingMetrics({ kind: 'json', payload: r.payload }) })
   })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
