@@ -18,6 +18,8 @@ import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
 import { readingMetrics } from './readings.ts'
+import { ControlServer, type ControlHandler } from './control/server.ts'
+import { controlSocketPath } from './control/client.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -39,6 +41,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The control socket CLI commands use to reach this process (flash, OTA, status). */
+  control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
 }
 
@@ -165,6 +169,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
 
+  const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
+  control.handle('status', async () => health())
+
+  // First: a second gateway on the same data dir stops here, before it touches anything.
+  await control.start()
   registry.open()
   registry.markAllOffline()
   await outbox.start()
@@ -189,6 +198,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
+    await control.stop()
     throw err
   }
   const timers = [
@@ -214,10 +224,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await http?.stop()
+      await control.stop()
       registry.close()
       log.info('stopped')
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, stop }
+  return { broker, http, outbox, registry, serial, commands, control, stop }
 }
