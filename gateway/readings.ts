@@ -104,4 +104,19 @@ export function readingMetrics(r: Pick<Reading, 'kind' | 'payload'>): Metrics {
   return metrics
 }
 
+/**
+ * The JSON envelope every upstream sends: `{id, device, seq, ts, receivedAt, link, deviceSeq?, metrics | raw}`
+ * (raw payloads as base64). Built as text: the stored payload is already a validated JSON object, so unless it
+ * holds `ts`/`seq` (or escapes that could spell them) it goes in as it is, without a parse and re-stringify per
+ * reading on the forwarding path.
+ */
+export function readingEnvelope(r: Pick<Reading, 'msgId' | 'device' | 'seq' | 'ts' | 'receivedAt' | 'link' | 'deviceSeq' | 'kind' | 'payload'>): string {
+  let head = `{"id":${JSON.stringify(r.msgId)},"device":${JSON.stringify(r.device)},"seq":${r.seq},"ts":${r.ts},"receivedAt":${r.receivedAt},"link":${JSON.stringify(r.link)}`
+  if (r.deviceSeq !== null) head += `,"deviceSeq":${r.deviceSeq}`
+  if (r.kind !== 'json') return `${head},"raw":"${Buffer.from(r.payload as Uint8Array).toString('base64')}"}`
+  const text = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload).toString('utf8')
+  const clean = !text.includes('"ts"') && !text.includes('"seq"') && !text.includes('\\u')
+  return `${head},"metrics":${clean ? text : JSON.stringify(readingMetrics(r))}}`
+}
+
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/

@@ -1,6 +1,5 @@
 // Pure mapping of a stored reading to the AMQP 1.0 message the amqp upstream sends (no rhea here: plain data).
-import type { Reading } from '../../gateway/readings.ts'
-import { readingToMqtt } from '../../gateway/upstream/mqtt-map.ts'
+import { readingEnvelope, type Reading } from '../../gateway/readings.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 /** The fields of an AMQP 1.0 message this bridge sets; upstream.ts hands them to rhea as they are. */
@@ -44,7 +43,7 @@ export function readingToAmqp(row: Reading, gateway: string, addressTemplate: st
     content_type: 'application/json',
     durable: true,
     application_properties: props,
-    body: Buffer.from(readingToMqtt(row, '').payload, 'utf8'),
+    body: Buffer.from(readingEnvelope(row), 'utf8'),
   }
 }
 

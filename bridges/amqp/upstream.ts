@@ -303,7 +303,8 @@ export class AmqpUpstream implements Upstream {
         body: rhea.message.data_section(o.body),
       }
       const limit = this.maxMessageBytes(link)
-      if (limit !== undefined) {
+      // Encoding to measure costs as much as sending: only near the limit (headers and properties stay far below 4 KiB).
+      if (limit !== undefined && o.body.length + 4096 > limit) {
         const size = rhea.message.encode(msg).length
         if (size > limit) {
           // A receiver must not be sent more than its max-message-size: this reading can never go out as it is.

@@ -48,6 +48,7 @@ export class OutboxClient implements Outbox {
   private checkpointer: Worker | null = null
   private pending = new PendingBatch()
   private flushScheduled = false
+  private readonly pendingAcks = new Map<string, number[]>()
   private nextId = 1
   private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number }>()
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
@@ -144,8 +145,20 @@ export class OutboxClient implements Outbox {
     return this.request<ClaimedRow[]>((id) => ({ t: 'claim', id, upstream, limit }))
   }
 
+  /** Upstreams settle one row at a time: acks are gathered and cross to the worker once per event-loop turn. */
   ack(upstream: string, rowIds: number[]): void {
-    if (rowIds.length) this.post({ t: 'ack', upstream, ids: rowIds })
+    if (!rowIds.length) return
+    const ids = this.pendingAcks.get(upstream)
+    if (ids) { for (const id of rowIds) ids.push(id); return }
+    this.pendingAcks.set(upstream, [...rowIds])
+    if (this.pendingAcks.size === 1) setImmediate(() => this.flushAcks())
+  }
+
+  private flushAcks(): void {
+    if (this.pendingAcks.size === 0) return
+    const acks = [...this.pendingAcks]
+    this.pendingAcks.clear()
+    for (const [upstream, ids] of acks) this.post({ t: 'ack', upstream, ids })
   }
 
   deadLetter(upstream: string, rowId: number, reason: string): void {
@@ -204,8 +217,10 @@ export class OutboxClient implements Outbox {
   }
 
   private post(m: ToWorker): void {
-    // Appends must reach the worker before a later claim/ack from this thread: flush first.
+    // Appends must reach the worker before a later claim/ack from this thread, and gathered acks before anything
+    // else (a release or claim must see them): flush first.
     if (this.pending.size) this.flush()
+    if (this.pendingAcks.size && m.t !== 'ack') this.flushAcks()
     this.worker?.postMessage(m)
   }
 
