@@ -299,6 +299,7 @@ export class AmqpUpstream implements Upstream {
         creation_time: o.creation_time,
         content_type: o.content_type,
         durable: o.durable,
+        ...(o.priority !== undefined ? { priority: o.priority } : {}),
         application_properties: o.application_properties,
         body: rhea.message.data_section(o.body),
       }
