@@ -11,6 +11,7 @@ import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
+import { registerXmppCli } from '../bridges/xmpp/cli.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
@@ -203,6 +204,8 @@ dead.command('retry').addOption(configOpt()).option('-u, --upstream <name>', 'on
     const n = requestDeadRetry(file, { ...(opts.upstream !== undefined ? { upstream: opts.upstream } : {}), ...(ids.length ? { ids } : {}) })
     process.stdout.write(n === 0 ? 'nothing to retry\n' : `${n} dead-lettered reading${n === 1 ? '' : 's'} queued for retry\n`)
   })
+
+registerXmppCli(program, load, configOpt)
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`edgeway: ${err.message}\n`)

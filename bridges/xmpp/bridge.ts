@@ -1,0 +1,323 @@
+// The XMPP bridge (component mode): every device is a contact <device>@<component domain> with presence mirroring its
+// link, subscriptions gated by the allowlist and kept in SQLite, chat commands routed to the device, alerts as chat.
+import { randomUUID } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { GatewayBus, GatewayEvents } from '../../gateway/events.ts'
+import type { Command, CommandResult } from '../../gateway/commands/router.ts'
+import type { XmppConfig } from './config.ts'
+import { XmppLink, type IqAnswer } from './connection.ts'
+import { XmppStore, xmppDbPath } from './store.ts'
+import { allowed, blockedBy, Rhythm } from './policy.ts'
+import { bareJid, chat, discoInfo, errorReply, NS, parseIncoming, presence, type Incoming, type Show, type XmlNode } from './stanza.ts'
+import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type DeviceView, type MetricValue } from './chat.ts'
+import { PubSubUpstream } from './pubsub.ts'
+
+export interface XmppBridgeDeps {
+  gatewayId: string
+  dataDir: string
+  bus: GatewayBus
+  log: Logger
+  /** Every device the gateway knows (registry, connected, serial). */
+  devices(): string[]
+  isOnline(device: string): boolean
+  dispatch(cmd: Command): Promise<CommandResult>
+}
+
+interface DeviceState {
+  online: boolean
+  link: string | null
+  rhythm: Rhythm
+  metrics: Record<string, MetricValue>
+  /** Last presence sent: type/show (sent at once when it changes) and status (throttled). */
+  sentKey: string | null
+  sentStatus: string | null
+  sentAt: number
+  pending: NodeJS.Timeout | null
+  /** Thresholds currently in alarm (index into cfg.alerts.thresholds). */
+  alarms: Set<number>
+  offlineAlerted: boolean
+}
+
+type Presence = { type: 'available' | 'unavailable'; show?: Show; status?: string }
+
+/** A status text change alone is re-announced at most this often (a reading every 100 ms must not flood rosters). */
+const STATUS_MIN_INTERVAL_MS = 5000
+
+export class XmppBridge {
+  readonly link: XmppLink
+  readonly upstream: PubSubUpstream | null
+  private readonly store: XmppStore
+  private readonly states = new Map<string, DeviceState>()
+  private ticker: NodeJS.Timeout | null = null
+  private readonly domain: string
+  private readonly listeners: { [K in keyof GatewayEvents]?: (...a: GatewayEvents[K]) => void } = {}
+
+  constructor(private readonly cfg: XmppConfig, private readonly d: XmppBridgeDeps) {
+    this.link = new XmppLink(cfg, d.log)
+    this.store = new XmppStore(xmppDbPath(d.dataDir))
+    this.domain = (cfg.component.domain ?? '').toLowerCase()
+    this.upstream = cfg.pubsub.enabled ? new PubSubUpstream(cfg, this.link, d.gatewayId, d.log.child({ upstream: cfg.pubsub.upstream })) : null
+  }
+
+  start(): void {
+    this.store.open()
+    for (const dev of this.d.devices()) this.state(dev).online = this.d.isOnline(dev)
+    this.listeners.deviceOnline = (e) => {
+      const s = this.state(e.device)
+      s.online = true
+      s.link = e.link
+      this.announce(e.device, true)
+      if (s.offlineAlerted) { s.offlineAlerted = false; this.alert(e.device, `${e.device} is back online`) }
+    }
+    this.listeners.deviceOffline = (e) => {
+      const s = this.state(e.device)
+      s.online = false
+      this.announce(e.device, true)
+      if (this.cfg.alerts.offline) { s.offlineAlerted = true; this.alert(e.device, `⚠️ ${e.device} went offline (${e.reason})`) }
+    }
+    this.listeners.reading = (e) => this.onReading(e.device, e.link, e.metrics)
+    for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.on(k as keyof GatewayEvents, fn as never)
+    this.link.on('online', () => {
+      this.reannounce()
+      this.upstream?.linkUp()
+    })
+    this.link.on('offline', (reason) => this.upstream?.linkDown(reason))
+    this.link.on('stanza', (s) => this.onStanza(s))
+    this.link.on('iq', (s) => this.onIq(s))
+    this.link.start()
+    // Overdue readings turn presence to away / xa without any event: look once a second.
+    this.ticker = setInterval(() => { for (const dev of this.states.keys()) this.announce(dev, false) }, 1000)
+  }
+
+  async stop(): Promise<void> {
+    if (this.ticker) clearInterval(this.ticker)
+    for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.off(k as keyof GatewayEvents, fn as never)
+    for (const s of this.states.values()) if (s.pending) clearTimeout(s.pending)
+    // Subscribers see the devices go unavailable with the gateway instead of keeping a stale "available".
+    if (this.link.online) for (const { device, jid } of this.store.allSubscriptions()) this.link.send(presence(this.jidOf(device), jid, { type: 'unavailable', status: 'gateway stopped' }))
+    await this.link.stop()
+    this.store.close()
+  }
+
+  jidOf(device: string): string { return `${device.toLowerCase()}@${this.domain}` }
+
+  private state(device: string): DeviceState {
+    let s = this.states.get(device)
+    if (!s) {
+      s = { online: false, link: null, rhythm: new Rhythm(), metrics: {}, sentKey: null, sentStatus: null, sentAt: 0, pending: null, alarms: new Set(), offlineAlerted: false }
+      this.states.set(device, s)
+    }
+    return s
+  }
+
+  /** The device id a JID's local part names (JIDs are case-insensitive, device ids are not). */
+  private deviceOf(local: string | null): string | null {
+    if (!local) return null
+    for (const dev of this.states.keys()) if (dev.toLowerCase() === local) return dev
+    for (const dev of this.d.devices()) if (dev.toLowerCase() === local) return dev
+    return null
+  }
+
+  private blocked(jid: string): boolean {
+    return blockedBy(this.cfg.blocked, jid) || blockedBy(this.store.blocked(), jid)
+  }
+
+  private view(device: string): DeviceView {
+    const s = this.state(device)
+    return {
+      online: s.online, link: s.link, lastAt: s.rhythm.lastAt, intervalMs: s.rhythm.intervalMs, metrics: s.metrics,
+      lateness: s.online ? s.rhythm.lateness(Date.now(), this.cfg.presence.awayFactor, this.cfg.presence.xaFactor) : null,
+    }
+  }
+
+  private presenceOf(device: string): Presence {
+    const v = this.view(device)
+    if (!v.online) return { type: 'unavailable', ...(v.lastAt !== null ? { status: `offline · last: ${summary(v.metrics)}` } : {}) }
+    const status = summary(v.metrics)
+    return { type: 'available', ...(v.lateness ? { show: v.lateness } : {}), ...(status ? { status } : {}) }
+  }
+
+  private sendPresence(device: string, to: string, p: Presence): void {
+    this.link.send(presence(this.jidOf(device), to, { ...(p.type === 'unavailable' ? { type: 'unavailable' as const } : {}), ...(p.show ? { show: p.show } : {}), ...(p.status ? { status: p.status } : {}) }))
+  }
+
+  /** Tells every (unblocked) subscriber the device's presence: at once when type/show changed, throttled for status text. */
+  private announce(device: string, now: boolean): void {
+    const s = this.state(device)
+    const p = this.presenceOf(device)
+    const key = `${p.type}/${p.show ?? ''}`
+    const status = p.status ?? ''
+    if (key === s.sentKey && status === s.sentStatus) return
+    const wait = key !== s.sentKey || now ? 0 : s.sentAt + STATUS_MIN_INTERVAL_MS - Date.now()
+    if (wait > 0) {
+      s.pending ??= setTimeout(() => { s.pending = null; this.announce(device, false) }, wait)
+      return
+    }
+    if (s.pending) { clearTimeout(s.pending); s.pending = null }
+    if (!this.link.online) return
+    s.sentKey = key
+    s.sentStatus = status
+    s.sentAt = Date.now()
+    for (const jid of this.store.subscribers(device)) {
+      if (!this.blocked(jid)) this.sendPresence(device, jid, p)
+    }
+  }
+
+  /** After (re)connecting: every subscriber gets the current presence of its devices (the server forgot it). */
+  private reannounce(): void {
+    for (const s of this.states.values()) s.sentKey = null
+    const subs = this.store.allSubscriptions()
+    for (const { device, jid } of subs) {
+      if (this.blocked(jid) || !allowed(this.cfg, jid, device, 'subscribe')) continue
+      this.sendPresence(device, jid, this.presenceOf(device))
+    }
+    for (const [dev, s] of this.states) { const p = this.presenceOf(dev); s.sentKey = `${p.type}/${p.show ?? ''}`; s.sentStatus = p.status ?? ''; s.sentAt = Date.now() }
+    this.d.log.info({ subscriptions: subs.length }, 'xmpp presence announced')
+  }
+
+  private onReading(device: string, link: string, metrics: Record<string, MetricValue>): void {
+    const s = this.state(device)
+    s.rhythm.note(Date.now())
+    s.link = link
+    Object.assign(s.metrics, metrics)
+    for (const [i, t] of this.cfg.alerts.thresholds.entries()) {
+      const v = metrics[t.metric]
+      if (typeof v !== 'number' || (t.devices && !t.devices.some((x) => x === '*' || x === device))) continue
+      const active = (t.above !== undefined && v > t.above) || (t.below !== undefined && v < t.below)
+      if (active === s.alarms.has(i)) continue
+      if (active) s.alarms.add(i)
+      else s.alarms.delete(i)
+      this.alert(device, thresholdAlert(device, t.metric, v, t, active))
+    }
+    this.announce(device, false)
+  }
+
+  private alert(device: string, body: string): void {
+    if (!this.link.online) return
+    for (const jid of this.store.subscribers(device)) {
+      if (!this.blocked(jid)) this.link.send(chat(this.jidOf(device), jid, body))
+    }
+  }
+
+  // ---- incoming ------------------------------------------------------------------------------------------------------
+
+  private onStanza(s: XmlNode): void {
+    const x = parseIncoming(s)
+    if (x.kind === 'invalid') {
+      this.d.log.warn({ reason: x.reason, stanza: s.name, from: s.attrs.from, to: s.attrs.to }, 'xmpp: malformed stanza ignored')
+      if (s.attrs.type !== 'error' && s.attrs.from && s.attrs.to && (s.name === 'message' || s.name === 'iq')) {
+        this.link.send(errorReply(s.name, s.attrs.id, s.attrs.to, s.attrs.from, 'modify', 'bad-request', x.reason))
+      }
+      return
+    }
+    if (x.kind === 'iq-reply' || x.kind === 'iq') return
+    const jid = bareJid(x.from)
+    if (this.blocked(jid)) {
+      this.d.log.info({ from: jid, stanza: x.kind, type: x.type }, 'xmpp: stanza from a blocked JID dropped')
+      return
+    }
+    if (x.kind === 'presence') this.onPresence(x, jid)
+    else this.onMessage(x, jid)
+  }
+
+  private onPresence(x: Extract<Incoming, { kind: 'presence' }>, jid: string): void {
+    const device = this.deviceOf(x.to.local)
+    const from = x.to.local ? `${x.to.local}@${this.domain}` : this.domain
+    switch (x.type) {
+      case 'subscribe': {
+        if (device && allowed(this.cfg, jid, device, 'subscribe')) {
+          this.store.subscribe(device, jid)
+          this.link.send(presence(from, jid, { type: 'subscribed' }))
+          this.sendPresence(device, jid, this.presenceOf(device))
+          this.d.log.info({ jid, device }, 'xmpp subscription approved')
+        } else {
+          this.link.send(presence(from, jid, { type: 'unsubscribed' }))
+          this.d.log.info({ jid, device: device ?? x.to.local, reason: device ? 'not in xmpp.allow' : 'unknown device' }, 'xmpp subscription refused')
+        }
+        return
+      }
+      case 'unsubscribe':
+        if (device && this.store.unsubscribe(device, jid)) this.d.log.info({ jid, device }, 'xmpp subscription removed')
+        this.link.send(presence(from, jid, { type: 'unsubscribed' }))
+        this.link.send(presence(from, jid, { type: 'unavailable' }))
+        return
+      case 'probe':
+        if (device && this.store.isSubscribed(device, jid) && allowed(this.cfg, jid, device, 'subscribe')) this.sendPresence(device, jid, this.presenceOf(device))
+        else this.link.send(presence(from, jid, { type: 'unsubscribed' }))
+        return
+      default:
+        // The user's own presence (available/unavailable), or answers to our subscription state: nothing to do.
+        return
+    }
+  }
+
+  private onMessage(x: Extract<Incoming, { kind: 'message' }>, jid: string): void {
+    if (x.type === 'error' || x.type === 'groupchat' || x.type === 'headline') return
+    if (x.body === null) return // chat states, receipts: not a command
+    const replyTo = `${bareJid(x.from)}${x.from.resource ? `/${x.from.resource}` : ''}`
+    const me = x.to.local ? `${x.to.local}@${this.domain}` : this.domain
+    const say = (body: string): void => this.link.send(chat(me, replyTo, body, x.thread))
+    const bytes = Buffer.byteLength(x.body)
+    if (bytes > this.cfg.maxMessageBytes) {
+      this.d.log.warn({ from: jid, to: me, bytes, limit: this.cfg.maxMessageBytes }, 'xmpp: oversized message refused')
+      say(`Sorry, that message is too long (${bytes} bytes; the limit is ${this.cfg.maxMessageBytes}).`)
+      return
+    }
+    const cmd = parseChat(x.body)
+    if (!x.to.local) {
+      // The component itself: only the directory.
+      if (cmd.kind === 'list') say(this.listReply(jid))
+      else say(`This is the edgeway gateway "${this.d.gatewayId}". Talk to a device: ${this.listReply(jid)}\nSend "list" here for the device JIDs.`)
+      return
+    }
+    const device = this.deviceOf(x.to.local)
+    if (!device) {
+      this.link.send(errorReply('message', x.id, me, replyTo, 'cancel', 'item-not-found', `no device "${x.to.local}" on this gateway`))
+      return
+    }
+    if (!allowed(this.cfg, jid, device, 'command')) {
+      this.d.log.info({ from: jid, device }, 'xmpp: command from a JID outside the allowlist refused')
+      this.link.send(errorReply('message', x.id, me, replyTo, 'auth', 'forbidden', `${jid} may not command ${device}`))
+      return
+    }
+    switch (cmd.kind) {
+      case 'help': say(HELP); return
+      case 'status': say(statusReply(device, this.view(device), Date.now())); return
+      case 'get': say(getReply(device, cmd.metric, this.view(device))); return
+      case 'list': say(this.listReply(jid)); return
+      case 'unknown': say(unknownReply(cmd)); return
+      case 'device': {
+        const id = `xmpp-${randomUUID()}`
+        this.d.log.info({ id, from: jid, device, command: cmd.name }, 'xmpp command')
+        this.d.dispatch({ id, device, name: cmd.name, args: cmd.args, expiresAt: Date.now() + this.cfg.commandTimeoutMs })
+          .then((r) => {
+            // Blocked while the command ran: the answer is withheld too.
+            if (this.blocked(jid)) return
+            say(resultReply(r))
+          }, (err: unknown) => say(`${cmd.name} failed: ${(err as Error).message}`))
+      }
+    }
+  }
+
+  private listReply(jid: string): string {
+    const mine = this.d.devices().filter((dev) => allowed(this.cfg, jid, dev, 'subscribe')).sort()
+    if (mine.length === 0) return 'no devices you may see'
+    return mine.map((dev) => `${this.jidOf(dev)} (${this.state(dev).online ? 'online' : 'offline'})`).join('\n')
+  }
+
+  private onIq(s: XmlNode): IqAnswer {
+    const x = parseIncoming(s)
+    if (x.kind !== 'iq') return { error: { type: 'modify', condition: 'bad-request', text: x.kind === 'invalid' ? x.reason : 'not a request' } }
+    const jid = bareJid(x.from)
+    if (this.blocked(jid)) return { error: { type: 'cancel', condition: 'service-unavailable' } }
+    const p = x.payload
+    if (p?.name === 'ping' && p.attrs.xmlns === NS.ping) return {}
+    if (p?.name === 'query' && p.attrs.xmlns === NS.discoInfo && x.type === 'get') {
+      if (!x.to.local) return { payload: discoInfo({ category: 'gateway', type: 'iot', name: `edgeway ${this.d.gatewayId}` }, [NS.discoInfo, NS.ping]) }
+      const device = this.deviceOf(x.to.local)
+      if (!device) return { error: { type: 'cancel', condition: 'item-not-found' } }
+      return { payload: discoInfo({ category: 'client', type: 'bot', name: device }, [NS.discoInfo, NS.ping]) }
+    }
+    return { error: { type: 'cancel', condition: 'service-unavailable' } }
+  }
+}
