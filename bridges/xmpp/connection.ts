@@ -1,9 +1,8 @@
 // The one file that imports xmpp.js (@xmpp/component, @xmpp/client, @xmpp/xml). It keeps one XMPP stream up:
 // a fresh entity per attempt, reconnecting with backoff (xmpp.js's own fixed-delay reconnect is switched off), and
 // hands stanzas to the bridge as plain XmlNode trees.
-import componentPkg, { type Entity } from '@xmpp/component'
-import { client } from '@xmpp/client'
-import xml, { type Element } from '@xmpp/xml'
+import componentPkg, { type Entity, type Element, type XmlFactory } from '@xmpp/component'
+import { client, xml as clientXml } from '@xmpp/client'
 import type { Logger } from 'pino'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
 import type { XmppConfig } from './config.ts'
@@ -26,8 +25,9 @@ export interface XmppLinkEvents {
   iq: (s: XmlNode) => Promise<IqAnswer> | IqAnswer
 }
 
-function toElement(n: XmlNode): Element {
-  return xml(n.name, n.attrs, ...n.children.map((c) => (typeof c === 'string' ? c : toElement(c))))
+/** Elements are made with the xml factory of the package in use: xmpp.js checks replies with `instanceof`. */
+function toElement(xml: XmlFactory, n: XmlNode): Element {
+  return xml(n.name, n.attrs, ...n.children.map((c) => (typeof c === 'string' ? c : toElement(xml, c))))
 }
 
 function fromElement(e: Element): XmlNode {
@@ -52,11 +52,13 @@ export class XmppLink {
   private downLogged = false
   private lastError: string | null = null
   private handlers: Partial<XmppLinkEvents> = {}
+  private readonly xml: XmlFactory
   /** component domain, or the client's full JID once bound. */
   jid = ''
 
   constructor(private readonly cfg: XmppConfig, private readonly log: Logger) {
     this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.xml = cfg.mode === 'component' ? componentPkg.xml : clientXml
   }
 
   get online(): boolean { return this.isOnline }
@@ -88,7 +90,7 @@ export class XmppLink {
   send(n: XmlNode): void {
     const e = this.entity
     if (!e || !this.isOnline) { this.log.debug({ stanza: n.name, to: n.attrs.to }, 'xmpp offline: stanza not sent'); return }
-    e.send(toElement(n)).catch((err: unknown) => this.log.warn({ err: describe(err) }, 'xmpp send failed'))
+    e.send(toElement(this.xml, n)).catch((err: unknown) => this.log.warn({ err: describe(err) }, 'xmpp send failed'))
   }
 
   /** Sends an iq get/set and resolves with the result stanza; rejects with IqError on an error reply, Error on timeout. */
@@ -96,7 +98,7 @@ export class XmppLink {
     const e = this.entity
     if (!e || !this.isOnline) throw new Error('xmpp link is down')
     try {
-      return fromElement(await e.iqCaller.request(toElement(n), timeoutMs))
+      return fromElement(await e.iqCaller.request(toElement(this.xml, n), timeoutMs))
     } catch (err) {
       const x = err as { name?: string; condition?: string; type?: string; text?: string }
       if (x.name === 'StanzaError' && x.condition) throw new IqError(x.condition, x.type ?? 'cancel', x.text ?? '')
@@ -147,13 +149,16 @@ export class XmppLink {
     })
     e.middleware.use(async (ctx) => {
       if (!mine()) return undefined
+      // Stanzas only (the component handshake and stream errors pass through here too).
+      if (!['iq', 'message', 'presence'].includes(ctx.stanza.name)) return undefined
       const s = fromElement(ctx.stanza)
       const t = s.attrs.type
       if (s.name === 'iq' && (t === 'get' || t === 'set')) {
         // xmpp.js's iq callee (before this middleware) turns the answer into the result / error reply.
         const a = await (this.handlers.iq?.(s) ?? { error: { type: 'cancel' as const, condition: 'service-unavailable' } })
+        const xml = this.xml
         if ('error' in a) return xml('error', { type: a.error.type }, xml(a.error.condition, { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' }), ...(a.error.text ? [xml('text', { xmlns: 'urn:ietf:params:xml:ns:xmpp-stanzas' }, a.error.text)] : []))
-        return a.payload ? toElement(a.payload) : true
+        return a.payload ? toElement(this.xml, a.payload) : true
       }
       try { this.handlers.stanza?.(s) } catch (err) { this.log.error({ err: describe(err), stanza: s.name }, 'xmpp stanza handler failed') }
       return undefined
