@@ -92,6 +92,11 @@ export const xmppSection = z.object({
     iqTimeoutMs: z.number().int().min(100).default(15000),
   }).strict().prefault({}),
 }).strict().superRefine((x, ctx) => {
+  for (const [i, rule] of x.allow.entries()) {
+    for (const g of rule.groups ?? []) {
+      if (!(g in x.groups)) ctx.addIssue({ code: 'custom', path: ['allow', i, 'groups'], message: `unknown group "${g}" (define it under xmpp.groups)` })
+    }
+  }
   if (!x.enabled) return
   if (x.mode === 'component' && (!x.component.domain || !x.component.secret)) {
     ctx.addIssue({ code: 'custom', path: ['component'], message: 'component mode needs component.domain and component.secret' })
@@ -104,11 +109,6 @@ export const xmppSection = z.object({
   }
   if (x.reconnectMaxMs < x.reconnectMinMs) {
     ctx.addIssue({ code: 'custom', path: ['reconnectMaxMs'], message: 'reconnectMaxMs must be >= reconnectMinMs' })
-  }
-  for (const [i, rule] of x.allow.entries()) {
-    for (const g of rule.groups ?? []) {
-      if (!(g in x.groups)) ctx.addIssue({ code: 'custom', path: ['allow', i, 'groups'], message: `unknown group "${g}" (define it under xmpp.groups)` })
-    }
   }
 })
 

@@ -15,6 +15,11 @@ export interface ProsodyOptions {
   secret?: string
   /** Adds `Component "pubsub.localhost" "pubsub"` (the gateway's component may create nodes). */
   pubsub?: boolean
+  /**
+   * Where the pubsub service keeps items: "sql" (SQLite, survives a restart; needs lua-dbi-sqlite3), "internal"
+   * (files: each publish rereads the node, so it slows down as nodes grow) or "memory" (lost on restart).
+   */
+  pubsubStorage?: 'sql' | 'internal' | 'memory'
 }
 
 export interface Prosody {
@@ -35,6 +40,7 @@ export interface Prosody {
 
 export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> {
   requireBinary(PROSODY, 'prosody')
+  if (opts.pubsubStorage === 'sql') requireBinary('/usr/share/lua/5.4/DBI.lua', 'lua-dbi-sqlite3')
   const { dir, cleanup } = tempDir('edgeway-prosody-')
   const [c2sPort, componentPort] = [await freePort(), await freePort()]
   const domain = 'localhost'
@@ -71,6 +77,8 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
       // The gateway's component publishes and creates nodes: admins of the pubsub service may.
       `  admins = { "${componentDomain}" }`,
       '  pubsub_max_items = 100000',
+      ...(opts.pubsubStorage === 'memory' ? ['  storage = "memory"'] : []),
+      ...(opts.pubsubStorage === 'sql' ? ['  storage = "sql"', `  sql = { driver = "SQLite3", database = "${dir}/pubsub.sqlite" }`] : []),
     ] : []),
   ].join('\n') + '\n')
   let out = ''

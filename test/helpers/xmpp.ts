@@ -9,6 +9,7 @@ export interface Stanza {
   name: string
   attrs: Record<string, string | undefined>
   getChild(name: string, xmlns?: string): Stanza | undefined
+  getChildren(name: string, xmlns?: string): Stanza[]
   getChildText(name: string, xmlns?: string): string | null
   toString(): string
 }
@@ -21,9 +22,12 @@ export interface XmppUser {
   wait(what: string, pred: (s: Stanza) => boolean, timeoutMs?: number, from?: number): Promise<Stanza>
   presencesFrom(jid: string): Stanza[]
   chatsFrom(jid: string): Stanza[]
+  /** Sends an iq (an id is added) and resolves with the reply (result or error). */
+  iq(el: { attrs: Record<string, string | undefined> }, timeoutMs?: number): Promise<Stanza>
   /** Sends a chat message and resolves with the body of the next chat (or error) from that JID. */
   ask(to: string, body: string, timeoutMs?: number): Promise<string>
   stop(): Promise<void>
+  online(): boolean
 }
 
 const bare = (j: string | undefined): string => (j ?? '').split('/')[0]!
@@ -33,9 +37,11 @@ export async function xmppUser(p: Prosody, user: string, password = `${user}pw`,
   const c = client({ service: `xmpp://127.0.0.1:${p.c2sPort}`, domain: p.domain, username: user, password, resource: 'test' }) as unknown as {
     on(e: string, fn: (x: never) => void): void; start(): Promise<unknown>; stop(): Promise<unknown>; send(el: unknown): Promise<void>
     reconnect: { stop(): void }
+    status: string
   }
   c.reconnect.stop()
   const got: Stanza[] = []
+  let iqs = 0
   c.on('error', () => undefined)
   c.on('stanza', (s: never) => { got.push(s as Stanza) })
   await c.start()
@@ -52,6 +58,13 @@ export async function xmppUser(p: Prosody, user: string, password = `${user}pw`,
     },
     presencesFrom: (jid) => got.filter((s) => s.name === 'presence' && bare(s.attrs.from) === jid),
     chatsFrom: (jid) => got.filter((s) => s.name === 'message' && bare(s.attrs.from) === jid),
+    async iq(el, timeoutMs = 15000) {
+      const id = `q${++iqs}`
+      el.attrs.id = id
+      const from = got.length
+      await c.send(el)
+      return u.wait(`iq reply ${id}`, (s) => s.name === 'iq' && s.attrs.id === id && (s.attrs.type === 'result' || s.attrs.type === 'error'), timeoutMs, from)
+    },
     async ask(to, body, timeoutMs = 15000) {
       const from = got.length
       await c.send(xml('message', { to, type: 'chat' }, xml('body', {}, body)))
@@ -59,6 +72,7 @@ export async function xmppUser(p: Prosody, user: string, password = `${user}pw`,
       if (r.attrs.type === 'error') return `ERROR ${r.getChild('error')?.toString() ?? ''}`
       return r.getChildText('body') ?? ''
     },
+    online: () => c.status === 'online',
     async stop() { await Promise.race([c.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]) },
   }
   return u
