@@ -118,7 +118,7 @@ test('no PubSub service: the upstream says so in health and the log, stays down,
   await waitFor('acked', () => sim.acked.size >= 10, 10000)
   await sim.stop()
   const h = await g.health()
-  const u = h.upstreams.find((x) => x.name === 'xmpp') as { connected: boolean; lastError: string | null; lag: number }
+  const u = h.upstreams.find((x) => x.name === 'xmpp') as unknown as { connected: boolean; lastError: string | null; lag: number }
   assert.equal(u.connected, false)
   assert.match(u.lastError ?? '', /no PubSub service at nopubsub\.localhost/)
   await waitFor('lag counted', async () => ((await g.health()).upstreams.find((x) => x.name === 'xmpp')?.lag ?? 0) >= 10, 10000)
