@@ -109,6 +109,24 @@ test('subscribe -> subscribed; presence follows the MQTT link (available, unavai
   await alice.wait('back online message', (s) => s.name === 'message' && /dev1 is back online/.test(s.getChildText('body') ?? ''), 5000, from2)
 })
 
+test('overdue readings turn presence to away, then xa; a fresh reading makes it available again', async () => {
+  const alice = users.find((u) => u.jid === 'alice@localhost')!
+  const dev = mqtts.filter((m) => m.connected && m.options.username === 'dev1').at(-1)!
+  const from = alice.got.length
+  // A steady rhythm of one reading per 250 ms, then silence while the MQTT session stays up.
+  for (let i = 0; i < 8; i++) {
+    await dev.publishAsync('devices/dev1/telemetry', JSON.stringify({ temperature: 22 + i / 10 }), { qos: 1 })
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  const show = (want: string) => (s: Stanza): boolean => s.name === 'presence' && s.attrs.from === D('dev1') && presenceState(s) === want
+  await alice.wait('away', show('away'), 5000, from)
+  await alice.wait('xa', show('xa'), 8000, from)
+  assert.match(await alice.ask(D('dev1'), 'status'), /^dev1: online, readings long overdue/)
+  const f2 = alice.got.length
+  await dev.publishAsync('devices/dev1/telemetry', JSON.stringify({ temperature: 25 }), { qos: 1 })
+  await alice.wait('available again', show('available'), 5000, f2)
+})
+
 test('a JID outside the allowlist is refused; a view-only JID may subscribe but not command', async () => {
   const bob = await user('bob')
   assert.equal(await subscribe(bob, 'dev1'), 'unsubscribed')
