@@ -103,11 +103,21 @@ export class PubSubUpstream implements Upstream {
       this.publish(node, row.msgId, json).then(() => done('accepted'), (err: unknown) => {
         if (err instanceof IqError) {
           const outcome = publishErrorOutcome(err.condition, err.type)
-          if (outcome === 'released') this.log.warn({ node, err: err.message }, 'pubsub publish failed: will retry')
+          if (outcome === 'released') this.warnOnce(node, err.message)
           done(outcome, `pubsub publish to ${node}: ${err.message}`)
         } else done('released', (err as Error).message)
       })
     }
+  }
+
+  /** One warning per node and error until it changes or a minute passed: a refusing server must not flood the log. */
+  private lastWarn = new Map<string, { msg: string; at: number }>()
+  private warnOnce(node: string, msg: string): void {
+    const prev = this.lastWarn.get(node)
+    const now = Date.now()
+    if (prev && prev.msg === msg && now - prev.at < 60000) { this.log.debug({ node, err: msg }, 'pubsub publish failed again'); return }
+    this.lastWarn.set(node, { msg, at: now })
+    this.log.warn({ node, err: msg }, 'pubsub publish failed: will retry')
   }
 
   private async publish(node: string, itemId: string, json: string): Promise<void> {
