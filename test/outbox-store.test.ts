@@ -302,3 +302,27 @@ test('priority lane: claimed first, released and re-claimed first, found again a
     again.close()
   } finally { cleanup() }
 })
+
+test('the checkpointer thread starts with the first write and leaves once the WAL stays checkpointed', async () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, checkpointIdleMs: 600, log: createLogger('silent') })
+  const threads = (): number => (c as unknown as { checkpointer: unknown }).checkpointer ? 1 : 0
+  try {
+    await c.start()
+    assert.equal(threads(), 0, 'no writes yet: no checkpointer')
+    const { statSync } = await import('node:fs')
+    const put = (i: number): Promise<void> => new Promise((resolve, reject) => c.append(raw('d', `{"v":${i},"pad":"${'x'.repeat(200)}"}`), (e) => (e ? reject(e) : resolve())))
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => put(i)))
+    assert.equal(threads(), 1, 'started by the commit')
+    const emptySize = 4096 * 2
+    await waitFor('WAL copied into the database', () => statSync(file).size > emptySize + 200 * 1024, 5000)
+    await waitFor('checkpointer gone when idle', () => threads() === 0, 5000)
+    await put(1)
+    assert.equal(threads(), 1, 'back with the next write')
+    assert.equal((await c.stats()).depth, 2001)
+  } finally {
+    await c.close()
+    cleanup()
+  }
+})
