@@ -7,9 +7,9 @@ import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 import type { XmppConfig } from './config.ts'
 import { XmppLink, type IqAnswer } from './connection.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
-import { allowed, blockedBy, Rhythm } from './policy.ts'
-import { bareJid, chat, discoInfo, errorReply, NS, parseIncoming, presence, type Incoming, type Show, type XmlNode } from './stanza.ts'
-import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type DeviceView, type MetricValue } from './chat.ts'
+import { allowed, blockedBy, jidMatches, Rhythm } from './policy.ts'
+import { bareJid, blockItems, chat, child, discoInfo, el, errorReply, NS, parseIncoming, presence, type Incoming, type Show, type XmlNode } from './stanza.ts'
+import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
 import { PubSubUpstream } from './pubsub.ts'
 
 export interface XmppBridgeDeps {
@@ -50,12 +50,20 @@ export class XmppBridge {
   private readonly states = new Map<string, DeviceState>()
   private ticker: NodeJS.Timeout | null = null
   private readonly domain: string
+  /** Client mode: the gateway's own bare JID; devices are addressed by a prefix in the chat text. */
+  private readonly clientMode: boolean
+  private readonly selfBare: string
+  /** Client mode: the account's server-side block list (XEP-0191), mirrored so the gateway honours it too. */
+  private serverBlocked = new Set<string>()
+  private selfPresence: { text: string; at: number; timer: NodeJS.Timeout | null } = { text: '', at: 0, timer: null }
   private readonly listeners: { [K in keyof GatewayEvents]?: (...a: GatewayEvents[K]) => void } = {}
 
   constructor(private readonly cfg: XmppConfig, private readonly d: XmppBridgeDeps) {
     this.link = new XmppLink(cfg, d.log)
     this.store = new XmppStore(xmppDbPath(d.dataDir))
-    this.domain = (cfg.component.domain ?? '').toLowerCase()
+    this.clientMode = cfg.mode === 'client'
+    this.selfBare = (cfg.client.jid ?? '').split('/')[0]!.toLowerCase()
+    this.domain = this.clientMode ? this.selfBare.split('@')[1]! : (cfg.component.domain ?? '').toLowerCase()
     this.upstream = cfg.pubsub.enabled ? new PubSubUpstream(cfg, this.link, d.gatewayId, d.log.child({ upstream: cfg.pubsub.upstream })) : null
   }
 
@@ -78,7 +86,8 @@ export class XmppBridge {
     this.listeners.reading = (e) => this.onReading(e.device, e.link, e.metrics)
     for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.on(k as keyof GatewayEvents, fn as never)
     this.link.on('online', () => {
-      this.reannounce()
+      if (this.clientMode) this.clientOnline()
+      else this.reannounce()
       this.upstream?.linkUp()
     })
     this.link.on('offline', (reason) => this.upstream?.linkDown(reason))
@@ -94,12 +103,20 @@ export class XmppBridge {
     for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.off(k as keyof GatewayEvents, fn as never)
     for (const s of this.states.values()) if (s.pending) clearTimeout(s.pending)
     // Subscribers see the devices go unavailable with the gateway instead of keeping a stale "available".
-    if (this.link.online) for (const { device, jid } of this.store.allSubscriptions()) this.link.send(presence(this.jidOf(device), jid, { type: 'unavailable', status: 'gateway stopped' }))
+    if (this.link.online && !this.clientMode) for (const { device, jid } of this.store.allSubscriptions()) this.link.send(presence(this.jidOf(device), jid, { type: 'unavailable', status: 'gateway stopped' }))
+    if (this.selfPresence.timer) clearTimeout(this.selfPresence.timer)
     await this.link.stop()
     this.store.close()
   }
 
-  jidOf(device: string): string { return `${device.toLowerCase()}@${this.domain}` }
+  /** A device's contact JID (client mode: the gateway account for every device). */
+  jidOf(device: string): string { return this.clientMode ? this.selfBare : `${device.toLowerCase()}@${this.domain}` }
+
+  /** Who hears about a device: its subscribers (client mode: the gateway's subscribers allowed that device). */
+  private audience(device: string): string[] {
+    const subs = this.clientMode ? this.store.subscribers('*').filter((j) => allowed(this.cfg, j, device, 'subscribe')) : this.store.subscribers(device)
+    return subs.filter((j) => !this.blocked(j))
+  }
 
   private state(device: string): DeviceState {
     let s = this.states.get(device)
@@ -119,7 +136,7 @@ export class XmppBridge {
   }
 
   private blocked(jid: string): boolean {
-    return blockedBy(this.cfg.blocked, jid) || blockedBy(this.store.blocked(), jid)
+    return blockedBy(this.cfg.blocked, jid) || blockedBy(this.serverBlocked, jid) || blockedBy(this.store.blocked(), jid)
   }
 
   private view(device: string): DeviceView {
@@ -143,6 +160,7 @@ export class XmppBridge {
 
   /** Tells every (unblocked) subscriber the device's presence: at once when type/show changed, throttled for status text. */
   private announce(device: string, now: boolean): void {
+    if (this.clientMode) { this.announceSelf(); return }
     const s = this.state(device)
     const p = this.presenceOf(device)
     const key = `${p.type}/${p.show ?? ''}`
@@ -158,9 +176,34 @@ export class XmppBridge {
     s.sentKey = key
     s.sentStatus = status
     s.sentAt = Date.now()
-    for (const jid of this.store.subscribers(device)) {
-      if (!this.blocked(jid)) this.sendPresence(device, jid, p)
-    }
+    for (const jid of this.audience(device)) this.sendPresence(device, jid, p)
+  }
+
+  /** Client mode: one presence for the gateway account (the server fans it out), status = devices online. */
+  private announceSelf(): void {
+    const all = [...this.states.keys()]
+    const online = all.filter((d) => this.states.get(d)!.online)
+    const text = `${online.length} of ${all.length} devices online${online.length ? `: ${online.slice(0, 10).join(', ')}${online.length > 10 ? ' …' : ''}` : ''}`
+    const sp = this.selfPresence
+    if (text === sp.text || sp.timer) return
+    const wait = sp.at + STATUS_MIN_INTERVAL_MS - Date.now()
+    if (wait > 0) { sp.timer = setTimeout(() => { sp.timer = null; this.announceSelf() }, wait); return }
+    if (!this.link.online) return
+    sp.text = text
+    sp.at = Date.now()
+    this.link.send(el('presence', {}, el('status', {}, text)))
+  }
+
+  /** Client mode, after login: initial presence (so subscription requests reach us) and the server's block list. */
+  private clientOnline(): void {
+    this.selfPresence.text = ''
+    this.selfPresence.at = 0
+    this.announceSelf()
+    this.link.request(el('iq', { type: 'get' }, el('blocklist', { xmlns: NS.blocking })), 10000).then((res) => {
+      this.serverBlocked = new Set(blockItems(child(res, 'blocklist', NS.blocking)))
+      this.d.log.info({ blocked: this.serverBlocked.size }, 'xmpp: server block list (XEP-0191) loaded')
+    }, (err: unknown) => this.d.log.info({ err: (err as Error).message }, 'xmpp: server has no block list (XEP-0191)'))
+    this.d.log.info({ jid: this.selfBare, subscriptions: this.store.subscribers('*').length }, 'xmpp presence announced')
   }
 
   /** After (re)connecting: every subscriber gets the current presence of its devices (the server forgot it). */
@@ -194,14 +237,19 @@ export class XmppBridge {
 
   private alert(device: string, body: string): void {
     if (!this.link.online) return
-    for (const jid of this.store.subscribers(device)) {
-      if (!this.blocked(jid)) this.link.send(chat(this.jidOf(device), jid, body))
-    }
+    for (const jid of this.audience(device)) this.link.send(chat(this.jidOf(device), jid, body))
   }
 
   // ---- incoming ------------------------------------------------------------------------------------------------------
 
-  private onStanza(s: XmlNode): void {
+  /** Client mode: the server leaves out `from` on its own pushes and `to` on what is addressed to us. */
+  private normalise(s: XmlNode): XmlNode {
+    if (!this.clientMode || (s.attrs.from && s.attrs.to)) return s
+    return { ...s, attrs: { ...s.attrs, from: s.attrs.from ?? this.selfBare, to: s.attrs.to ?? (this.link.jid || this.selfBare) } }
+  }
+
+  private onStanza(raw: XmlNode): void {
+    const s = this.normalise(raw)
     const x = parseIncoming(s)
     if (x.kind === 'invalid') {
       this.d.log.warn({ reason: x.reason, stanza: s.name, from: s.attrs.from, to: s.attrs.to }, 'xmpp: malformed stanza ignored')
@@ -221,6 +269,7 @@ export class XmppBridge {
   }
 
   private onPresence(x: Extract<Incoming, { kind: 'presence' }>, jid: string): void {
+    if (this.clientMode) { this.onClientPresence(x, jid); return }
     const device = this.deviceOf(x.to.local)
     const from = x.to.local ? `${x.to.local}@${this.domain}` : this.domain
     switch (x.type) {
@@ -251,16 +300,45 @@ export class XmppBridge {
     }
   }
 
+  /** Client mode: subscriptions are to the gateway account, approved when the JID may see at least one device. */
+  private onClientPresence(x: Extract<Incoming, { kind: 'presence' }>, jid: string): void {
+    if (jid === this.selfBare) return // our own other resources
+    if (x.type === 'subscribe') {
+      const ok = this.d.devices().some((d) => allowed(this.cfg, jid, d, 'subscribe')) || this.cfg.allow.some((r) => !r.devices && !r.groups && r.jids.some((p) => jidMatches(p, jid)))
+      if (ok) this.store.subscribe('*', jid)
+      this.link.send(presence(undefined, jid, { type: ok ? 'subscribed' : 'unsubscribed' }))
+      this.d.log.info({ jid }, ok ? 'xmpp subscription approved' : 'xmpp subscription refused')
+    } else if (x.type === 'unsubscribe') {
+      if (this.store.unsubscribe('*', jid)) this.d.log.info({ jid }, 'xmpp subscription removed')
+      this.link.send(presence(undefined, jid, { type: 'unsubscribed' }))
+    }
+  }
+
   private onMessage(x: Extract<Incoming, { kind: 'message' }>, jid: string): void {
     if (x.type === 'error' || x.type === 'groupchat' || x.type === 'headline') return
     if (x.body === null) return // chat states, receipts: not a command
     const replyTo = `${bareJid(x.from)}${x.from.resource ? `/${x.from.resource}` : ''}`
-    const me = x.to.local ? `${x.to.local}@${this.domain}` : this.domain
+    // Client mode: the server stamps our JID; a `from` of ours is not needed.
+    const me = this.clientMode ? undefined : x.to.local ? `${x.to.local}@${this.domain}` : this.domain
     const say = (body: string): void => this.link.send(chat(me, replyTo, body, x.thread))
     const bytes = Buffer.byteLength(x.body)
     if (bytes > this.cfg.maxMessageBytes) {
       this.d.log.warn({ from: jid, to: me, bytes, limit: this.cfg.maxMessageBytes }, 'xmpp: oversized message refused')
       say(`Sorry, that message is too long (${bytes} bytes; the limit is ${this.cfg.maxMessageBytes}).`)
+      return
+    }
+    if (this.clientMode) {
+      // "<device> <command ...>", or a gateway command (help, list).
+      const m = /^\s*(\S+)\s*([\s\S]*)$/.exec(x.body)
+      const device = m ? this.deviceOf(m[1]!.toLowerCase()) : null
+      if (!device) {
+        const c = parseChat(x.body)
+        if (c.kind === 'list') say(this.listReply(jid))
+        else if (c.kind === 'help') say(`Address a device first: "<device> <command>", e.g. "sensor-1 status".\n${HELP}`)
+        else say(`Sorry, "${x.body.trim().slice(0, 40)}" does not start with one of your devices. Send "list" for them, "help" for the commands.`)
+        return
+      }
+      this.deviceCommand(device, parseChat(m![2]!), jid, say, () => this.link.send(errorReply('message', x.id, me, replyTo, 'auth', 'forbidden', `${jid} may not command ${device}`)))
       return
     }
     const cmd = parseChat(x.body)
@@ -275,9 +353,13 @@ export class XmppBridge {
       this.link.send(errorReply('message', x.id, me, replyTo, 'cancel', 'item-not-found', `no device "${x.to.local}" on this gateway`))
       return
     }
+    this.deviceCommand(device, cmd, jid, say, () => this.link.send(errorReply('message', x.id, me, replyTo, 'auth', 'forbidden', `${jid} may not command ${device}`)))
+  }
+
+  private deviceCommand(device: string, cmd: ChatCommand, jid: string, say: (body: string) => void, forbidden: () => void): void {
     if (!allowed(this.cfg, jid, device, 'command')) {
       this.d.log.info({ from: jid, device }, 'xmpp: command from a JID outside the allowlist refused')
-      this.link.send(errorReply('message', x.id, me, replyTo, 'auth', 'forbidden', `${jid} may not command ${device}`))
+      forbidden()
       return
     }
     switch (cmd.kind) {
@@ -302,16 +384,28 @@ export class XmppBridge {
   private listReply(jid: string): string {
     const mine = this.d.devices().filter((dev) => allowed(this.cfg, jid, dev, 'subscribe')).sort()
     if (mine.length === 0) return 'no devices you may see'
-    return mine.map((dev) => `${this.jidOf(dev)} (${this.state(dev).online ? 'online' : 'offline'})`).join('\n')
+    return mine.map((dev) => `${this.clientMode ? dev : this.jidOf(dev)} (${this.state(dev).online ? 'online' : 'offline'})`).join('\n')
   }
 
-  private onIq(s: XmlNode): IqAnswer {
-    const x = parseIncoming(s)
+  private onIq(raw: XmlNode): IqAnswer {
+    const x = parseIncoming(this.normalise(raw))
     if (x.kind !== 'iq') return { error: { type: 'modify', condition: 'bad-request', text: x.kind === 'invalid' ? x.reason : 'not a request' } }
     const jid = bareJid(x.from)
     if (this.blocked(jid)) return { error: { type: 'cancel', condition: 'service-unavailable' } }
     const p = x.payload
     if (p?.name === 'ping' && p.attrs.xmlns === NS.ping) return {}
+    // Client mode: pushes from our own server (roster changes, XEP-0191 block list changes) are acknowledged.
+    if (this.clientMode && x.type === 'set' && (jid === this.selfBare || jid === this.domain)) {
+      if (p?.attrs.xmlns === NS.blocking && (p.name === 'block' || p.name === 'unblock')) {
+        const items = blockItems(p)
+        if (p.name === 'block') for (const j of items) this.serverBlocked.add(j)
+        else if (items.length === 0) this.serverBlocked.clear()
+        else for (const j of items) this.serverBlocked.delete(j)
+        this.d.log.info({ change: p.name, jids: items, blocked: this.serverBlocked.size }, 'xmpp: server block list changed (XEP-0191)')
+        return {}
+      }
+      if (p?.attrs.xmlns === 'jabber:iq:roster') return {}
+    }
     if (p?.name === 'query' && p.attrs.xmlns === NS.discoInfo && x.type === 'get') {
       if (!x.to.local) return { payload: discoInfo({ category: 'gateway', type: 'iot', name: `edgeway ${this.d.gatewayId}` }, [NS.discoInfo, NS.ping]) }
       const device = this.deviceOf(x.to.local)

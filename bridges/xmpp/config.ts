@@ -30,7 +30,7 @@ const threshold = z.object({
 export const xmppSection = z.object({
   enabled: z.boolean().default(false),
   /** component: XEP-0114 external component, every device its own JID <device>@<component.domain> (recommended).
-   *  client: one gateway account; devices are addressed by a command prefix (`<device> <command>`). */
+   *  client: one gateway account (server.port 5222); devices are addressed by a prefix (`<device> <command>`). */
   mode: z.enum(['component', 'client']).default('component'),
   server: z.object({
     host: z.string().min(1).default('127.0.0.1'),

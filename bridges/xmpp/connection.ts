@@ -27,7 +27,9 @@ export interface XmppLinkEvents {
 
 /** Elements are made with the xml factory of the package in use: xmpp.js checks replies with `instanceof`. */
 function toElement(xml: XmlFactory, n: XmlNode): Element {
-  return xml(n.name, n.attrs, ...n.children.map((c) => (typeof c === 'string' ? c : toElement(xml, c))))
+  const attrs: Record<string, string> = {}
+  for (const [k, v] of Object.entries(n.attrs)) if (v !== undefined) attrs[k] = v
+  return xml(n.name, attrs, ...n.children.map((c) => (typeof c === 'string' ? c : toElement(xml, c))))
 }
 
 function fromElement(e: Element): XmlNode {

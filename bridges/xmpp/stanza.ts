@@ -17,6 +17,7 @@ export const NS = {
   pubsubErrors: 'http://jabber.org/protocol/pubsub#errors',
   dataForms: 'jabber:x:data',
   json: 'urn:xmpp:json:0',
+  blocking: 'urn:xmpp:blocking',
 } as const
 
 export function el(name: string, attrs: Record<string, string | undefined> = {}, ...children: (XmlNode | string | null | undefined | false)[]): XmlNode {
@@ -116,20 +117,20 @@ export function parseIncoming(s: XmlNode): Incoming {
 
 export type Show = 'away' | 'xa' | 'dnd' | 'chat'
 
-export function presence(from: string, to: string, opts: { type?: Exclude<PresenceType, 'available' | 'error'>; show?: Show; status?: string } = {}): XmlNode {
+export function presence(from: string | undefined, to: string, opts: { type?: Exclude<PresenceType, 'available' | 'error'>; show?: Show; status?: string } = {}): XmlNode {
   return el('presence', { from, to, type: opts.type },
     opts.show && el('show', {}, opts.show),
     opts.status && el('status', {}, opts.status))
 }
 
-export function chat(from: string, to: string, body: string, thread?: string | null): XmlNode {
+export function chat(from: string | undefined, to: string, body: string, thread?: string | null): XmlNode {
   return el('message', { from, to, type: 'chat' }, el('body', {}, body), thread ? el('thread', {}, thread) : null)
 }
 
 export type ErrorType = 'cancel' | 'modify' | 'auth' | 'wait'
 
 /** An error reply to a stanza (same name and id, from/to swapped). */
-export function errorReply(name: 'iq' | 'message' | 'presence', id: string | undefined, from: string, to: string, type: ErrorType, condition: string, message?: string): XmlNode {
+export function errorReply(name: 'iq' | 'message' | 'presence', id: string | undefined, from: string | undefined, to: string, type: ErrorType, condition: string, message?: string): XmlNode {
   return el(name, { from, to, type: 'error', id },
     el('error', { type },
       el(condition, { xmlns: NS.stanzas }),
@@ -187,4 +188,11 @@ export function stanzaError(s: XmlNode): { type: string; condition: string; text
 export function publishErrorOutcome(condition: string, type: string): 'rejected' | 'released' {
   const permanent = ['bad-request', 'not-acceptable', 'payload-too-big', 'invalid-payload', 'policy-violation', 'jid-malformed']
   return permanent.includes(condition) || type === 'modify' ? 'rejected' : 'released'
+}
+
+/** JIDs of a XEP-0191 `<blocklist/>`, `<block/>` or `<unblock/>` element (bare, lowercased). */
+export function blockItems(n: XmlNode | undefined): string[] {
+  if (!n) return []
+  return n.children.filter((c): c is XmlNode => typeof c !== 'string' && c.name === 'item')
+    .map((i) => parseJid(i.attrs.jid)).filter((j): j is Jid => j !== null).map(bareJid)
 }
