@@ -206,6 +206,11 @@ test('bad input: oversized message, unknown device, unknown iq, bogus presence t
   await alice.send(xml('iq', { to: D('dev1'), type: 'get', id: 'q2' }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#info' })))
   const info = await alice.wait('disco#info', (s) => s.name === 'iq' && s.attrs.id === 'q2', 5000, from)
   assert.equal(info.attrs.type, 'result', info.toString())
+  // Malformed: an iq with two payloads (RFC 6120 allows one) -> bad-request. (Prosody itself drops stanzas such as
+  // a presence of an unknown type before they reach the component; parseIncoming's unit test covers those.)
+  await alice.send(xml('iq', { to: D('dev1'), type: 'set', id: 'q3' }, xml('a', { xmlns: 'urn:x' }), xml('b', { xmlns: 'urn:x' })))
+  const bad = await alice.wait('bad-request', (s) => s.name === 'iq' && s.attrs.id === 'q3', 5000, from)
+  assert.ok(bad.getChild('error')?.getChild('bad-request'), bad.toString())
   await alice.send(xml('presence', { to: D('dev1'), type: 'bogus' }))
   assert.match(await alice.ask(D('dev1'), '\u{1F600} <b>&amp;</b>'), /did not understand "\u{1F600} <b>&amp;<\/b>"/u)
   assert.match(await alice.ask(D('dev1'), 'status'), /^dev1: online/)
