@@ -148,6 +148,11 @@ test('chat commands: help, status, get, list, set and device commands round-trip
   await waitFor('reading seen by the bridge', async () => /temperature = 19\.25/.test(await alice.ask(D('dev2'), 'get temperature')), 5000, 100)
   assert.match(await alice.ask(D('dev2'), 'get nosuch'), /no metric "nosuch"; known: temperature, door/)
   assert.match(await alice.ask(D('dev2'), 'status'), /^dev2: online \(mqtt\)/)
+  // `list` to the component itself also carries a XEP-0144 roster suggestion of the devices.
+  const f0 = alice.got.length
+  assert.match(await alice.ask('devices.localhost', 'list'), /dev2@devices\.localhost/)
+  const rx = alice.got.slice(f0).find((s) => s.name === 'message')!.getChild('x', 'http://jabber.org/protocol/rosterx')
+  assert.deepEqual(rx?.getChildren('item').map((i) => [i.attrs.action, i.attrs.jid, i.getChildText('group')]), [['add', D('dev1'), 'edgeway test-gw'], ['add', D('dev2'), 'edgeway test-gw']])
   const list = await alice.ask(D('dev2'), 'list')
   assert.match(list, /dev1@devices\.localhost/)
   assert.match(list, /dev2@devices\.localhost \(online\)/)

@@ -1,7 +1,7 @@
 // Pure XMPP bridge code: stanza building/parsing (as strings), chat-command parsing, allowlist and presence rhythm.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { serialize, parseIncoming, presence, chat, errorReply, pubsubPublish, pubsubCreate, parseJid, bareJid, stanzaError, publishErrorOutcome, discoFeatures, el, type XmlNode } from '../bridges/xmpp/stanza.ts'
+import { serialize, parseIncoming, presence, chat, errorReply, pubsubPublish, pubsubCreate, parseJid, bareJid, stanzaError, publishErrorOutcome, discoFeatures, el, rosterSuggestion, type XmlNode } from '../bridges/xmpp/stanza.ts'
 import { parseChat, parseArgs, summary, resultReply, getReply, statusReply, thresholdAlert } from '../bridges/xmpp/chat.ts'
 import { allowed, jidMatches, blockedBy, Rhythm } from '../bridges/xmpp/policy.ts'
 import { xmppSection } from '../bridges/xmpp/config.ts'
@@ -17,6 +17,8 @@ test('outgoing stanzas serialize to the expected XML, escaping text and attribut
   assert.equal(serialize(pubsubPublish('pubsub.x', 'edgeway/gw/d1', 'gw:d1:7', '{"a":1}')),
     '<iq type="set" to="pubsub.x"><pubsub xmlns="http://jabber.org/protocol/pubsub"><publish node="edgeway/gw/d1"><item id="gw:d1:7"><json xmlns="urn:xmpp:json:0">{&quot;a&quot;:1}</json></item></publish></pubsub></iq>')
   assert.equal(serialize(pubsubCreate('pubsub.x', 'n')), '<iq type="set" to="pubsub.x"><pubsub xmlns="http://jabber.org/protocol/pubsub"><create node="n"/></pubsub></iq>')
+  assert.equal(serialize(rosterSuggestion([{ jid: 'd1@dev.x', name: 'd1', group: 'edgeway gw' }])),
+    '<x xmlns="http://jabber.org/protocol/rosterx"><item action="add" jid="d1@dev.x" name="d1"><group>edgeway gw</group></item></x>')
   assert.match(serialize(pubsubCreate('pubsub.x', 'n', 500)), /<field var="pubsub#max_items"><value>500<\/value><\/field>/)
 })
 

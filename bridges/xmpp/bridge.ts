@@ -8,7 +8,7 @@ import type { XmppConfig } from './config.ts'
 import { XmppLink, type IqAnswer } from './connection.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
 import { allowed, blockedBy, jidMatches, Rhythm } from './policy.ts'
-import { bareJid, blockItems, chat, child, discoInfo, el, errorReply, NS, parseIncoming, presence, type Incoming, type Show, type XmlNode } from './stanza.ts'
+import { bareJid, blockItems, chat, child, discoInfo, el, errorReply, NS, parseIncoming, presence, rosterSuggestion, type Incoming, type Show, type XmlNode } from './stanza.ts'
 import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
 import { PubSubUpstream } from './pubsub.ts'
 
@@ -344,7 +344,8 @@ export class XmppBridge {
     const cmd = parseChat(x.body)
     if (!x.to.local) {
       // The component itself: only the directory.
-      if (cmd.kind === 'list') say(this.listReply(jid))
+      // `list` to the component also suggests the devices as contacts (XEP-0144, for clients that support it).
+      if (cmd.kind === 'list') this.link.send(chat(me, replyTo, this.listReply(jid), x.thread, this.rosterItems(jid)))
       else say(`This is the edgeway gateway "${this.d.gatewayId}". Talk to a device: ${this.listReply(jid)}\nSend "list" here for the device JIDs.`)
       return
     }
@@ -381,6 +382,11 @@ export class XmppBridge {
     }
   }
 
+  private rosterItems(jid: string): XmlNode {
+    const mine = this.d.devices().filter((dev) => allowed(this.cfg, jid, dev, 'subscribe')).sort()
+    return rosterSuggestion(mine.map((dev) => ({ jid: this.jidOf(dev), name: dev, group: `edgeway ${this.d.gatewayId}` })))
+  }
+
   private listReply(jid: string): string {
     const mine = this.d.devices().filter((dev) => allowed(this.cfg, jid, dev, 'subscribe')).sort()
     if (mine.length === 0) return 'no devices you may see'
@@ -407,7 +413,7 @@ export class XmppBridge {
       if (p?.attrs.xmlns === 'jabber:iq:roster') return {}
     }
     if (p?.name === 'query' && p.attrs.xmlns === NS.discoInfo && x.type === 'get') {
-      if (!x.to.local) return { payload: discoInfo({ category: 'gateway', type: 'iot', name: `edgeway ${this.d.gatewayId}` }, [NS.discoInfo, NS.ping]) }
+      if (!x.to.local) return { payload: discoInfo({ category: 'gateway', type: 'iot', name: `edgeway ${this.d.gatewayId}` }, [NS.discoInfo, NS.ping, NS.rosterx]) }
       const device = this.deviceOf(x.to.local)
       if (!device) return { error: { type: 'cancel', condition: 'item-not-found' } }
       return { payload: discoInfo({ category: 'client', type: 'bot', name: device }, [NS.discoInfo, NS.ping]) }

@@ -18,6 +18,8 @@ export const NS = {
   dataForms: 'jabber:x:data',
   json: 'urn:xmpp:json:0',
   blocking: 'urn:xmpp:blocking',
+  rosterx: 'http://jabber.org/protocol/rosterx',
+  commands: 'http://jabber.org/protocol/commands',
 } as const
 
 export function el(name: string, attrs: Record<string, string | undefined> = {}, ...children: (XmlNode | string | null | undefined | false)[]): XmlNode {
@@ -123,8 +125,13 @@ export function presence(from: string | undefined, to: string, opts: { type?: Ex
     opts.status && el('status', {}, opts.status))
 }
 
-export function chat(from: string | undefined, to: string, body: string, thread?: string | null): XmlNode {
-  return el('message', { from, to, type: 'chat' }, el('body', {}, body), thread ? el('thread', {}, thread) : null)
+export function chat(from: string | undefined, to: string, body: string, thread?: string | null, extra?: XmlNode): XmlNode {
+  return el('message', { from, to, type: 'chat' }, el('body', {}, body), thread ? el('thread', {}, thread) : null, extra)
+}
+
+/** XEP-0144 roster item exchange: suggests contacts to add (clients that support it offer to add them). */
+export function rosterSuggestion(items: { jid: string; name: string; group: string }[]): XmlNode {
+  return el('x', { xmlns: NS.rosterx }, ...items.map((i) => el('item', { action: 'add', jid: i.jid, name: i.name }, el('group', {}, i.group))))
 }
 
 export type ErrorType = 'cancel' | 'modify' | 'auth' | 'wait'
