@@ -162,7 +162,20 @@ test('chat commands: help, status, get, list, set and device commands round-trip
   assert.match(await alice.ask(D('dev2'), 'slow'), /slow: no answer from the device .*help/)
   assert.match(await alice.ask(D('dev2'), 'frob!nicate now'), /did not understand "frob!nicate now".*\n.*help/)
   assert.match(await alice.ask(D('dev2'), 'get'), /usage: get <metric>/)
-  assert.deepEqual(dev.commands, ['ping', 'set', 'fail', 'slow'])
+  // Ad-hoc commands (XEP-0050): the command menu of a device, its status, and a device command through a form.
+  const cmdNs = 'http://jabber.org/protocol/commands'
+  const menu = await alice.iq(xml('iq', { type: 'get', to: D('dev2') }, xml('query', { xmlns: 'http://jabber.org/protocol/disco#items', node: cmdNs })))
+  assert.deepEqual(menu.getChild('query')?.getChildren('item').map((i) => i.attrs.node), ['status', 'command'])
+  const st = await alice.iq(xml('iq', { type: 'set', to: D('dev2') }, xml('command', { xmlns: cmdNs, node: 'status', action: 'execute' })))
+  assert.match(st.getChild('command')?.getChildText('note') ?? '', /^dev2: online/)
+  const form = await alice.iq(xml('iq', { type: 'set', to: D('dev2') }, xml('command', { xmlns: cmdNs, node: 'command', action: 'execute' })))
+  const sid = form.getChild('command')?.attrs.sessionid
+  assert.equal(form.getChild('command')?.attrs.status, 'executing')
+  const done = await alice.iq(xml('iq', { type: 'set', to: D('dev2') }, xml('command', { xmlns: cmdNs, node: 'command', sessionid: sid, action: 'complete' },
+    xml('x', { xmlns: 'jabber:x:data', type: 'submit' }, xml('field', { var: 'name' }, xml('value', {}, 'ping')), xml('field', { var: 'args' }, xml('value', {}, 'via=adhoc'))))))
+  assert.equal(done.getChild('command')?.attrs.status, 'completed')
+  assert.equal(done.getChild('command')?.getChildText('note'), 'ping: {"echo":{"via":"adhoc"}}')
+  assert.deepEqual(dev.commands, ['ping', 'set', 'fail', 'slow', 'ping'])
   // A threshold crossing reaches subscribers as a chat message.
   assert.equal(await subscribe(alice, 'dev2'), 'subscribed')
   const from = alice.got.length

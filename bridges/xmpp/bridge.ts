@@ -8,7 +8,7 @@ import type { XmppConfig } from './config.ts'
 import { XmppLink, type IqAnswer } from './connection.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
 import { allowed, blockedBy, jidMatches, Rhythm } from './policy.ts'
-import { bareJid, blockItems, chat, child, discoInfo, el, errorReply, NS, parseIncoming, presence, rosterSuggestion, type Incoming, type Show, type XmlNode } from './stanza.ts'
+import { adhocCompleted, adhocForm, adhocList, bareJid, blockItems, chat, child, formValues, discoInfo, el, errorReply, NS, parseIncoming, presence, rosterSuggestion, type Incoming, type Show, type XmlNode } from './stanza.ts'
 import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
 import { PubSubUpstream } from './pubsub.ts'
 
@@ -387,13 +387,34 @@ export class XmppBridge {
     return rosterSuggestion(mine.map((dev) => ({ jid: this.jidOf(dev), name: dev, group: `edgeway ${this.d.gatewayId}` })))
   }
 
+  /** XEP-0050: `status` (a note), `command` (a form: name + args, then the device's answer as a note). */
+  private async adhoc(local: string, jid: string, p: XmlNode): Promise<IqAnswer> {
+    const device = this.deviceOf(local)
+    if (!device) return { error: { type: 'cancel', condition: 'item-not-found' } }
+    const node = p.attrs.node ?? ''
+    const sessionid = p.attrs.sessionid ?? randomUUID()
+    const right = node === 'status' ? 'subscribe' : 'command'
+    if (!allowed(this.cfg, jid, device, right)) return { error: { type: 'auth', condition: 'forbidden', text: `${jid} may not ${right === 'command' ? 'command' : 'see'} ${device}` } }
+    if (p.attrs.action === 'cancel') return { payload: el('command', { xmlns: NS.commands, node, sessionid, status: 'canceled' }) }
+    if (node === 'status') return { payload: adhocCompleted(node, sessionid, statusReply(device, this.view(device), Date.now())) }
+    if (node !== 'command') return { error: { type: 'cancel', condition: 'item-not-found', text: `no command "${node.slice(0, 40)}"` } }
+    const v = formValues(p)
+    if (!v.name) return { payload: adhocForm(node, sessionid, `Command for ${device}`, [{ var: 'name', label: 'Command', required: true }, { var: 'args', label: 'Arguments (key=value ..., JSON or text)' }]) }
+    const cmd = parseChat(`${v.name} ${v.args ?? ''}`)
+    if (cmd.kind !== 'device') return { payload: adhocCompleted(node, sessionid, cmd.kind === 'unknown' ? unknownReply(cmd) : 'use the chat for help, status, get and list', 'error') }
+    const id = `xmpp-${randomUUID()}`
+    this.d.log.info({ id, from: jid, device, command: cmd.name, via: 'adhoc' }, 'xmpp command')
+    const r = await this.d.dispatch({ id, device, name: cmd.name, args: cmd.args, expiresAt: Date.now() + this.cfg.commandTimeoutMs })
+    return { payload: adhocCompleted(node, sessionid, resultReply(r), r.ok ? 'info' : 'error') }
+  }
+
   private listReply(jid: string): string {
     const mine = this.d.devices().filter((dev) => allowed(this.cfg, jid, dev, 'subscribe')).sort()
     if (mine.length === 0) return 'no devices you may see'
     return mine.map((dev) => `${this.clientMode ? dev : this.jidOf(dev)} (${this.state(dev).online ? 'online' : 'offline'})`).join('\n')
   }
 
-  private onIq(raw: XmlNode): IqAnswer {
+  private onIq(raw: XmlNode): IqAnswer | Promise<IqAnswer> {
     const x = parseIncoming(this.normalise(raw))
     if (x.kind !== 'iq') return { error: { type: 'modify', condition: 'bad-request', text: x.kind === 'invalid' ? x.reason : 'not a request' } }
     const jid = bareJid(x.from)
@@ -416,8 +437,15 @@ export class XmppBridge {
       if (!x.to.local) return { payload: discoInfo({ category: 'gateway', type: 'iot', name: `edgeway ${this.d.gatewayId}` }, [NS.discoInfo, NS.ping, NS.rosterx]) }
       const device = this.deviceOf(x.to.local)
       if (!device) return { error: { type: 'cancel', condition: 'item-not-found' } }
-      return { payload: discoInfo({ category: 'client', type: 'bot', name: device }, [NS.discoInfo, NS.ping]) }
+      return { payload: discoInfo({ category: 'client', type: 'bot', name: device }, [NS.discoInfo, NS.ping, NS.commands]) }
     }
+    if (!this.clientMode && x.to.local && p?.name === 'query' && p.attrs.xmlns === NS.discoItems && p.attrs.node === NS.commands && x.type === 'get') {
+      const device = this.deviceOf(x.to.local)
+      if (!device) return { error: { type: 'cancel', condition: 'item-not-found' } }
+      const cmds = [{ node: 'status', name: 'Status' }, ...(allowed(this.cfg, jid, device, 'command') ? [{ node: 'command', name: 'Send a command' }] : [])]
+      return { payload: adhocList(this.jidOf(device), allowed(this.cfg, jid, device, 'subscribe') ? cmds : []) }
+    }
+    if (!this.clientMode && x.to.local && p?.name === 'command' && p.attrs.xmlns === NS.commands && x.type === 'set') return this.adhoc(x.to.local, jid, p)
     return { error: { type: 'cancel', condition: 'service-unavailable' } }
   }
 }

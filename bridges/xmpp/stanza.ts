@@ -203,3 +203,34 @@ export function blockItems(n: XmlNode | undefined): string[] {
   return n.children.filter((c): c is XmlNode => typeof c !== 'string' && c.name === 'item')
     .map((i) => parseJid(i.attrs.jid)).filter((j): j is Jid => j !== null).map(bareJid)
 }
+
+// ---- Ad-hoc commands (XEP-0050) -----------------------------------------------------------------------------------
+
+/** disco#items for the commands node: one item per command a client can run on `jid`. */
+export function adhocList(jid: string, commands: { node: string; name: string }[]): XmlNode {
+  return el('query', { xmlns: NS.discoItems, node: NS.commands }, ...commands.map((c) => el('item', { jid, node: c.node, name: c.name })))
+}
+
+/** A finished command: a note (info or error) and nothing more to do. */
+export function adhocCompleted(node: string, sessionid: string, note: string, type: 'info' | 'error' = 'info'): XmlNode {
+  return el('command', { xmlns: NS.commands, node, sessionid, status: 'completed' }, el('note', { type }, note))
+}
+
+/** A command that needs input: a data form with text fields, completed by the next request. */
+export function adhocForm(node: string, sessionid: string, title: string, fields: { var: string; label: string; required?: boolean }[]): XmlNode {
+  return el('command', { xmlns: NS.commands, node, sessionid, status: 'executing' },
+    el('actions', { execute: 'complete' }, el('complete', {})),
+    el('x', { xmlns: NS.dataForms, type: 'form' }, el('title', {}, title),
+      ...fields.map((f) => el('field', { var: f.var, label: f.label, type: 'text-single' }, f.required ? el('required', {}) : null))))
+}
+
+/** Values of a submitted data form inside a command (`<x type="submit">`). */
+export function formValues(command: XmlNode): Record<string, string> {
+  const x = child(command, 'x', NS.dataForms)
+  const out: Record<string, string> = {}
+  for (const f of x?.children ?? []) {
+    if (typeof f === 'string' || f.name !== 'field' || !f.attrs.var) continue
+    out[f.attrs.var] = text(child(f, 'value'))
+  }
+  return out
+}
