@@ -114,8 +114,9 @@ export class XmppBridge {
 
   /** Who hears about a device: its subscribers (client mode: the gateway's subscribers allowed that device). */
   private audience(device: string): string[] {
-    const subs = this.clientMode ? this.store.subscribers('*').filter((j) => allowed(this.cfg, j, device, 'subscribe')) : this.store.subscribers(device)
-    return subs.filter((j) => !this.blocked(j))
+    // The allowlist is checked again: a subscription approved under an older config no longer hears anything.
+    const subs = this.store.subscribers(this.clientMode ? '*' : device)
+    return subs.filter((j) => allowed(this.cfg, j, device, 'subscribe') && !this.blocked(j))
   }
 
   private state(device: string): DeviceState {
