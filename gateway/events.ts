@@ -5,6 +5,8 @@ export interface GatewayEvents {
   deviceOnline: [{ device: string; link: string; clientId: string }]
   deviceOffline: [{ device: string; link: string; clientId: string; reason: string }]
   reading: [{ device: string; link: string }]
+  /** A device reported its running firmware (MQTT `devices/<id>/state`); healthy is null when it did not say. */
+  firmware: [{ device: string; version: string; healthy: boolean | null }]
   refusal: [{ reason: string; detail: string; device?: string; clientId?: string }]
 }
 

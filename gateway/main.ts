@@ -17,6 +17,8 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+import { OtaService } from './ota/service.ts'
+import { OtaStore } from './ota/store.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -38,6 +40,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** Firmware updates over MQTT (`ota.push` on the control socket). */
+  ota: OtaService
   stop(): Promise<void>
 }
 
@@ -88,6 +92,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log })
+  broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
@@ -168,6 +174,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   await outbox.start()
   try {
     await broker.start()
+    await ota.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
@@ -183,6 +190,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await http.start()
     }
   } catch (err) {
+    await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
@@ -205,6 +213,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
       broker.stopAccepting()
+      await ota.stop()
       await broker.stop()
       await serial.stop()
       for (const f of forwarders) f.stop()
@@ -217,5 +226,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, stop }
+  return { broker, http, outbox, registry, serial, commands, ota, stop }
 }
