@@ -1,0 +1,54 @@
+// OTA jobs are durable: the gateway stops mid-transfer, starts again on the same data dir, and the node finishes
+// the download from its last good offset; a job waiting for the reboot survives a restart too.
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { OtaSimNode } from './helpers/ota-node.ts'
+import { waitFor } from './helpers/net.ts'
+import type { OtaJob } from '../gateway/ota/job.ts'
+
+let g: GatewayProc | undefined
+const nodes: OtaSimNode[] = []
+after(async () => {
+  for (const n of nodes) await n.stop()
+  await g?.cleanup()
+})
+
+const job = async (gw: GatewayProc, id: string): Promise<OtaJob | undefined> =>
+  (JSON.parse((await gw.cli(['ota', 'status', id, '--json'])).stdout) as OtaJob[])[0]
+
+test('a gateway restart mid-transfer resumes the job; the node continues from its last good offset', async () => {
+  const gw = g = await startGatewayProc()
+  const secret = await addDevice(gw, 'esp-r')
+  // One request at a time, so the transfer is still running when the gateway goes down.
+  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r', secret, version: '1.0.0', window: 1, requestTimeoutMs: 1000 })
+  nodes.push(n)
+  await n.start()
+  const img = join(gw.dir, 'fw.bin')
+  writeFileSync(img, randomBytes(1024 * 1024))
+  // The CLI waits on the control socket: it sees the gateway go away and says the job continues.
+  const push = gw.cli(['ota', 'push', 'esp-r', img, '--version', '1.1.0', '--deadline', '30s'])
+  await waitFor('a third of the image', () => n.goodOffset >= 350_000, 30_000, 5)
+  assert.equal(await gw.stop(), 0)
+  const cut = n.goodOffset
+  assert.ok(cut < 1024 * 1024, 'stopped mid-transfer')
+  const cli = await push
+  assert.equal(cli.code, 1)
+  assert.match(cli.stderr, /closed the control connection.*resumes when the gateway runs again/)
+  const stored = await job(gw, 'esp-r')
+  assert.equal(stored?.state, 'downloading')
+  await gw.start()
+  await gw.waitLog((l) => l.msg === 'ota job resumed after restart' && l.device === 'esp-r')
+  const done = await waitFor('succeeded', async () => { const j = await job(gw, 'esp-r'); return j?.state === 'succeeded' && j }, 60_000, 200)
+  assert.equal(done.size, 1024 * 1024)
+  assert.equal(n.version, '1.1.0')
+  const later = n.requests.filter((r) => r.session > 1)
+  assert.ok(later.length > 0)
+  assert.ok(later[0]!.offset >= cut - 4096 && later[0]!.offset > 0, `first request after the restart at ${later[0]!.offset}, node had ${cut}`)
+  assert.equal(n.requests.filter((r) => r.offset === 0).length, 1, 'never started again from 0')
+  const dev = JSON.parse((await gw.cli(['device', 'show', 'esp-r'])).stdout) as { firmwareVersion: string }
+  assert.equal(dev.firmwareVersion, '1.1.0')
+})
