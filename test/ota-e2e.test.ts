@@ -82,9 +82,10 @@ test('transfer rate of a 1 MB image over loopback (4 KiB chunks, 4 requests outs
   assert.equal(r.code, 0, r.stderr)
   await waitFor('applied', () => n.statuses.some((s) => s.state === 'applied'), 60_000, 10)
   const s = (performance.now() - t0) / 1000
-  const rate = 1024 / s
-  // Includes the CLI process start and the announce; the figure goes in the report.
-  process.stderr.write(`OTA 1 MiB over loopback: ${s.toFixed(2)} s push-to-applied, ${rate.toFixed(0)} KiB/s\n`)
+  const x = (n.transfer!.end - n.transfer!.start) / 1000
+  const rate = 1024 / x
+  // Transfer: announce received -> last chunk; push-to-applied adds the CLI process start, image copy and hashing.
+  process.stderr.write(`OTA 1 MiB over loopback: transfer ${x.toFixed(2)} s = ${rate.toFixed(0)} KiB/s; push-to-applied ${s.toFixed(2)} s\n`)
   assert.ok(rate > 50, `rate ${rate} KiB/s`)
   await waitFor('succeeded', async () => (await jobs('esp-rate'))[0]?.state === 'succeeded', 20_000)
 })

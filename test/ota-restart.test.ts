@@ -52,3 +52,22 @@ test('a gateway restart mid-transfer resumes the job; the node continues from it
   const dev = JSON.parse((await gw.cli(['device', 'show', 'esp-r'])).stdout) as { firmwareVersion: string }
   assert.equal(dev.firmwareVersion, '1.1.0')
 })
+
+test('a job waiting for the reboot survives a gateway restart: the node comes back on the new gateway and the job succeeds', async () => {
+  const gw = g!
+  const secret = await addDevice(gw, 'esp-r2')
+  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r2', secret, version: '1.0.0', rebootMs: 1500 })
+  nodes.push(n)
+  await n.start()
+  const img = join(gw.dir, 'fw2.bin')
+  writeFileSync(img, randomBytes(100_000))
+  assert.equal((await gw.cli(['ota', 'push', 'esp-r2', img, '--version', '2.0.0', '--deadline', '60s', '--no-wait'])).code, 0)
+  await waitFor('applied', async () => (await job(gw, 'esp-r2'))?.state === 'applied', 20_000)
+  // The node is rebooting; the gateway restarts meanwhile.
+  assert.equal(await gw.stop(), 0)
+  await gw.start()
+  await gw.waitLog((l) => l.msg === 'ota job resumed after restart' && l.device === 'esp-r2' && l.state === 'applied')
+  await waitFor('succeeded', async () => (await job(gw, 'esp-r2'))?.state === 'succeeded', 20_000, 200)
+  assert.equal(n.version, '2.0.0')
+  assert.equal(n.requests.filter((r) => r.session > 1).length, 0, 'no download after the reboot')
+})

@@ -36,6 +36,8 @@ export class OtaSimNode {
   readonly requests: { offset: number; session: number }[] = []
   readonly statuses: DeviceStatus[] = []
   readonly log: string[] = []
+  /** performance.now() of the first request and of the last chunk of the latest download (transfer time). */
+  transfer: { start: number; end: number } | null = null
   private c: MqttClient | null = null
   private dl: Download | null = null
   private dropped = false
@@ -93,6 +95,7 @@ export class OtaSimNode {
       this.log.push(`resume job ${a.job} at ${this.dl.good}`)
     } else {
       this.dl = { a, buf: Buffer.alloc(a.size), good: 0, pending: new Map(), next: 0, inflight: new Set(), reported: 0 }
+      this.transfer = { start: performance.now(), end: 0 }
       this.log.push(`new job ${a.job}: ${a.size} bytes of ${a.version}`)
     }
     const d = this.dl
@@ -162,6 +165,7 @@ export class OtaSimNode {
 
   private async complete(): Promise<void> {
     if (this.timer) clearTimeout(this.timer)
+    if (this.transfer) this.transfer.end = performance.now()
     const d = this.dl!
     if (this.o.corrupt) d.buf[Math.floor(d.buf.length / 2)]! ^= 0x01
     const got = createHash('sha256').update(d.buf).digest('hex')
@@ -184,7 +188,13 @@ export class OtaSimNode {
     if (behaviour === 'never') return
     if (behaviour !== 'old') this.version = d.a.version
     await new Promise((r) => setTimeout(r, this.o.rebootMs ?? 200))
-    if (!this.stopped) await this.boot()
+    // The gateway may be down meanwhile: keep trying, as firmware would.
+    while (!this.stopped) {
+      try { await this.boot(); return } catch (err) {
+        this.log.push(`boot connect failed: ${(err as Error).message}`)
+        await new Promise((r) => setTimeout(r, this.o.reconnectDelayMs ?? 300))
+      }
+    }
   }
 
   private status(s: DeviceStatus): Promise<void> {
