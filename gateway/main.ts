@@ -178,6 +178,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
   control.handle('ota.push', (params, progress) => ota.push(params, progress))
+  control.handle('ota.cancel', async (params) => ota.cancel(params))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()

@@ -50,8 +50,9 @@ async function jobs(id: string): Promise<OtaJob[]> {
 }
 
 test('a node receives a 1 MB image, is cut off midway, resumes from its last good offset, comes back with the new version: success, registry updated', async () => {
-  const n = await node('esp-1', { dropAfterBytes: 400_000 })
   const keys = generateKeyPairSync('ed25519')
+  // The node checks the Ed25519 signature over the image as well as the hash.
+  const n = await node('esp-1', { dropAfterBytes: 400_000, publicKey: keys.publicKey })
   const img = image('fw-1.1.0.bin', 1024 * 1024)
   const sigFile = join(g.dir, 'fw-1.1.0.sig')
   writeFileSync(sigFile, sign(null, readFileSync(img), keys.privateKey))
@@ -115,6 +116,17 @@ test('a node that computes a different hash reports failed; the CLI exits 1 with
   const r = await g.cli(['ota', 'push', 'esp-3', image('fw-3.bin', 50_000), '--version', '1.1.0'])
   assert.equal(r.code, 1)
   assert.match(r.stdout, /failed: device reported failure: sha256 mismatch/)
+})
+
+test('a node that requires a signature refuses an image signed with another key', async () => {
+  const n = await node('esp-sig', { publicKey: generateKeyPairSync('ed25519').publicKey })
+  const img = image('fw-sig.bin', 20_000)
+  const sigFile = join(g.dir, 'fw-sig.sig')
+  writeFileSync(sigFile, sign(null, readFileSync(img), generateKeyPairSync('ed25519').privateKey))
+  const r = await g.cli(['ota', 'push', 'esp-sig', img, '--version', '1.1.0', '--signature', sigFile])
+  assert.equal(r.code, 1)
+  assert.match(r.stdout, /failed: device reported failure: signature does not verify/)
+  assert.equal(n.version, '1.0.0')
 })
 
 test('a node that never comes back within the deadline is reported rolled back', async () => {
@@ -193,11 +205,21 @@ test('push errors: unknown device, a second job for a busy device, missing file'
   assert.equal(unknown.code, 1)
   assert.match(unknown.stderr, /unknown device "nobody"/)
   await addDevice(g, 'esp-busy')
+  const missing = await g.cli(['ota', 'push', 'esp-busy', join(g.dir, 'nope.bin'), '--version', '3'])
+  assert.equal(missing.code, 1)
+  assert.match(missing.stderr, /cannot read .*nope\.bin/)
   const img = image('busy.bin', 1000)
   assert.equal((await g.cli(['ota', 'push', 'esp-busy', img, '--version', '2', '--no-wait'])).code, 0)
   const again = await g.cli(['ota', 'push', 'esp-busy', img, '--version', '3'])
   assert.equal(again.code, 1)
   assert.match(again.stderr, /already has OTA job \d+ \(announced\)/)
-  const missing = await g.cli(['ota', 'push', 'esp-1', join(g.dir, 'nope.bin'), '--version', '3'])
-  assert.match(missing.stderr, /cannot read .*nope\.bin/)
+  // The device never asks: the operator cancels, and may push again.
+  const cancelled = await g.cli(['ota', 'cancel', 'esp-busy'])
+  assert.equal(cancelled.code, 0, cancelled.stderr)
+  assert.match(cancelled.stdout, /cancelled: cancelled by the operator in state announced/)
+  assert.equal((await jobs('esp-busy'))[0]?.state, 'cancelled')
+  assert.equal((await g.cli(['ota', 'push', 'esp-busy', img, '--version', '3', '--no-wait'])).code, 0)
+  const none = await g.cli(['ota', 'cancel', 'nobody'])
+  assert.equal(none.code, 1)
+  assert.match(none.stderr, /device "nobody" has no unfinished OTA job/)
 })

@@ -104,6 +104,9 @@ test('job: rollbacks (old version after applied, deadline) and failure', () => {
   const f = step(step(base, { type: 'served', end: 4096 }, 1).job, { type: 'failed', reason: 'sha256 mismatch' }, 2).job
   assert.equal(f.state, 'failed')
   assert.equal(f.reason, 'device reported failure: sha256 mismatch')
+  const c = step(step(base, { type: 'applied' }, 0).job, { type: 'cancel', reason: 'by hand' }, 5).job
+  assert.deepEqual([c.state, c.reason], ['cancelled', 'by hand'])
+  assert.equal(step(c, { type: 'tick' }, 1e9).changed, false)
   // Old version reported while still downloading (an unrelated reboot) is no rollback.
   assert.equal(step(step(base, { type: 'online' }, 1).job, { type: 'firmware', version: '1.0', healthy: true }, 2).changed, false)
 })

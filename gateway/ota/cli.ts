@@ -67,6 +67,14 @@ export function registerOtaCommands(program: Command, ctx: Ctx): void {
       else process.stdout.write(`ota job ${result.job}: ${result.state}: ${result.reason ?? ''}\n`)
       process.exitCode = result.state === 'succeeded' || !opts.wait ? 0 : 1
     })
+  ota.command('cancel').argument('<device>').addOption(ctx.configOpt())
+    .description("end the device's unfinished OTA job (e.g. a device that never asks for it); a new push is then possible")
+    .action(async (device: string, opts: { config?: string }) => {
+      try {
+        const r = await controlCall(ctx.dataDir(opts), 'ota.cancel', { device }) as OtaProgress
+        process.stdout.write(`ota job ${r.job}: ${r.state}: ${r.reason ?? ''}\n`)
+      } catch (err) { fail((err as Error).message, err instanceof GatewayNotRunning ? 3 : 1) }
+    })
   ota.command('status').argument('[device]').addOption(ctx.configOpt()).option('--json', 'JSON output').option('-n, --limit <n>', 'at most this many jobs', '20')
     .description('list OTA jobs, newest first (read-only: safe while the gateway runs)')
     .action((device: string | undefined, opts: { config?: string; json?: boolean; limit: string }) => {

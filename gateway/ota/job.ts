@@ -2,11 +2,11 @@
 //
 //   announced --request/downloading--> downloading --applied--> applied --reconnect + new version healthy--> succeeded
 //        \                 \--failed--> failed                    \--old version reported, or deadline passed--> rolled_back
-//         \--failed--> failed
+//         \--failed--> failed          (any unfinished state --cancel--> cancelled: the operator gave up)
 
-export type OtaState = 'announced' | 'downloading' | 'applied' | 'succeeded' | 'failed' | 'rolled_back'
+export type OtaState = 'announced' | 'downloading' | 'applied' | 'succeeded' | 'failed' | 'rolled_back' | 'cancelled'
 
-export const FINAL_STATES: readonly OtaState[] = ['succeeded', 'failed', 'rolled_back']
+export const FINAL_STATES: readonly OtaState[] = ['succeeded', 'failed', 'rolled_back', 'cancelled']
 export const isFinal = (s: OtaState): boolean => FINAL_STATES.includes(s)
 
 export interface OtaJob {
@@ -44,6 +44,7 @@ export type OtaEvent =
   | { type: 'online' }
   | { type: 'firmware'; version: string; healthy: boolean | null }
   | { type: 'tick' }
+  | { type: 'cancel'; reason: string }
 
 export interface Step { job: OtaJob; changed: boolean; /** state changed (worth a log line and a durable write) */ transition: boolean }
 
@@ -78,6 +79,8 @@ export function step(job: OtaJob, ev: OtaEvent, now: number): Step {
       if (ev.healthy === true) return to({ state: 'succeeded', reason: null })
       return to({ lastHealth: ev.healthy })
     }
+    case 'cancel':
+      return to({ state: 'cancelled', reason: ev.reason })
     case 'tick': {
       if (job.state !== 'applied' || job.deadlineAt === null || now < job.deadlineAt) return same
       const why = !job.reconnected ? 'the device did not reconnect'

@@ -41,6 +41,7 @@ export const pushParams = z.object({
   wait: z.boolean().default(true),
 }).strict()
 export type PushParams = z.input<typeof pushParams>
+const cancelParams = z.object({ device: z.string().regex(DEVICE_ID_RE, 'invalid device id') }).strict()
 
 /** What progress callbacks and the final answer carry. */
 export interface OtaProgress { job: number; device: string; version: string; state: OtaJob['state']; offset: number; size: number; reason: string | null }
@@ -165,6 +166,16 @@ export class OtaService {
     return done ? await done : toProgress(job)
   }
 
+  /** The `ota.cancel` control method: ends the device's unfinished job (its announce is cleared; chunks stop). */
+  cancel(raw: unknown): OtaProgress {
+    const p = cancelParams.safeParse(raw)
+    if (!p.success) throw new OtaError(`ota cancel: ${p.error.issues.map((i) => i.message).join('; ')}`)
+    const a = this.active.get(p.data.device)
+    if (!a) throw new OtaError(`ota cancel: device "${p.data.device}" has no unfinished OTA job`)
+    this.event(p.data.device, { type: 'cancel', reason: `cancelled by the operator in state ${a.job.state}` })
+    return toProgress(this.d.store.get(a.job.id) ?? a.job)
+  }
+
   /** A device published to `devices/<id>/ota/request` or `.../ota/status` (the broker's ACL let only that device do it). */
   handleUplink(device: string, kind: 'request' | 'status', payload: Buffer): void {
     const a = this.active.get(device)
@@ -228,7 +239,7 @@ export class OtaService {
     this.clearAnnounce(job.device)
     if (job.state === 'succeeded') this.d.registry.setFirmware(job.device, job.version)
     const line = { job: job.id, device: job.device, version: job.version, state: job.state, reason: job.reason }
-    if (job.state === 'succeeded') log.info(line, 'ota job succeeded')
+    if (job.state === 'succeeded' || job.state === 'cancelled') log.info(line, `ota job ${job.state}`)
     else log.warn(line, `ota job ${job.state}: ${job.reason}`)
     if (a) {
       for (const w of [...a.watchers]) w(toProgress(job))

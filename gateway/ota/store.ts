@@ -2,7 +2,7 @@
 import { mkdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { openDatabase, type Db } from '../store/sqlite.ts'
-import type { OtaJob, OtaState } from './job.ts'
+import { FINAL_STATES, type OtaJob, type OtaState } from './job.ts'
 
 interface JobRow {
   id: number; device: string; version: string; previous_version: string | null; size: number; sha256: string
@@ -51,7 +51,7 @@ export class OtaStore {
   remove(id: number): void { this.db.prepare('DELETE FROM ota_jobs WHERE id = ?').run(id) }
 
   active(): OtaJob[] {
-    return (this.db.prepare(`SELECT * FROM ota_jobs WHERE state NOT IN ('succeeded','failed','rolled_back') ORDER BY id`).all() as JobRow[]).map(toJob)
+    return (this.db.prepare(`SELECT * FROM ota_jobs WHERE state NOT IN (${FINAL_STATES.map((x) => `'${x}'`).join(',')}) ORDER BY id`).all() as JobRow[]).map(toJob)
   }
 
   get(id: number): OtaJob | undefined {
