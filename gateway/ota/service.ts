@@ -199,12 +199,13 @@ export class OtaService {
       this.d.log.info({ job: a.job.id, device, offset, served: a.job.offset }, offset === 0 ? 'ota transfer started' : `ota transfer resumed at offset ${offset}`)
     }
     a.serving = a.serving.then(async () => {
+      if (this.active.get(device) !== a) return // the job ended (cancelled) while this request waited
       // Read just this chunk into the outgoing buffer: images are never loaded whole.
       const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + length)
       chunkHeader(a.job.id, offset, buf)
       const { bytesRead } = await a.fh.read(buf, CHUNK_HEADER_BYTES, length, offset)
       await this.d.publish(otaTopics(device).chunk, bytesRead === length ? buf : buf.subarray(0, CHUNK_HEADER_BYTES + bytesRead), 0, false)
-      this.event(device, { type: 'served', end: offset + bytesRead })
+      if (this.active.get(device) === a) this.event(device, { type: 'served', end: offset + bytesRead })
     }).catch((err: Error) => this.d.log.warn({ job: a.job.id, device, offset, err: err.message }, 'ota chunk not sent'))
   }
 
