@@ -78,7 +78,11 @@ export class OtaService {
   async start(): Promise<void> {
     const { store, log } = this.d
     store.open()
+    // Listen first: a device may already be back (the broker is up) and report its version any moment.
+    this.d.bus.on('deviceOnline', this.onOnline)
+    this.d.bus.on('firmware', this.onFirmware)
     const now = Date.now()
+    const announce: OtaJob[] = []
     for (const stored of store.active()) {
       const job = afterRestart(stored, now, this.d.restartGraceMs ?? 30_000)
       let fh: FileHandle
@@ -87,11 +91,10 @@ export class OtaService {
         continue
       }
       this.active.set(job.device, { job, fh, serving: Promise.resolve(), watchers: new Set(), lastProgressAt: 0, lastSavedAt: now, fresh: true })
-      if (job.state === 'announced' || job.state === 'downloading') await this.announce(job)
+      if (job.state === 'announced' || job.state === 'downloading') announce.push(job)
       log.info({ job: job.id, device: job.device, state: job.state, offset: job.offset }, 'ota job resumed after restart')
     }
-    this.d.bus.on('deviceOnline', this.onOnline)
-    this.d.bus.on('firmware', this.onFirmware)
+    for (const job of announce) await this.announce(job)
     this.timer = setInterval(() => { for (const device of [...this.active.keys()]) this.event(device, { type: 'tick' }) }, this.d.tickMs ?? 500)
   }
 
