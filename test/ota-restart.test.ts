@@ -3,7 +3,7 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { writeFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { OtaSimNode } from './helpers/ota-node.ts'
@@ -20,7 +20,7 @@ after(async () => {
 const job = async (gw: GatewayProc, id: string): Promise<OtaJob | undefined> =>
   (JSON.parse((await gw.cli(['ota', 'status', id, '--json'])).stdout) as OtaJob[])[0]
 
-test('a gateway restart mid-transfer resumes the job; the node continues from its last good offset', async () => {
+test('a gateway crash (SIGKILL) mid-transfer: after the restart the job resumes; the node continues from its last good offset', async () => {
   const gw = g = await startGatewayProc()
   const secret = await addDevice(gw, 'esp-r')
   // One request at a time, so the transfer is still running when the gateway goes down.
@@ -32,7 +32,8 @@ test('a gateway restart mid-transfer resumes the job; the node continues from it
   // The CLI waits on the control socket: it sees the gateway go away and says the job continues.
   const push = gw.cli(['ota', 'push', 'esp-r', img, '--version', '1.1.0', '--deadline', '30s'])
   await waitFor('a third of the image', () => n.goodOffset >= 350_000, 30_000, 5)
-  assert.equal(await gw.stop(), 0)
+  // A crash, not a clean stop: nothing gets flushed.
+  await gw.kill()
   const cut = n.goodOffset
   assert.ok(cut < 1024 * 1024, 'stopped mid-transfer')
   const cli = await push
@@ -70,4 +71,23 @@ test('a job waiting for the reboot survives a gateway restart: the node comes ba
   await waitFor('succeeded', async () => (await job(gw, 'esp-r2'))?.state === 'succeeded', 20_000, 200)
   assert.equal(n.version, '2.0.0')
   assert.equal(n.requests.filter((r) => r.session > 1).length, 0, 'no download after the reboot')
+})
+
+test('an image corrupted on disk while the gateway was down fails its job at start, before any device downloads it', async () => {
+  const gw = g!
+  await addDevice(gw, 'esp-r3')
+  const img = join(gw.dir, 'fw3.bin')
+  writeFileSync(img, randomBytes(50_000))
+  assert.equal((await gw.cli(['ota', 'push', 'esp-r3', img, '--version', '2.0.0', '--no-wait'])).code, 0)
+  const j = await job(gw, 'esp-r3')
+  assert.equal(await gw.stop(), 0)
+  const stored = join(gw.dataDir, 'ota', 'images', `${j!.id}.bin`)
+  const bytes = readFileSync(stored)
+  bytes[10]! ^= 0x80
+  writeFileSync(stored, bytes)
+  await gw.start()
+  const failed = await waitFor('failed', async () => { const x = await job(gw, 'esp-r3'); return x?.state === 'failed' && x }, 10_000)
+  assert.match(failed.reason!, /stored image corrupted while the gateway was down/)
+  // The device may push again.
+  assert.equal((await gw.cli(['ota', 'push', 'esp-r3', img, '--version', '2.0.0', '--no-wait'])).code, 0)
 })

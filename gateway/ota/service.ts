@@ -90,6 +90,13 @@ export class OtaService {
         this.finish({ ...job, state: 'failed', reason: `image file lost while the gateway was down: ${(err as Error).message}`, updatedAt: now }, null)
         continue
       }
+      // A stored image that no longer matches its hash would only fail on the device after a full download.
+      const got = job.state === 'applied' ? job.sha256 : await sha256File(store.imagePath(job.id)).catch((err: Error) => err.message)
+      if (got !== job.sha256) {
+        await fh.close()
+        this.finish({ ...job, state: 'failed', reason: `stored image corrupted while the gateway was down (sha256 ${got.slice(0, 64)})`, updatedAt: now }, null)
+        continue
+      }
       this.active.set(job.device, { job, fh, serving: Promise.resolve(), watchers: new Set(), lastProgressAt: 0, lastSavedAt: now, fresh: true })
       if (job.state === 'announced' || job.state === 'downloading') announce.push(job)
       log.info({ job: job.id, device: job.device, state: job.state, offset: job.offset }, 'ota job resumed after restart')
@@ -268,6 +275,12 @@ export class OtaService {
     this.d.publish(`devices/${device}/errors`, JSON.stringify({ topic: otaTopics(device)[what], reason, at: new Date().toISOString() }), 0, false)
       .catch(() => undefined)
   }
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const c of createReadStream(file)) h.update(c as Buffer)
+  return h.digest('hex')
 }
 
 function toProgress(j: OtaJob): OtaProgress {
