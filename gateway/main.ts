@@ -96,7 +96,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
-  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log })
+  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log, metrics })
   broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null

@@ -73,6 +73,8 @@ test('a node receives a 1 MB image, is cut off midway, resumes from its last goo
   assert.equal(job?.state, 'succeeded')
   assert.equal(job?.previousVersion, '1.0.0')
   assert.equal(job?.size, 1024 * 1024)
+  assert.ok(await g.metric('edgeway_ota_jobs_total', { state: 'succeeded' }) >= 1)
+  assert.ok(await g.metric('edgeway_ota_bytes_served_total') >= 1024 * 1024)
 })
 
 test('transfer rate of a 1 MB image over loopback (4 KiB chunks, 4 requests outstanding)', async () => {

@@ -10,6 +10,7 @@ import { isAbsolute, join } from 'node:path'
 import { z } from 'zod'
 import type { Logger } from 'pino'
 import type { GatewayBus } from '../events.ts'
+import type { Metrics } from '../metrics.ts'
 import type { Device } from '../registry/registry.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
 import { step, afterRestart, isFinal, type OtaEvent, type OtaJob } from './job.ts'
@@ -24,6 +25,7 @@ export interface OtaDeps {
   bus: GatewayBus
   store: OtaStore
   log: Logger
+  metrics?: Pick<Metrics, 'otaJobs' | 'otaBytes'>
   /** How often the reboot deadline is checked. */
   tickMs?: number
   /** After a gateway restart an applied job's device gets at least this long to report (it could not while we were down). */
@@ -215,6 +217,7 @@ export class OtaService {
       chunkHeader(a.job.id, offset, buf)
       const { bytesRead } = await a.fh.read(buf, CHUNK_HEADER_BYTES, length, offset)
       await this.d.publish(otaTopics(device).chunk, bytesRead === length ? buf : buf.subarray(0, CHUNK_HEADER_BYTES + bytesRead), 0, false)
+      this.d.metrics?.otaBytes.inc(bytesRead)
       if (this.active.get(device) === a) this.event(device, { type: 'served', end: offset + bytesRead })
     }).catch((err: Error) => this.d.log.warn({ job: a.job.id, device, offset, err: err.message }, 'ota chunk not sent'))
   }
@@ -249,6 +252,7 @@ export class OtaService {
     this.active.delete(job.device)
     this.clearAnnounce(job.device)
     if (job.state === 'succeeded') this.d.registry.setFirmware(job.device, job.version)
+    this.d.metrics?.otaJobs.inc({ state: job.state })
     const line = { job: job.id, device: job.device, version: job.version, state: job.state, reason: job.reason }
     if (job.state === 'succeeded' || job.state === 'cancelled') log.info(line, `ota job ${job.state}`)
     else log.warn(line, `ota job ${job.state}: ${job.reason}`)
