@@ -23,15 +23,15 @@ const job = async (gw: GatewayProc, id: string): Promise<OtaJob | undefined> =>
 test('a gateway crash (SIGKILL) mid-transfer: after the restart the job resumes; the node continues from its last good offset', async () => {
   const gw = g = await startGatewayProc()
   const secret = await addDevice(gw, 'esp-r')
-  // One request at a time, so the transfer is still running when the gateway goes down.
-  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r', secret, version: '1.0.0', window: 1, requestTimeoutMs: 1000 })
+  // The node holds still at a third of the image, so the gateway goes down mid-transfer whatever the machine's load.
+  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r', secret, version: '1.0.0', pauseAtBytes: 350_000, requestTimeoutMs: 1000 })
   nodes.push(n)
   await n.start()
   const img = join(gw.dir, 'fw.bin')
   writeFileSync(img, randomBytes(1024 * 1024))
   // The CLI waits on the control socket: it sees the gateway go away and says the job continues.
   const push = gw.cli(['ota', 'push', 'esp-r', img, '--version', '1.1.0', '--deadline', '30s'])
-  await waitFor('a third of the image', () => n.goodOffset >= 350_000, 30_000, 5)
+  await waitFor('a third of the image', () => n.paused, 30_000)
   // A crash, not a clean stop: nothing gets flushed.
   await gw.kill()
   const cut = n.goodOffset
@@ -57,7 +57,7 @@ test('a gateway crash (SIGKILL) mid-transfer: after the restart the job resumes;
 test('a job waiting for the reboot survives a gateway restart: the node comes back on the new gateway and the job succeeds', async () => {
   const gw = g!
   const secret = await addDevice(gw, 'esp-r2')
-  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r2', secret, version: '1.0.0', rebootMs: 1500 })
+  const n = new OtaSimNode({ url: `mqtt://127.0.0.1:${gw.mqttPort}`, device: 'esp-r2', secret, version: '1.0.0', holdReboot: true })
   nodes.push(n)
   await n.start()
   const img = join(gw.dir, 'fw2.bin')
@@ -65,9 +65,11 @@ test('a job waiting for the reboot survives a gateway restart: the node comes ba
   assert.equal((await gw.cli(['ota', 'push', 'esp-r2', img, '--version', '2.0.0', '--deadline', '60s', '--no-wait'])).code, 0)
   await waitFor('applied', async () => (await job(gw, 'esp-r2'))?.state === 'applied', 20_000)
   // The node is rebooting; the gateway restarts meanwhile.
+  await waitFor('node rebooting', () => n.holding, 10_000)
   assert.equal(await gw.stop(), 0)
   await gw.start()
   await gw.waitLog((l) => l.msg === 'ota job resumed after restart' && l.device === 'esp-r2' && l.state === 'applied')
+  n.powerOn()
   await waitFor('succeeded', async () => (await job(gw, 'esp-r2'))?.state === 'succeeded', 20_000, 200)
   assert.equal(n.version, '2.0.0')
   assert.equal(n.requests.filter((r) => r.session > 1).length, 0, 'no download after the reboot')

@@ -25,6 +25,10 @@ export interface OtaNodeOptions {
   /** Verify the announce's signature over the image with this Ed25519 key. */
   publicKey?: KeyObject
   requestTimeoutMs?: number
+  /** Stop asking for chunks once this many bytes are verified, until the next announce (e.g. after a reconnect). */
+  pauseAtBytes?: number
+  /** Stay "rebooting" after `applied` until powerOn() is called (a test decides when the node comes back). */
+  holdReboot?: boolean
 }
 
 interface Download { a: Announce; buf: Buffer; good: number; pending: Map<number, Buffer>; next: number; inflight: Set<number>; reported: number }
@@ -44,6 +48,12 @@ export class OtaSimNode {
   private stopped = false
   private timer: NodeJS.Timeout | null = null
   private readonly t: ReturnType<typeof otaTopics>
+  private release: (() => void) | null = null
+  /** Holding at pauseAtBytes. */
+  paused = false
+  private pausedOnce = false
+  /** True while held in reboot (holdReboot). */
+  get holding(): boolean { return this.release !== null }
 
   constructor(private readonly o: OtaNodeOptions) {
     this.version = o.version
@@ -54,6 +64,9 @@ export class OtaSimNode {
   get goodOffset(): number { return this.dl?.good ?? 0 }
 
   async start(): Promise<void> { await this.boot() }
+
+  /** Ends a held reboot: the node boots the new image. */
+  powerOn(): void { const r = this.release; this.release = null; r?.() }
 
   async stop(): Promise<void> {
     this.stopped = true
@@ -99,6 +112,7 @@ export class OtaSimNode {
       this.log.push(`new job ${a.job}: ${a.size} bytes of ${a.version}`)
     }
     const d = this.dl
+    this.paused = false
     d.next = d.good
     d.inflight.clear()
     d.pending.clear()
@@ -118,6 +132,11 @@ export class OtaSimNode {
     for (let p = d.pending.get(d.good); p; p = d.pending.get(d.good)) { d.pending.delete(d.good); p.copy(d.buf, d.good); d.good += p.length }
     if (d.good - d.reported >= 64 * 1024 && d.good < d.a.size) { d.reported = d.good; this.status({ job: d.a.job, state: 'downloading', offset: d.good }) }
     if (this.o.dropAfterBytes !== undefined && !this.dropped && d.good >= this.o.dropAfterBytes) { this.drop(); return }
+    if (this.o.pauseAtBytes !== undefined && !this.pausedOnce && d.good >= this.o.pauseAtBytes) {
+      this.pausedOnce = this.paused = true
+      if (this.timer) clearTimeout(this.timer)
+      return
+    }
     if (d.good >= d.a.size) { void this.complete(); return }
     this.pump()
   }
@@ -125,7 +144,7 @@ export class OtaSimNode {
   private pump(): void {
     const d = this.dl
     const c = this.c
-    if (!d || !c?.connected) return
+    if (!d || !c?.connected || this.paused) return
     const window = this.o.window ?? 4
     while (d.inflight.size < window && d.next < d.a.size) {
       const offset = d.next
@@ -188,6 +207,7 @@ export class OtaSimNode {
     if (behaviour === 'never') return
     if (behaviour !== 'old') this.version = d.a.version
     await new Promise((r) => setTimeout(r, this.o.rebootMs ?? 200))
+    if (this.o.holdReboot) await new Promise<void>((r) => { this.release = r })
     // The gateway may be down meanwhile: keep trying, as firmware would.
     while (!this.stopped) {
       try { await this.boot(); return } catch (err) {
