@@ -17,6 +17,7 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+import { DashboardServer } from './dashboard/server.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -38,6 +39,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
+  dashboard: DashboardServer | null
   stop(): Promise<void>
 }
 
@@ -162,6 +165,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  const dashboard = http && config.dashboard.enabled ? new DashboardServer({
+    config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
+    devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
+    dispatch: (cmd) => commands.dispatch(cmd), status: health,
+  }) : null
 
   registry.open()
   registry.markAllOffline()
@@ -180,6 +188,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         await refreshStats()
         res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
       })
+      dashboard?.start()
       await http.start()
     }
   } catch (err) {
@@ -196,7 +205,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
-  if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -211,11 +220,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       commands.close()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
+      await dashboard?.stop()
       await http?.stop()
       registry.close()
       log.info('stopped')
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, stop }
+  return { broker, http, outbox, registry, serial, commands, dashboard, stop }
 }
