@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { HttpServer } from '../http/server.ts'
 import { messageSocketServer, refuseUpgrade, type MessageSocket, type MessageSocketServer } from '../net/websocket.ts'
-import type { GatewayBus } from '../events.ts'
+import type { GatewayBus, GatewayEvents } from '../events.ts'
 import type { Device } from '../registry/registry.ts'
 import type { Command, CommandResult } from '../commands/router.ts'
 import { verifySecret } from '../registry/secrets.ts'
@@ -45,6 +45,8 @@ export interface DashboardDeps {
   dispatch(cmd: Command): Promise<CommandResult>
   status(): Promise<StatusSnapshot>
 }
+
+type ReadingEvent = GatewayEvents['reading'][0]
 
 export interface DeviceView { id: string; online: boolean; link: string | null; firmware: string | null; lastSeen: number | null }
 
@@ -145,7 +147,7 @@ export class DashboardServer {
     h.route('/ui/*', (req, res) => this.asset(req, res))
     this.wss = messageSocketServer({ maxPayload: MAX_MESSAGE })
     h.upgrade('/ws', (req, socket, head) => this.upgrade(req, socket, head))
-    const onReading = (e: { device: string; link: string }): void => this.onReading(e)
+    const onReading = (e: ReadingEvent): void => this.onReading(e)
     const onPresence = (e: { device: string }): void => this.sendDevice(e.device)
     const onRefusal = (e: { reason: string; detail: string; device?: string; clientId?: string }): void => this.onRefusal(e)
     this.d.bus.on('reading', onReading)
@@ -373,13 +375,9 @@ export class DashboardServer {
     for (const c of this.conns) c.send(msg, key, merge)
   }
 
-  private onReading(e: { device: string; link: string }): void {
-    // The reading seam carries the latest metrics of the device in this commit (see events.ts).
-    const r = e as { device: string; link: string; ts?: number; metrics?: Record<string, number | string | boolean> }
-    if (!r.metrics) return
-    const ts = r.ts ?? Date.now()
-    this.history.add(r.device, ts, r.metrics)
-    if (this.conns.size) this.broadcast({ type: 'reading', device: r.device, link: r.link, ts, at: Date.now(), metrics: r.metrics }, `r:${r.device}`, mergeReadings)
+  private onReading(r: ReadingEvent): void {
+    this.history.add(r.device, r.ts, r.metrics)
+    if (this.conns.size) this.broadcast({ type: 'reading', device: r.device, link: r.link, ts: r.ts, at: Date.now(), metrics: r.metrics }, `r:${r.device}`, mergeReadings)
   }
 
   private onRefusal(e: { reason: string; detail: string; device?: string; clientId?: string }): void {
