@@ -75,7 +75,8 @@ const TYPES: Record<string, string> = {
 const SECURITY_HEADERS = {
   'content-security-policy': "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on form posts, which the login refuses.
+  'referrer-policy': 'same-origin',
   'x-frame-options': 'DENY',
 }
 
