@@ -160,6 +160,12 @@ test('add a device: its credentials are shown once and work', async () => {
   await page.locator('[data-device="sensor-2"] .presence.online').waitFor({ timeout: 5000 })
   await end(c)
   await page.locator('[data-device="sensor-2"] .presence.offline').waitFor({ timeout: 5000 })
+  // The filter hides the devices whose id does not match.
+  await page.fill('#device-filter', 'sor-2')
+  assert.equal(await page.isVisible('[data-device="sensor-1"]'), false)
+  assert.equal(await page.isVisible('[data-device="sensor-2"]'), true)
+  await page.fill('#device-filter', '')
+  assert.equal(await page.isVisible('[data-device="sensor-1"]'), true)
   // A duplicate id is refused with the registry's message.
   await page.click('#credentials button')
   await page.fill('#add-id', 'sensor-2')

@@ -2,7 +2,7 @@
 import { DeviceChart } from './chart.js'
 
 const $ = (id) => document.getElementById(id)
-const stats = { bytes: 0, messages: 0, firstRenderMs: null, connectedAt: null }
+const stats = { bytes: 0, messages: 0, firstRenderMs: null, connectedAt: null, snapshotAt: null }
 window.__edgeway = stats   // figures for the benchmark and tests
 
 const state = { devices: new Map(), latest: new Map(), historyPoints: 300, ws: null, ref: 0, pending: new Map(), adding: new Set() }
@@ -61,7 +61,9 @@ function card(id) {
   // Keep the grid sorted by id.
   const after = [...grid.children].find((x) => x.dataset.device > id)
   grid.insertBefore(root, after ?? null)
+  root.hidden = !matchesFilter(id)
   resizeObserver.observe(chartEl)
+  visibility.observe(chartEl)
   return c
 }
 
@@ -72,6 +74,7 @@ function renderDevice(id) {
   c.presence.className = `presence ${d.online ? 'online' : 'offline'}`
   c.presence.textContent = d.online ? 'online' : 'offline'
   c.root.classList.toggle('is-offline', !d.online)
+  c.root.classList.toggle('no-data', c.chart.metrics.length === 0)
   const last = state.latest.get(id)
   const seen = Math.max(d.lastSeen ?? 0, last?.at ?? 0) || null
   c.meta.textContent = `${d.link ?? 'no link yet'} · fw ${d.firmware ?? '?'} · seen ${ago(seen)}`
@@ -93,6 +96,9 @@ function renderDeviceCount() {
   }
 }
 
+const matchesFilter = (id) => id.toLowerCase().includes($('device-filter').value.trim().toLowerCase())
+$('device-filter').addEventListener('input', () => { for (const [id, c] of cards) c.root.hidden = !matchesFilter(id) })
+
 function pickForCommand(id) {
   $('command-device').value = id
   $('command-name').focus()
@@ -105,6 +111,10 @@ const resizeObserver = new ResizeObserver((entries) => {
     cards.get(id)?.chart.resize(Math.floor(e.contentRect.width))
   }
 })
+
+const visibility = new IntersectionObserver((entries) => {
+  for (const e of entries) cards.get(e.target.closest('.card')?.dataset.device)?.chart.setVisible(e.isIntersecting)
+}, { rootMargin: '200px' })
 
 // Redraws happen once per frame, however many readings arrived.
 const dirty = new Set()
@@ -168,6 +178,7 @@ function onMessage(m) {
       if (m.features?.camera) mountCamera()
       break
     case 'snapshot':
+      stats.snapshotAt ??= performance.now()
       for (const d of m.devices) state.devices.set(d.id, d)
       for (const [id, l] of Object.entries(m.latest)) state.latest.set(id, { ...l, at: l.ts })
       for (const id of state.devices.keys()) card(id).chart.load(m.history[id] ?? {})

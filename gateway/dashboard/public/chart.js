@@ -14,6 +14,13 @@ export class DeviceChart {
     this.ys = []             // one array per metric, null where a reading lacked it
     this.plot = null
     this.dirty = false
+    // Off-screen charts keep their data but no uPlot instance: a page of 100 devices draws only what is seen.
+    this.visible = false
+  }
+
+  setVisible(v) {
+    this.visible = v
+    if (v && !this.plot) this.rebuild()
   }
 
   get points() { return this.xs.length }
@@ -71,7 +78,7 @@ export class DeviceChart {
     this.plot?.destroy()
     this.plot = null
     this.dirty = false
-    if (this.metrics.length === 0) return
+    if (this.metrics.length === 0 || !this.visible) return
     const width = Math.max(200, this.el.clientWidth || 300)
     this.plot = new uPlot({
       width, height: this.height(),
