@@ -201,6 +201,16 @@ test('bad messages on the socket get an error reply and the socket stays usable'
   assert.match(replies[0]!.error!, /expected a JSON object/)
   assert.match(replies[2]!.error!, /unknown message type "nope"/)
   assert.ok(g.logs.some((l) => l.msg === 'dashboard message refused: unknown type'))
+  // Larger than the 64 KiB message limit: that socket is closed (1009), the page's own socket is not.
+  const code = await page.evaluate(async () => {
+    const ws = new WebSocket(`ws://${location.host}/ws`)
+    await new Promise((r) => { ws.onopen = r })
+    ws.send(JSON.stringify({ type: 'command', pad: 'x'.repeat(70 * 1024) }))
+    return await new Promise<number>((r) => { ws.onclose = (e) => r(e.code) })
+  })
+  assert.ok(code === 1009 || code === 1006, `close code ${code}`)
+  await g.waitLog((l) => l.msg === 'dashboard socket closed on bad input' && /Max payload size exceeded/.test(String(l.err)))
+  assert.equal(await page.textContent('#conn'), 'live')
 })
 
 test('screenshots: desktop and phone', async () => {

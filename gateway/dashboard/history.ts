@@ -38,7 +38,7 @@ export class History {
   private readonly latestByDevice = new Map<string, Latest>()
   private count = 0
 
-  constructor(private readonly points: number, private readonly maxSeries = 5000, private readonly maxMetricsPerDevice = 16) {}
+  constructor(private readonly points: number, private readonly maxSeries = 2000, private readonly maxMetricsPerDevice = 16) {}
 
   add(device: string, ts: number, metrics: Record<string, Value>): void {
     const prev = this.latestByDevice.get(device)

@@ -117,22 +117,20 @@ export class DashboardServer {
   private wss: MessageSocketServer | null = null
   private timers: NodeJS.Timeout[] = []
   private lastDevices = new Map<string, string>()
-  private readonly publicDir: string
-  private readonly vendorDir: string
+  private publicDir = ''
+  private vendorDir = ''
   private readonly unsubscribe: (() => void)[] = []
   private readonly log: Logger
 
   constructor(private readonly d: DashboardDeps) {
     this.sessions = new Sessions(d.config.sessionHours * 3600_000)
     this.history = new History(d.config.historyPoints)
-    this.publicDir = join(packageRoot(), 'gateway', 'dashboard', 'public')
-    this.vendorDir = dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.esm.js'))
     this.log = d.log.child({ component: 'dashboard' })
   }
 
   get passwordSet(): boolean { return this.d.config.passwordHash !== undefined }
 
-  /** Plug-in features over the dashboard WebSocket (the camera). Register before start(). */
+  /** Plug-in features over the dashboard WebSocket (the camera). Browsers that connect afterwards see it in `hello`. */
   addChannel(ch: DashboardChannel): void {
     if (!/^[a-z][a-z0-9-]*$/.test(ch.prefix)) throw new Error(`dashboard channel prefix "${ch.prefix}": lowercase letters, digits and "-"`)
     if (this.channels.some((c) => c.prefix === ch.prefix)) throw new Error(`dashboard channel "${ch.prefix}" is already registered`)
@@ -141,12 +139,17 @@ export class DashboardServer {
 
   /** Registers routes and bus listeners; the HttpServer must not be listening yet. */
   start(): void {
+    this.publicDir = join(packageRoot(), 'gateway', 'dashboard', 'public')
+    this.vendorDir = dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.esm.js'))
     const h = this.d.http
     h.route('/', (req, res) => this.page(req, res))
     h.route('/login', (req, res) => this.login(req, res))
     h.route('/logout', (req, res) => this.logout(req, res))
     h.route('/ui/*', (req, res) => this.asset(req, res))
-    this.wss = messageSocketServer({ maxPayload: MAX_MESSAGE })
+    this.wss = messageSocketServer({
+      maxPayload: MAX_MESSAGE,
+      onError: (err) => this.log.warn({ err: err.message }, 'dashboard socket closed on bad input'),
+    })
     h.upgrade('/ws', (req, socket, head) => this.upgrade(req, socket, head))
     const onReading = (e: ReadingEvent): void => this.onReading(e)
     const onPresence = (e: { device: string }): void => this.sendDevice(e.device)
@@ -159,7 +162,7 @@ export class DashboardServer {
       () => this.d.bus.off('reading', onReading), () => this.d.bus.off('deviceOnline', onPresence),
       () => this.d.bus.off('deviceOffline', onPresence), () => this.d.bus.off('refusal', onRefusal))
     this.timers.push(
-      setInterval(() => { if (this.conns.size) void this.sendStatus() }, STATUS_EVERY_MS),
+      setInterval(() => { if (this.conns.size) { this.closeExpired(); void this.sendStatus() } }, STATUS_EVERY_MS),
       setInterval(() => { if (this.conns.size) this.pollDevices() }, DEVICE_POLL_MS),
     )
     if (!this.passwordSet) {
@@ -414,6 +417,11 @@ export class DashboardServer {
     }
     for (const id of this.lastDevices.keys()) if (!now.has(id)) this.broadcast({ type: 'deviceRemoved', device: id }, `d:${id}`)
     this.lastDevices = now
+  }
+
+  /** A session that expired ends its sockets too, not only its next message. */
+  private closeExpired(): void {
+    for (const c of this.conns) if (c.sessionToken !== null && !this.sessions.get(c.sessionToken)) c.socket.close(4401, 'session expired')
   }
 
   private async sendStatus(): Promise<void> {

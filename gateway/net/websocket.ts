@@ -55,14 +55,14 @@ export interface MessageSocketServer {
   close(): Promise<void>
 }
 
-export function messageSocketServer(opts: { maxPayload: number }): MessageSocketServer {
+export function messageSocketServer(opts: { maxPayload: number; onError?: (err: Error) => void }): MessageSocketServer {
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false })
   wss.on('error', () => undefined)
   return {
     accept(req, socket, head, onSocket) {
       wss.handleUpgrade(req, socket, head, (ws) => {
         // A socket error (oversized frame, bad UTF-8) closes that socket only.
-        ws.on('error', () => ws.terminate())
+        ws.on('error', (err) => { opts.onError?.(err); ws.terminate() })
         onSocket({
           send: (text) => { if (ws.readyState === ws.OPEN) ws.send(text) },
           get bufferedAmount() { return ws.bufferedAmount },
