@@ -74,6 +74,7 @@ test('login fails with a wrong password and succeeds with the right one', async 
   await page.click('button[type=submit]')
   await page.waitForURL(/\/login\?failed=1$/)
   assert.equal(await page.isVisible('#failed'), true)
+  await page.screenshot({ path: artifact('dashboard-login-failed.png') })
   assert.equal((await page.context().cookies()).length, 0)
   await page.fill('#password', PASSWORD)
   await page.click('button[type=submit]')
