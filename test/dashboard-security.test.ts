@@ -49,6 +49,7 @@ test('without a session: the page redirects to the login, the WebSocket is refus
   assert.equal(await tryUpgrade(url('/nope')), 404)
   assert.equal((await httpRequest(url('/ui/../../package.json'))).status, 404)
   assert.equal((await httpRequest(url('/ui/%2e%2e/%2e%2e/package.json'))).status, 404)
+  assert.equal((await httpRequest(url('/ui/%E0%A4%A'))).status, 404, 'a malformed escape is not a server error')
 })
 
 test('login: a wrong password gets no cookie; the right one gets an HttpOnly SameSite=Strict session', async () => {

@@ -8,6 +8,7 @@ import { LiveQueue, mergeReadings, mergeLists, type Sink } from '../gateway/dash
 import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, isLoopback, originAllowed, LoginThrottle } from '../gateway/dashboard/access.ts'
 import { History } from '../gateway/dashboard/history.ts'
 import { writePasswordHash, passwordProblem, hashPassword, hashSnippet } from '../gateway/dashboard/password.ts'
+import { assetFile } from '../gateway/dashboard/assets.ts'
 import { verifySecret } from '../gateway/registry/secrets.ts'
 import { loadConfig } from '../gateway/config/load.ts'
 import { tempDir } from './helpers/net.ts'
@@ -223,4 +224,14 @@ test('password: too short is refused; a malformed hash in the config is a config
     writeFileSync(file, 'dashboard:\n  passwordHash: hunter2\n')
     assert.throws(() => loadConfig(file, {}), /dashboard\.passwordHash: an scrypt hash as written by `edgeway dashboard set-password`/)
   } finally { cleanup() }
+})
+
+test('assets: paths stay inside public/ and uPlot\'s dist/; anything else is not found', () => {
+  const dirs = { publicDir: '/app/gateway/dashboard/public', vendorDir: '/app/node_modules/uplot/dist' }
+  assert.equal(assetFile(dirs, 'app.js'), '/app/gateway/dashboard/public/app.js')
+  assert.equal(assetFile(dirs, 'vendor/uPlot.esm.js'), '/app/node_modules/uplot/dist/uPlot.esm.js')
+  assert.equal(assetFile(dirs, 'camera.js'), '/app/gateway/dashboard/public/camera.js')
+  for (const bad of ['../package.json', '%2e%2e/package.json', 'a/../../x', '.hidden', 'vendor/../../../etc/passwd', '%E0%A4%A', '', 'a//b', '/etc/passwd', 'a\\..\\b']) {
+    assert.equal(assetFile(dirs, bad), null, bad)
+  }
 })

@@ -1,10 +1,6 @@
 // The dashboard: pages and assets on the gateway's HTTP port, and one authenticated WebSocket per browser carrying
 // live state (devices, readings, outbox, upstreams, refusals), commands, device registration and plug-in channels.
-import { readFile } from 'node:fs/promises'
-import { existsSync } from 'node:fs'
-import { dirname, join, resolve, sep } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { createRequire } from 'node:module'
+import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -20,6 +16,7 @@ import type { ChannelConnection, ChannelMessage, DashboardChannel } from './chan
 import { Sessions, LoginThrottle, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, SESSION_COOKIE, type Access } from './access.ts'
 import { LiveQueue, mergeReadings, mergeLists } from './live-queue.ts'
 import { History } from './history.ts'
+import { assetDirs, assetFile, sendFile, type AssetDirs } from './assets.ts'
 
 /** What the dashboard shows about the gateway's health: the /healthz figures. */
 export interface StatusSnapshot {
@@ -59,27 +56,6 @@ const DEVICE_POLL_MS = 5000
 const FLUSH_EVERY_MS = 25
 const MAX_MESSAGE = 64 * 1024
 
-/** The package root (found by walking up to package.json), so assets resolve from source (tsx) and from dist/. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 5; i++, dir = dirname(dir)) if (existsSync(join(dir, 'package.json'))) return dir
-  throw new Error('dashboard: package.json not found above ' + fileURLToPath(import.meta.url))
-}
-
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
-  '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon', '.json': 'application/json',
-}
-
-// No inline script or style anywhere: the pages only run their own modules.
-const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-  'x-content-type-options': 'nosniff',
-  // same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on form posts, which the login refuses.
-  'referrer-policy': 'same-origin',
-  'x-frame-options': 'DENY',
-}
-
 class Connection {
   readonly queue: LiveQueue
   private flushTimer: NodeJS.Timeout | null = null
@@ -117,8 +93,8 @@ export class DashboardServer {
   private wss: MessageSocketServer | null = null
   private timers: NodeJS.Timeout[] = []
   private lastDevices = new Map<string, string>()
-  private publicDir = ''
-  private vendorDir = ''
+  private statusBusy = false
+  private dirs: AssetDirs = { publicDir: '', vendorDir: '' }
   private readonly unsubscribe: (() => void)[] = []
   private readonly log: Logger
 
@@ -139,8 +115,7 @@ export class DashboardServer {
 
   /** Registers routes and bus listeners; the HttpServer must not be listening yet. */
   start(): void {
-    this.publicDir = join(packageRoot(), 'gateway', 'dashboard', 'public')
-    this.vendorDir = dirname(createRequire(import.meta.url).resolve('uplot/dist/uPlot.esm.js'))
+    this.dirs = assetDirs()
     const h = this.d.http
     h.route('/', (req, res) => this.page(req, res))
     h.route('/login', (req, res) => this.login(req, res))
@@ -209,14 +184,14 @@ export class DashboardServer {
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
     const a = this.access(req)
     if (!a.ok) { this.deny(res, a, true); return }
-    await this.file(res, join(this.publicDir, 'index.html'))
+    await sendFile(res, join(this.dirs.publicDir, 'index.html'))
   }
 
   private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method === 'GET') {
       // Loopback without a password: nothing to log in to.
       if (!this.passwordSet) { const a = this.access(req); if (!a.ok) { this.deny(res, a, false); return } res.writeHead(303, { location: '/' }).end(); return }
-      await this.file(res, join(this.publicDir, 'login.html'))
+      await sendFile(res, join(this.dirs.publicDir, 'login.html'))
       return
     }
     if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
@@ -260,23 +235,7 @@ export class DashboardServer {
     // Assets are not secret, but a dashboard without a password is loopback-only in every part.
     const a = this.access(req)
     if (!a.ok && a.status === 403) { this.deny(res, a, false); return }
-    const rel = decodeURIComponent((req.url ?? '').split('?')[0]!.slice('/ui/'.length))
-    if (!/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(rel) || rel.split('/').some((p) => p.startsWith('.'))) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n'); return
-    }
-    const base = rel.startsWith('vendor/') ? this.vendorDir : this.publicDir
-    const file = resolve(base, rel.startsWith('vendor/') ? rel.slice('vendor/'.length) : rel)
-    if (!file.startsWith(base + sep)) { res.writeHead(404).end(); return }
-    await this.file(res, file)
-  }
-
-  private async file(res: ServerResponse, file: string): Promise<void> {
-    let data: Buffer
-    try { data = await readFile(file) } catch {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n'); return
-    }
-    const ext = file.slice(file.lastIndexOf('.'))
-    res.writeHead(200, { 'content-type': TYPES[ext] ?? 'application/octet-stream', 'cache-control': 'no-cache', ...SECURITY_HEADERS }).end(data)
+    await sendFile(res, assetFile(this.dirs, (req.url ?? '').split('?')[0]!.slice('/ui/'.length)))
   }
 
   // ------------------------------------------------------------------------------------------------ websocket
@@ -425,10 +384,13 @@ export class DashboardServer {
   }
 
   private async sendStatus(): Promise<void> {
+    // A slow status source must not pile up calls.
+    if (this.statusBusy) return
+    this.statusBusy = true
     try {
       const s = await this.d.status()
       this.broadcast({ type: 'status', at: Date.now(), ...s }, 'status')
-    } catch (err) { this.log.warn({ err: (err as Error).message }, 'dashboard: status failed') }
+    } catch (err) { this.log.warn({ err: (err as Error).message }, 'dashboard: status failed') } finally { this.statusBusy = false }
   }
 }
 
