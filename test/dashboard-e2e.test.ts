@@ -216,6 +216,9 @@ test('bad messages on the socket get an error reply and the socket stays usable'
 
 test('screenshots: desktop and phone', async () => {
   await page.screenshot({ path: artifact('dashboard-desktop.png'), fullPage: true })
+  await page.emulateMedia({ colorScheme: 'dark' })
+  await page.screenshot({ path: artifact('dashboard-desktop-dark.png') })
+  await page.emulateMedia({ colorScheme: 'light' })
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true })
   await phone.context().addCookies(await page.context().cookies())
   await phone.goto(base() + '/')
@@ -233,4 +236,16 @@ test('logout ends the session and closes the socket', async () => {
   await page.waitForURL(/\/login$/)
   await page.goto(base() + '/')
   assert.match(page.url(), /\/login$/)
+})
+
+test('gateway restart: the page notices, reconnects, and asks for the login again (sessions live in memory)', async () => {
+  await page.fill('#password', PASSWORD)
+  await page.click('button[type=submit]')
+  await page.waitForSelector('body[data-ready="1"]')
+  await device?.stop()
+  device = null
+  await g.stop()
+  await page.locator('#conn.down').waitFor({ timeout: 5000 })
+  await g.start()
+  await page.waitForURL(/\/login$/, { timeout: 15000 })
 })
