@@ -17,6 +17,7 @@ import type { Upstream } from './upstream/types.ts'
 import { CommandRouter } from './commands/router.ts'
 import { OtaService } from './ota/service.ts'
 import { OtaStore } from './ota/store.ts'
+import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
 import { controlSocketPath } from './control/client.ts'
@@ -43,6 +44,8 @@ export interface RunningGateway {
   commands: CommandRouter
   /** Firmware updates over MQTT (`ota.push` on the control socket). */
   ota: OtaService
+  /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
+  dashboard: DashboardServer | null
   /** The control socket CLI commands use to reach this process (flash, OTA, status). */
   control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
@@ -173,6 +176,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  const dashboard = http && config.dashboard.enabled ? new DashboardServer({
+    config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
+    devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
+    dispatch: (cmd) => commands.dispatch(cmd), status: health,
+  }) : null
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
@@ -199,6 +207,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         await refreshStats()
         res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
       })
+      dashboard?.start()
       await http.start()
     }
   } catch (err) {
@@ -217,7 +226,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
-  if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -233,6 +242,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       commands.close()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
+      await dashboard?.stop()
       await http?.stop()
       await control.stop()
       registry.close()
@@ -240,5 +250,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, control, ota, stop }
+  return { broker, http, outbox, registry, serial, commands, dashboard, control, ota, stop }
 }
