@@ -15,6 +15,8 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
 import { CommandRouter } from './commands/router.ts'
+import { OtaService } from './ota/service.ts'
+import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
@@ -40,6 +42,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** Firmware updates over MQTT (`ota.push` on the control socket). */
+  ota: OtaService
   /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
   dashboard: DashboardServer | null
   /** The control socket CLI commands use to reach this process (flash, OTA, status). */
@@ -95,6 +99,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log, metrics })
+  broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
@@ -178,6 +184,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
+  control.handle('ota.push', (params, progress) => ota.push(params, progress))
+  control.handle('ota.cancel', async (params) => ota.cancel(params))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()
@@ -186,6 +194,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   await outbox.start()
   try {
     await broker.start()
+    await ota.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
@@ -202,6 +211,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await http.start()
     }
   } catch (err) {
+    await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
@@ -225,6 +235,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
       broker.stopAccepting()
+      await ota.stop()
       await broker.stop()
       await serial.stop()
       for (const f of forwarders) f.stop()
@@ -239,5 +250,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, dashboard, control, stop }
+  return { broker, http, outbox, registry, serial, commands, dashboard, control, ota, stop }
 }
