@@ -2,6 +2,8 @@
 // devices: subscriptions and the allowlist, presence mirroring the MQTT link, chat commands, blocking, bad input.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { parse, stringify } from 'yaml'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
@@ -240,6 +242,12 @@ test('an approved subscription survives a gateway restart; presence is re-announ
   const from = alice.got.length
   assert.equal(await g.stop(), 0)
   await alice.wait('unavailable when the gateway stops', (s) => s.name === 'presence' && s.attrs.from === D('dev1') && s.attrs.type === 'unavailable', 10000, from)
+  // The viewer's rule is gone from the new config: its stored subscription must stay silent.
+  const cfg = parse(readFileSync(g.configFile, 'utf8')) as { xmpp: { allow: { jids: string[] }[] } }
+  cfg.xmpp.allow = cfg.xmpp.allow.filter((r) => !r.jids.includes('viewer@localhost'))
+  writeFileSync(g.configFile, stringify(cfg))
+  const viewer = users.find((u) => u.jid === 'viewer@localhost')!
+  const vFrom = viewer.got.length
   await g.start()
   await g.waitLog((l) => l.msg === 'xmpp presence announced' && (l.subscriptions as number) >= 3)
   await device('dev1')
@@ -250,4 +258,5 @@ test('an approved subscription survives a gateway restart; presence is re-announ
   const r = await alice.wait('probe answer', (s) => s.name === 'presence' && s.attrs.from === D('dev1'), 5000, f2)
   assert.notEqual(r.attrs.type, 'unsubscribed')
   assert.equal(presenceState(r), 'available')
+  assert.deepEqual(viewer.got.slice(vFrom).filter((s) => s.attrs.from?.endsWith('devices.localhost')).map((s) => s.toString()), [], 'no longer allowed: nothing')
 })
