@@ -128,8 +128,11 @@ export class XmppLink {
       if (this.cfg.mode === 'client' && !this.closed) {
         this.pending.push(toElement(this.xml, n))
         if (this.pending.length > PENDING_MAX) { this.pending.shift(); this.droppedWhileDown++ }
-      } else this.droppedWhileDown++
-      this.log.debug({ stanza: n.name, to: n.attrs.to, queued: this.pending.length }, 'xmpp offline: stanza held')
+        this.log.debug({ stanza: n.name, to: n.attrs.to, queued: this.pending.length }, 'xmpp offline: stanza held')
+      } else {
+        this.droppedWhileDown++
+        this.log.debug({ stanza: n.name, to: n.attrs.to }, 'xmpp offline: stanza not sent')
+      }
       return
     }
     this.write(e, toElement(this.xml, n))
