@@ -17,6 +17,8 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+import { CameraService } from './camera/service.ts'
+import { cameraHealthReasons } from './camera/health.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -38,6 +40,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
+  camera: CameraService
   stop(): Promise<void>
 }
 
@@ -90,6 +94,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
+  const camera = new CameraService(config.camera, log.child({ component: 'camera' }))
+  if (config.camera.enabled) metrics.setCameraSource(() => { const c = camera.status(); return { viewers: c.viewers, bitrate: c.bitrate, live: c.state === 'live' } })
 
   // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
   outbox.onCommitted((c) => {
@@ -133,11 +139,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   const health = async () => {
     const stats = await refreshStats()
+    const base = evaluateHealth({
+      outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
+      upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
+    })
+    const cam = camera.status()
+    const camReasons = cameraHealthReasons(cam, Date.now())
     return {
-      ...evaluateHealth({
-        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
-        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-      }),
+      status: base.status === 'ok' && camReasons.length > 0 ? 'degraded' : base.status,
+      reasons: [...base.reasons, ...camReasons],
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
       mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
@@ -147,6 +157,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
         return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null }
       }),
+      camera: cam,
     }
   }
 
@@ -182,7 +193,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       })
       await http.start()
     }
+    await camera.start()
   } catch (err) {
+    await camera.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
@@ -197,6 +210,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -204,6 +218,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     stopping ??= (async () => {
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
+      await camera.stop()
       broker.stopAccepting()
       await broker.stop()
       await serial.stop()
@@ -217,5 +232,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, stop }
 }
