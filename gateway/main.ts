@@ -13,12 +13,13 @@ import { GatewayBus } from './events.ts'
 import { HttpServer, sendJson } from './http/server.ts'
 import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
-import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
-import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
 import { CameraService } from './camera/service.ts'
 import { cameraHealthReasons } from './camera/health.ts'
+import { readingMetrics } from './readings.ts'
+import { ControlServer, type ControlHandler } from './control/server.ts'
+import { controlSocketPath } from './control/client.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -42,6 +43,8 @@ export interface RunningGateway {
   commands: CommandRouter
   /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
   camera: CameraService
+  /** The control socket CLI commands use to reach this process (flash, OTA, status). */
+  control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
 }
 
@@ -50,10 +53,11 @@ export function dataFiles(config: Config): { outbox: string; registry: string; b
   return { outbox: join(dir, 'outbox.db'), registry: join(dir, 'registry.db'), broker: join(dir, 'broker.db') }
 }
 
-function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Upstream {
+/** Connector libraries load only when configured: an unused MQTT client or AMQP stack costs RSS on a small board. */
+async function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Promise<Upstream> {
   switch (u.type) {
-    case 'mqtt': return new MqttUpstream(u, gatewayId, log)
-    case 'amqp': return new AmqpUpstream(u, gatewayId, log)
+    case 'mqtt': return new (await import('./upstream/mqtt.ts')).MqttUpstream(u, gatewayId, log)
+    case 'amqp': return new (await import('../bridges/amqp/upstream.ts')).AmqpUpstream(u, gatewayId, log)
   }
 }
 
@@ -70,7 +74,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, log,
   })
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
-  const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
+  const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
@@ -101,10 +105,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   outbox.onCommitted((c) => {
     for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
     metrics.commitSeconds.observe(c.latencyMs / 1000)
-    for (const [device, link] of c.devices) {
-      registry.touch(device)
-      if (bus.listenerCount('reading') > 0) bus.safeEmit('reading', { device, link })
-    }
+    for (const device of c.devices.keys()) registry.touch(device)
+  })
+  outbox.onLatest((r) => {
+    if (bus.listenerCount('reading') === 0) return
+    bus.safeEmit('reading', { device: r.device, link: r.link, ts: r.ts, seq: r.seq, metrics: r.payload === null ? {} : readingMetrics({ kind: 'json', payload: r.payload }) })
   })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
@@ -174,6 +179,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
 
+  const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
+  control.handle('status', async () => health())
+
+  // First: a second gateway on the same data dir stops here, before it touches anything.
+  await control.start()
   registry.open()
   registry.markAllOffline()
   await outbox.start()
@@ -200,6 +210,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
+    await control.stop()
     throw err
   }
   const timers = [
@@ -227,10 +238,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await http?.stop()
+      await control.stop()
       registry.close()
       log.info('stopped')
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, camera, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, control, stop }
 }
