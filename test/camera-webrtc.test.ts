@@ -3,38 +3,13 @@
 // dead, the supervisor restarts it and the same viewers decode again.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createServer } from 'node:http'
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { pino } from 'pino'
 import type { Browser, Page } from 'playwright-core'
-import { CameraService } from '../gateway/camera/service.ts'
 import { cameraSchema } from '../gateway/camera/config.ts'
-import { acceptWebSocketStreams } from '../gateway/net/websocket.ts'
-import type { ChannelMessage } from '../gateway/dashboard/channel.ts'
 import { freePort, waitFor } from './helpers/net.ts'
-import { ROOT } from './helpers/gateway.ts'
+import { startCameraHarness } from './helpers/camera-harness.ts'
 import { launchBrowser, artifact } from './helpers/browser.ts'
 import { ffmpegSource, requireCameraPeers, videoState } from './helpers/camera.ts'
-
-// The page's side of the seam: the dashboard WebSocket carries JSON lines here (the stream API sends binary frames).
-const PAGE = `<!doctype html><meta charset=utf-8><title>camera</title><body style="margin:0;background:#222">
-<div id=cam style="width:640px"></div>
-<script type=module>
-import { mountCamera } from '/camera.js'
-const ws = new WebSocket('ws://' + location.host + '/ws')
-ws.binaryType = 'arraybuffer'
-const listeners = []
-const queue = []
-ws.onopen = () => { for (const m of queue.splice(0)) ws.send(m) }
-ws.onmessage = (e) => {
-  for (const line of new TextDecoder().decode(e.data).split('\\n')) if (line) for (const l of listeners) l(JSON.parse(line))
-}
-window.cam = mountCamera(document.getElementById('cam'), {
-  send: (m) => { const t = JSON.stringify(m) + '\\n'; ws.readyState === 1 ? ws.send(t) : queue.push(t) },
-  onMessage: (cb) => listeners.push(cb),
-})
-</script>`
 
 test('camera: ffmpeg -> gateway -> two Chromium viewers; source killed -> dead, restarted, decoding again', async (t) => {
   requireCameraPeers()
@@ -44,40 +19,18 @@ test('camera: ffmpeg -> gateway -> two Chromium viewers; source killed -> dead, 
     enabled: true, command: ffmpegSource(), rtpPort: await freePort(), bindAddress: '127.0.0.1', maxViewers: 2,
     stallMs: 3000, restartMinMs: 2500, restartMaxMs: 4000,
   })
-  const camera = new CameraService(config, log)
-  const server = createServer((req, res) => {
-    if (req.url === '/camera.js') res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(join(ROOT, 'gateway/dashboard/public/camera.js')))
-    else res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE)
-  })
-  const closeWs = acceptWebSocketStreams(server, { path: '/ws', maxPayload: 64 * 1024 }, (stream) => {
-    const conn = camera.open({ user: 'test', send: (msg) => { stream.write(JSON.stringify(msg) + '\n') } })
-    let buf = ''
-    stream.on('data', (d: Buffer) => {
-      buf += d.toString()
-      let i
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i)
-        buf = buf.slice(i + 1)
-        conn.receive(JSON.parse(line) as ChannelMessage)
-      }
-    })
-    stream.on('close', () => conn.close())
-  })
-  const httpPort = await freePort()
-  await new Promise<void>((r) => server.listen(httpPort, '127.0.0.1', r))
+  const harness = await startCameraHarness(config, log, await freePort())
+  const camera = harness.camera
   let browser: Browser | null = null
   t.after(async () => {
     await browser?.close()
-    await camera.stop()
-    await closeWs()
-    server.close()
+    await harness.stop()
   })
-  await camera.start()
   browser = await launchBrowser()
   const open = async (): Promise<Page> => {
     const page = await browser!.newPage({ viewport: { width: 680, height: 460 } })
     page.on('pageerror', (e) => logs.push({ level: 50, msg: `page error: ${e.message}` }))
-    await page.goto(`http://127.0.0.1:${httpPort}/`)
+    await page.goto(harness.url)
     return page
   }
   const [a, b] = [await open(), await open()]

@@ -15,8 +15,9 @@ import type { BenchContext, BenchSection } from './lib/section.ts';
 import { renderTable } from './lib/table.ts';
 import { mqttSection } from './mqtt/section.ts';
 import { amqpSection } from './amqp/section.ts';
+import { cameraSection } from './camera/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection, amqpSection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection, cameraSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -31,6 +32,7 @@ function usage(): string {
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=200000 BENCH_AMQP_LIVE_SECONDS=8',
     '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
+    'env (camera): BENCH_CAMERA_SECONDS=10 BENCH_CAMERA_VIEWERS=0,1,3 BENCH_CAMERA_BITRATE=4M (empty: bare test pattern)',
   ].join('\n');
 }
 

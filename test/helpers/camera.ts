@@ -11,9 +11,11 @@ export function requireCameraPeers(): void {
 }
 
 /** The test pattern as an H.264 RTP source: a keyframe every second, baseline yuv420p (what browsers decode). */
-export function ffmpegSource(size = '640x360', rate = 30): string[] {
+export function ffmpegSource(size = '640x360', rate = 30, bitrate?: string): string[] {
+  // testsrc compresses to almost nothing: for a camera-like bitrate, add noise and cap the rate.
+  const busy = bitrate ? ['-vf', 'noise=alls=12:allf=t', '-b:v', bitrate, '-maxrate', bitrate, '-bufsize', bitrate] : []
   return [
-    FFMPEG, '-hide_banner', '-loglevel', 'warning', '-re', '-f', 'lavfi', '-i', `testsrc=size=${size}:rate=${rate}`,
+    FFMPEG, '-hide_banner', '-loglevel', 'warning', '-re', '-f', 'lavfi', '-i', `testsrc=size=${size}:rate=${rate}`, ...busy,
     '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-profile:v', 'baseline', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', String(rate),
     '-f', 'rtp', '-pkt_size', '1200', 'rtp://127.0.0.1:{rtpPort}',
   ]
