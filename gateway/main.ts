@@ -71,7 +71,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const outbox = new OutboxClient({
     file: files.outbox, gatewayId: config.gateway.id, upstreams: enabled.map((u) => u.name),
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
-    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, log,
+    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, priority: config.outbox.priority, log,
   })
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
