@@ -184,6 +184,7 @@ test('camera config: off by default, {rtpPort} required, ICE URLs and TURN crede
   assert.match(err({ iceServers: [{ urls: 'turn:turn.example.org' }] }), /TURN server needs username and credential/)
   assert.match(err({ restartMinMs: 5000, restartMaxMs: 1000 }), /restartMaxMs must be >= restartMinMs/)
   assert.match(err({ bogus: 1 }), /bogus/)
+  assert.deepEqual(configSchema.parse({ camera: { command: ['ffmpeg', '-g', 30, '{rtpPort}'] } }).camera.command, ['ffmpeg', '-g', '30', '{rtpPort}'], 'numbers in the argv become strings')
   const ok = configSchema.parse({ camera: { enabled: true, iceServers: [{ urls: 'stun:stun.example.org:3478' }] } }).camera
   assert.deepEqual(ok.iceServers[0]!.urls, ['stun:stun.example.org:3478'], 'a single URL string becomes a list')
 })

@@ -31,7 +31,8 @@ export const iceServerSchema = z.object({
 export const cameraSchema = z.object({
   enabled: z.boolean().default(false),
   /** The source pipeline as an argv array (no shell). `{rtpPort}` is replaced by `rtpPort`. Must send H.264 RTP there. */
-  command: z.array(z.string().min(1)).min(1).default(DEFAULT_CAMERA_COMMAND)
+  // Numbers are taken as strings (`-g, 30` in YAML).
+  command: z.array(z.union([z.string().min(1), z.number().transform(String)])).min(1).default(DEFAULT_CAMERA_COMMAND)
     .refine((c) => c.some((a) => a.includes('{rtpPort}')), 'the command must contain {rtpPort} (where it sends RTP)'),
   /** Loopback UDP port the source sends RTP (H.264) to. */
   rtpPort: z.number().int().min(1).max(65535).default(5004),
