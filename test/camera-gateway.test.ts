@@ -59,8 +59,15 @@ test('camera source that cannot start, or sends junk: dead with the reason, gate
   // Not RTP on the RTP port: one clear warning, nothing forwarded, no crash.
   const sock = createSocket('udp4')
   await new Promise<void>((r) => sock.send(Buffer.from('definitely not RTP'), rtpPort, '127.0.0.1', () => r()))
-  sock.close()
   await g.waitLog((l) => /not RTP was dropped/.test(l.msg))
+  assert.equal((await health(g)).camera.state, 'dead', 'junk does not make a dead source look alive')
+  // RTP too large for the path MTU once encrypted: one warning with the fix.
+  const big = Buffer.alloc(1472)
+  big[0] = 0x80
+  big[1] = 96
+  await new Promise<void>((r) => sock.send(big, rtpPort, '127.0.0.1', () => r()))
+  sock.close()
+  await g.waitLog((l) => /large RTP packets/.test(l.msg) && /-pkt_size 1200/.test(l.msg))
   assert.equal(g.proc.exitCode, null)
 })
 

@@ -5,7 +5,7 @@ import type { Logger } from 'pino'
 import type { ChannelConnection, ChannelMessage, ChannelSession, DashboardChannel } from '../dashboard/channel.ts'
 import type { CameraConfig } from './config.ts'
 import { RtpSource } from './source.ts'
-import { RateMeter, RtpRewriter, parseRtp, rtcpFeedback, startsKeyframe } from './rtp.ts'
+import { RateMeter, RtpRewriter, rtcpFeedback, startsKeyframe, type RtpHeader } from './rtp.ts'
 import { checkAnswer, normaliseCandidate, toBrowserIceServers, toLibIceServers } from './sdp.ts'
 import type { CameraState } from './state.ts'
 import type { ViewerPeer } from './webrtc.ts'
@@ -27,6 +27,8 @@ export interface CameraStatus {
 /** Payload type and SSRC announced in our offers; every packet is rewritten to these. */
 const PAYLOAD_TYPE = 96
 const SSRC = 0x0edce0ae
+/** RTP packets above this risk IP fragmentation after SRTP (+10..16 bytes) and TURN (+36) on a 1500-byte path. */
+const MAX_RTP_BYTES = 1300
 
 interface Viewer {
   id: string
@@ -49,6 +51,7 @@ export class CameraService implements DashboardChannel {
   private readonly meter = new RateMeter()
   private statusTimer: NodeJS.Timeout | null = null
   private notRtpLogged = false
+  private bigPacketLogged = false
   private readonly startedAt = Date.now()
   private unavailable: string | null = null
   /** Keyframe requests (PLI/FIR) from viewers: the source cannot honour them, its GOP length bounds the wait. */
@@ -71,7 +74,7 @@ export class CameraService implements DashboardChannel {
     const source = new RtpSource(this.config, this.log)
     this.source = source
     source.onSpawned(() => this.rewriter.newSource())
-    source.onPacket((buf, now) => this.forward(buf, now))
+    source.onPacket((buf, h, now) => this.forward(buf, h, now))
     source.onChange(() => this.broadcastStatus())
     await source.start()
     this.statusTimer = setInterval(() => this.broadcastStatus(), 1000)
@@ -233,15 +236,18 @@ export class CameraService implements DashboardChannel {
     this.broadcastStatus()
   }
 
-  private forward(buf: Buffer, now: number): void {
-    this.meter.add(buf.length, now)
-    const h = parseRtp(buf)
+  private forward(buf: Buffer, h: RtpHeader | null, now: number): void {
     if (!h) {
       if (!this.notRtpLogged) {
         this.notRtpLogged = true
         this.log.warn({ bytes: buf.length, port: this.config.rtpPort }, 'camera: a datagram that is not RTP was dropped (the source must send RTP, e.g. ffmpeg -f rtp)')
       }
       return
+    }
+    this.meter.add(buf.length, now)
+    if (buf.length > MAX_RTP_BYTES && !this.bigPacketLogged) {
+      this.bigPacketLogged = true
+      this.log.warn({ bytes: buf.length, max: MAX_RTP_BYTES }, 'camera: the source sends large RTP packets that may not fit the path MTU once encrypted (or relayed by TURN): configure a packet size of 1200 (ffmpeg: -pkt_size 1200)')
     }
     if (this.viewers.size === 0) return
     const keyframe = startsKeyframe(buf.subarray(h.payloadOffset, h.payloadOffset + h.payloadLength))

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { Backoff } from '../upstream/backoff.ts'
 import type { CameraConfig } from './config.ts'
 import { SourceState } from './state.ts'
+import { parseRtp, type RtpHeader } from './rtp.ts'
 
 /** `{rtpPort}` in each argument becomes the port. */
 export function expandCommand(command: readonly string[], rtpPort: number): string[] {
@@ -23,14 +24,15 @@ export class RtpSource {
   private stderrTail = ''
   /** Processes we killed after a stall: their exit is not news (the stall is the reason shown). */
   private readonly killedForStall = new WeakSet<ChildProcess>()
-  private readonly listeners: { packet: ((buf: Buffer, now: number) => void)[]; change: (() => void)[]; spawned: (() => void)[] } = { packet: [], change: [], spawned: [] }
+  private readonly listeners: { packet: ((buf: Buffer, h: RtpHeader | null, now: number) => void)[]; change: (() => void)[]; spawned: (() => void)[] } = { packet: [], change: [], spawned: [] }
 
   constructor(private readonly config: CameraConfig, private readonly log: Logger, now = Date.now()) {
     this.state = new SourceState(config.stallMs, true, now)
     this.backoff = new Backoff(config.restartMinMs, config.restartMaxMs)
   }
 
-  onPacket(l: (buf: Buffer, now: number) => void): void { this.listeners.packet.push(l) }
+  /** Every datagram, with its RTP header (null: not RTP, which does not count as the source being alive). */
+  onPacket(l: (buf: Buffer, h: RtpHeader | null, now: number) => void): void { this.listeners.packet.push(l) }
   /** State changes (starting/live/dead) and reason updates. */
   onChange(l: () => void): void { this.listeners.change.push(l) }
   /** A new source process: its RTP numbering starts afresh. */
@@ -43,12 +45,13 @@ export class RtpSource {
     const sock = createSocket('udp4')
     sock.on('message', (buf) => {
       const now = Date.now()
-      if (this.state.packet(now)) {
+      const h = parseRtp(buf)
+      if (h && this.state.packet(now)) {
         this.backoff.reset()
         this.log.info({ pid: this.child?.pid }, 'camera source live')
         this.emit('change')
       }
-      for (const l of this.listeners.packet) l(buf, now)
+      for (const l of this.listeners.packet) l(buf, h, now)
     })
     try {
       await new Promise<void>((resolve, reject) => {
