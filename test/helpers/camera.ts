@@ -25,10 +25,13 @@ export const hasFfmpeg = (): boolean => existsSync(FFMPEG)
 
 export interface VideoState { framesDecoded: number; playing: boolean; width: number; height: number; state: string | null; overlay: string; figures: string }
 
-/** What the camera panel on `page` shows (window.cam is the object mountCamera returned). */
+/** What the camera panel on `page` shows (through the object mountCamera returned, kept on the panel element). */
 export async function videoState(page: Page): Promise<VideoState> {
   return page.evaluate(async () => {
-    const cam = (window as unknown as { cam: { peer: RTCPeerConnection | null; video: HTMLVideoElement; element: HTMLElement } }).cam
+    type Cam = { peer: RTCPeerConnection | null; video: HTMLVideoElement; element: HTMLElement }
+    const panel = document.querySelector('.camera-panel') as (HTMLElement & { camera?: Cam }) | null
+    const cam = panel?.camera
+    if (!cam) return { framesDecoded: 0, playing: false, width: 0, height: 0, state: null, overlay: 'no camera panel', figures: '' }
     let framesDecoded = 0
     if (cam.peer) {
       const stats = await cam.peer.getStats()

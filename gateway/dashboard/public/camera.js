@@ -153,7 +153,7 @@ export function mountCamera(container, channel) {
   video.addEventListener('playing', render)
   render()
 
-  return {
+  const api = {
     video,
     element: root,
     /** The current RTCPeerConnection (for diagnostics: getStats). */
@@ -166,4 +166,7 @@ export function mountCamera(container, channel) {
       root.remove()
     },
   }
+  // Reachable from the page for diagnostics and tests: document.querySelector('.camera-panel').camera
+  root.camera = api
+  return api
 }

@@ -43,7 +43,7 @@ async function recordFrames(page: Page): Promise<void> {
   // A string: tsx would wrap named functions in a helper the page does not have.
   await page.evaluate(`(() => {
     window.frameLog = []
-    const v = window.cam.video
+    const v = document.querySelector('.camera-panel').camera.video
     const step = (_now, m) => {
       if (m.rtpTimestamp !== undefined && m.receiveTime !== undefined) {
         window.frameLog.push({ rtp: m.rtpTimestamp, recv: performance.timeOrigin + m.receiveTime, pres: performance.timeOrigin + m.presentationTime })
@@ -87,7 +87,7 @@ async function oneRun(ctx: BenchContext, browser: Browser, viewers: number, seco
     const gatewayRssBytes = readRssBytes(child.pid);
     const f1 = await Promise.all(pages.map((p) => videoState(p).then((s) => s.framesDecoded)));
     const fps = f1.map((f, i) => (f - f0[i]!) / elapsed);
-    const bitrate = pages.length ? await pages[0]!.evaluate(() => (window as unknown as { cam: { status: { bitrate: number } | null } }).cam.status?.bitrate ?? 0) : undefined;
+    const bitrate = pages.length ? await pages[0]!.evaluate(`document.querySelector('.camera-panel').camera.status?.bitrate ?? 0`) as number : undefined;
     // Latency: match each shown frame with the moment its last packet left the source.
     await sleep(300);
     const sent = new Map<number, number>();
