@@ -163,7 +163,7 @@ test('SourceState: starting -> live -> dead (exit) -> live; stalls; off', () => 
 })
 
 test('camera health: degraded reason only when enabled and dead', () => {
-  const base = { enabled: true, state: 'dead' as const, since: new Date(10_000).toISOString(), reason: 'x', restarts: 2, viewers: 0, maxViewers: 4, bitrate: 0 }
+  const base = { enabled: true, state: 'dead' as const, since: new Date(10_000).toISOString(), reason: 'x', restarts: 2, viewers: 0, maxViewers: 4, bitrate: 0, keyframeRequests: 0 }
   assert.deepEqual(cameraHealthReasons(base, 25_000), ['camera source dead for 15 s (x; restarted 2 times)'])
   assert.deepEqual(cameraHealthReasons({ ...base, state: 'live' }, 25_000), [])
   assert.deepEqual(cameraHealthReasons({ ...base, enabled: false, state: 'off' }, 25_000), [])

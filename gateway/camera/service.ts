@@ -22,6 +22,8 @@ export interface CameraStatus {
   maxViewers: number
   /** Bits per second arriving from the source (and sent to each viewer). */
   bitrate: number
+  /** Keyframe requests (PLI/FIR) from viewers so far: the source cannot honour them, its GOP bounds the wait. */
+  keyframeRequests: number
 }
 
 /** Payload type and SSRC announced in our offers; every packet is rewritten to these. */
@@ -54,8 +56,7 @@ export class CameraService implements DashboardChannel {
   private bigPacketLogged = false
   private readonly startedAt = Date.now()
   private unavailable: string | null = null
-  /** Keyframe requests (PLI/FIR) from viewers: the source cannot honour them, its GOP length bounds the wait. */
-  keyframeRequests = 0
+  private keyframeRequests = 0
 
   constructor(private readonly config: CameraConfig, private readonly log: Logger) {}
 
@@ -104,6 +105,7 @@ export class CameraService implements DashboardChannel {
       viewers: connected,
       maxViewers: this.config.maxViewers,
       bitrate: snap?.state === 'live' ? this.meter.bitsPerSecond(now) : 0,
+      keyframeRequests: this.keyframeRequests,
     }
   }
 
