@@ -86,6 +86,9 @@ export class CameraService implements DashboardChannel {
     this.statusTimer = null
     for (const v of this.viewers.values()) v.peer.close()
     this.viewers.clear()
+    // libdatachannel's threads would keep the process alive (an embedding process, a test) after the last peer.
+    this.webrtc?.cleanupWebRtc()
+    this.webrtc = null
     await this.source?.stop()
     this.broadcastStatus()
     this.sessions.clear()
