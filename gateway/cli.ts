@@ -11,6 +11,7 @@ import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
+import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
@@ -82,7 +83,7 @@ program.command('run').description('run the gateway').addOption(configOpt()).act
   {
     process.stderr.write(`\nedgeway ${pkg.version} (gateway "${config.gateway.id}") is running\n` +
       l.map((x) => `  mqtt ${x.kind.padEnd(3)} ${x.host}:${x.port}${x.path ?? ''}\n`).join('') +
-      (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics\n` : '') +
+      (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics${gw.dashboard ? ' / (dashboard)' : ''}\n` : '') +
       `  data     ${dataFiles(config).outbox.replace(/\/outbox\.db$/, '')}\n` +
       (config.mqtt.openBroker ? '' : '\nadd a first device:  npx edgeway device add sensor-1   (prints its secret)\n') + '\n')
   }
@@ -169,6 +170,25 @@ device.command('remove').argument('<id>').addOption(configOpt()).description('re
 device.command('rotate-secret').argument('<id>').addOption(configOpt()).description('issue a new secret; the old one stops working').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
   printCredentials(id, await r.rotateSecret(id), c)
 }))
+
+const dashboard = program.command('dashboard').description('the web dashboard on the http port')
+dashboard.command('set-password').addOption(configOpt()).option('--print', 'print the YAML to paste instead of writing the config file')
+  .description('set the admin password (asked twice on a terminal, else the first line of stdin); only its scrypt hash is stored, in the config file')
+  .action(async (opts: { config?: string; print?: boolean }) => {
+    const file = configPath(opts.config)
+    const pw = await readPassword()
+    const problem = passwordProblem(pw)
+    if (problem) { process.stderr.write(`edgeway: ${problem}\n`); process.exitCode = 2; return }
+    const hash = await hashPassword(pw)
+    if (opts.print || !file) {
+      if (!file) process.stderr.write('no config file (--config, $EDGEWAY_CONFIG or ./edgeway.yaml): add this to it:\n')
+      process.stdout.write(hashSnippet(hash))
+      return
+    }
+    writePasswordHash(file, hash)
+    load(file)
+    process.stdout.write(`dashboard password set in ${file}; restart the gateway to apply it\n`)
+  })
 
 const outbox = program.command('outbox').description('inspect the outbox')
 const dead = outbox.command('dead').description('readings an upstream refused for good (dead-letter table)')

@@ -17,6 +17,7 @@ import type { Upstream } from './upstream/types.ts'
 import { CommandRouter } from './commands/router.ts'
 import { CameraService } from './camera/service.ts'
 import { cameraHealthReasons } from './camera/health.ts'
+import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
 import { controlSocketPath } from './control/client.ts'
@@ -43,6 +44,8 @@ export interface RunningGateway {
   commands: CommandRouter
   /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
   camera: CameraService
+  /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
+  dashboard: DashboardServer | null
   /** The control socket CLI commands use to reach this process (flash, OTA, status). */
   control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
@@ -178,6 +181,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  const dashboard = http && config.dashboard.enabled ? new DashboardServer({
+    config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
+    devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
+    dispatch: (cmd) => commands.dispatch(cmd), status: health,
+  }) : null
+  // The camera panel's signalling rides on the dashboard WebSocket ("camera.*" messages, authenticated sessions only).
+  dashboard?.addChannel(camera)
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
@@ -201,6 +211,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         await refreshStats()
         res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
       })
+      dashboard?.start()
       await http.start()
     }
     await camera.start()
@@ -220,7 +231,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
-  if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
@@ -237,6 +248,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       commands.close()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
+      await dashboard?.stop()
       await http?.stop()
       await control.stop()
       registry.close()
@@ -244,5 +256,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, camera, control, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, dashboard, control, stop }
 }

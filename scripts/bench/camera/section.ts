@@ -1,8 +1,8 @@
 /**
  * Section `camera`: H.264 passthrough cost and frame latency. ffmpeg encodes the 720p30 test pattern (the camera's
- * supervised source command, through a timestamping relay: relay.ts) -> the camera service (host.ts: the camera
- * path of the gateway in a process of its own) -> N headless Chromium viewers (the real camera panel).
- *   - gateway CPU: the host process (Node + libdatachannel threads: SRTP and send), % of one core
+ * supervised source command, through a timestamping relay: relay.ts) -> the gateway (child process, camera enabled,
+ * dashboard without a password: loopback only) -> N headless Chromium pages of the dashboard (its camera panel).
+ *   - gateway CPU: the whole gateway process (Node + libdatachannel threads: SRTP and send), % of one core
  *   - frames decoded per second in each viewer (getStats framesDecoded)
  *   - latency source -> browser: the last packet of a frame leaving the source (relay) -> the frame received
  *     (requestVideoFrameCallback receiveTime) and -> presented (presentationTime); same machine, same clock
@@ -13,9 +13,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Browser, Page } from 'playwright-core';
 import { envNumber, type BenchContext, type BenchSection, type SectionReport } from '../lib/section.ts';
 import { fmt } from '../lib/table.ts';
-import { startChild, makeTempDir, removeTempDir } from '../lib/children.ts';
+import { makeTempDir, removeTempDir } from '../lib/children.ts';
 import { startCpuWindow, readRssBytes } from '../lib/proc-metrics.ts';
-import { freePort, waitForPort, waitFor } from '../../../test/helpers/net.ts';
+import { freePort, waitFor } from '../../../test/helpers/net.ts';
+import { startGatewayProc } from '../../../test/helpers/gateway.ts';
 import { launchBrowser } from '../../../test/helpers/browser.ts';
 import { ffmpegSource, videoState } from '../../../test/helpers/camera.ts';
 
@@ -54,24 +55,24 @@ async function recordFrames(page: Page): Promise<void> {
   })()`);
 }
 
-async function oneRun(ctx: BenchContext, browser: Browser, viewers: number, seconds: number, bitrate: string): Promise<Run> {
+async function oneRun(_ctx: BenchContext, browser: Browser, viewers: number, seconds: number, bitrate: string): Promise<Run> {
   const dir = makeTempDir('edgeway-bench-camera');
   const timesFile = path.join(dir, 'times.txt');
   const relay = path.join(path.dirname(new URL(import.meta.url).pathname), 'relay.ts');
-  const host = path.join(path.dirname(new URL(import.meta.url).pathname), 'host.ts');
-  const [httpPort, rtpPort] = [await freePort(), await freePort()];
+  const rtpPort = await freePort();
   const source = ffmpegSource('1280x720', 30, bitrate || undefined).map((a) => a.replace('{rtpPort}', '{relayPort}'));
   const config = {
     enabled: true, rtpPort, bindAddress: '127.0.0.1', maxViewers: Math.max(1, viewers),
-    command: [process.execPath, '--import', 'tsx', relay, timesFile, '{rtpPort}', '--', ...source],
+    // The gateway runs in a temp dir: the tsx loader by its full URL.
+    command: [process.execPath, '--import', import.meta.resolve('tsx'), relay, timesFile, '{rtpPort}', '--', ...source],
   };
-  const child = startChild(process.execPath, ['--import', 'tsx', host, String(httpPort), JSON.stringify(config)], { cwd: ctx.repoRoot, logFile: path.join(dir, 'host.log') });
+  const g = await startGatewayProc({ camera: config });
+  const pid = g.proc.pid!;
   const pages: Page[] = [];
   try {
-    await waitForPort(httpPort, 20_000);
     for (let i = 0; i < viewers; i++) {
-      const page = await browser.newPage({ viewport: { width: 680, height: 460 } });
-      await page.goto(`http://127.0.0.1:${httpPort}/`);
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      await page.goto(`http://127.0.0.1:${g.httpPort}/`);
       pages.push(page);
     }
     for (const p of pages) await waitFor('viewer decoding', async () => (await videoState(p)).framesDecoded > 10, 30_000, 200);
@@ -79,12 +80,12 @@ async function oneRun(ctx: BenchContext, browser: Browser, viewers: number, seco
     for (const p of pages) await recordFrames(p);
     await sleep(2000); // warm-up
     const f0 = await Promise.all(pages.map((p) => videoState(p).then((s) => s.framesDecoded)));
-    const cpu = startCpuWindow(child.pid);
+    const cpu = startCpuWindow(pid);
     const t0 = performance.now();
     await sleep(seconds * 1000);
     const gatewayCpu = cpu.stop();
     const elapsed = (performance.now() - t0) / 1000;
-    const gatewayRssBytes = readRssBytes(child.pid);
+    const gatewayRssBytes = readRssBytes(pid);
     const f1 = await Promise.all(pages.map((p) => videoState(p).then((s) => s.framesDecoded)));
     const fps = f1.map((f, i) => (f - f0[i]!) / elapsed);
     const bitrate = pages.length ? await pages[0]!.evaluate(`document.querySelector('.camera-panel').camera.status?.bitrate ?? 0`) as number : undefined;
@@ -114,7 +115,8 @@ async function oneRun(ctx: BenchContext, browser: Browser, viewers: number, seco
     };
   } finally {
     for (const p of pages) await p.close().catch(() => undefined);
-    await child.stop(5000);
+    await g.stop();
+    await g.cleanup();
     removeTempDir(dir);
   }
 }
@@ -150,7 +152,7 @@ export const cameraSection: BenchSection = {
           r.fpsMin === undefined ? 'n/a' : `${fmt.fixed(r.fpsMin, 1)}..${fmt.fixed(r.fpsMax, 1)}`, ms(r.recv), ms(r.pres), String(r.pres.n),
         ]),
         notes: [
-          'gateway CPU: the camera forwarding process (Node + libdatachannel SRTP threads), 100 = one core; no transcoding',
+          'gateway CPU: the whole gateway process (Node + libdatachannel SRTP threads; dashboard open in every viewer), 100 = one core; no transcoding',
           'latency: last RTP packet of a frame leaving ffmpeg -> that frame received / presented in Chromium (rVFC), same clock',
         ],
       }],
