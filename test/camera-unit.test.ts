@@ -188,3 +188,24 @@ test('camera config: off by default, {rtpPort} required, ICE URLs and TURN crede
   const ok = configSchema.parse({ camera: { enabled: true, iceServers: [{ urls: 'stun:stun.example.org:3478' }] } }).camera
   assert.deepEqual(ok.iceServers[0]!.urls, ['stun:stun.example.org:3478'], 'a single URL string becomes a list')
 })
+
+test('doctor camera check: off, missing program, missing or unreadable device, ok', async () => {
+  const { checkCamera } = await import('../gateway/camera/doctor.ts')
+  const { mkdtempSync, writeFileSync, chmodSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dir = mkdtempSync(join(tmpdir(), 'edgeway-camdoc-'))
+  const tool = join(dir, 'ffmpeg')
+  writeFileSync(tool, '#!/bin/sh\n')
+  chmodSync(tool, 0o755)
+  const cam = (command: string[]) => configSchema.parse({ camera: { enabled: true, command } }).camera
+  assert.equal(checkCamera(configSchema.parse({}).camera, dir).level, 'ok')
+  const missing = checkCamera(cam(['ffmpeg', '{rtpPort}']), '/nonexistent')
+  assert.equal(missing.level, 'fail')
+  assert.match(missing.detail, /"ffmpeg" is not installed/)
+  assert.equal(missing.fix, 'apt-get install -y ffmpeg')
+  assert.equal(checkCamera(cam(['ffmpeg', '{rtpPort}']), dir).level, 'ok', 'found on PATH')
+  const noDev = checkCamera(cam([tool, '-i', '/dev/video-nonexistent', '{rtpPort}']), '')
+  assert.match(noDev.detail, /\/dev\/video-nonexistent \(camera.command\) is not present/)
+  assert.equal(noDev.ok, false)
+})
