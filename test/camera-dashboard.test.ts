@@ -77,4 +77,9 @@ test('camera in the dashboard: two viewers decode; source killed -> dead panel a
   assert.equal(((await g.health()) as unknown as { status: string }).status, 'ok')
   await a.screenshot({ path: artifact('camera-dashboard-restarted.png'), fullPage: true })
   assert.deepEqual(errors, [])
+  // Stopping with viewers connected is clean and quick (peers closed, libdatachannel released, source stopped).
+  const t0 = Date.now()
+  assert.equal(await g.stop(), 0)
+  assert.ok(Date.now() - t0 < 4000, `stop took ${Date.now() - t0} ms`)
+  await waitFor('the panels say the gateway is gone or the camera off', async () => (await videoState(a)).state !== 'live', 5000)
 })
