@@ -13,6 +13,7 @@ import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
 import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
+import { registerOtaCommands } from './ota/cli.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function findPackageJson(): string {
@@ -67,6 +68,8 @@ function printCredentials(id: string, secret: string, config: Config): void {
 }
 
 const program = new Command('edgeway').version(pkg.version).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
+// The program's own options (--version) only before a subcommand: `ota push --version X` is the image's version.
+program.enablePositionalOptions()
 const configOpt = (): Option => new Option('-c, --config <file>', 'config file (default: $EDGEWAY_CONFIG or ./edgeway.yaml)')
 
 program.command('run').description('run the gateway').addOption(configOpt()).action(async (opts: { config?: string }) => {
@@ -223,6 +226,8 @@ dead.command('retry').addOption(configOpt()).option('-u, --upstream <name>', 'on
     const n = requestDeadRetry(file, { ...(opts.upstream !== undefined ? { upstream: opts.upstream } : {}), ...(ids.length ? { ids } : {}) })
     process.stdout.write(n === 0 ? 'nothing to retry\n' : `${n} dead-lettered reading${n === 1 ? '' : 's'} queued for retry\n`)
   })
+
+registerOtaCommands(program, { dataDir: (opts) => load(opts.config).gateway.dataDir, configOpt })
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`edgeway: ${err.message}\n`)

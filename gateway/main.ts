@@ -17,6 +17,8 @@ import type { Upstream } from './upstream/types.ts'
 import { CommandRouter } from './commands/router.ts'
 import { CameraService } from './camera/service.ts'
 import { cameraHealthReasons } from './camera/health.ts'
+import { OtaService } from './ota/service.ts'
+import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
@@ -44,6 +46,8 @@ export interface RunningGateway {
   commands: CommandRouter
   /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
   camera: CameraService
+  /** Firmware updates over MQTT (`ota.push` on the control socket). */
+  ota: OtaService
   /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
   dashboard: DashboardServer | null
   /** The control socket CLI commands use to reach this process (flash, OTA, status). */
@@ -99,6 +103,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log, metrics })
+  broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
   const camera = new CameraService(config.camera, log.child({ component: 'camera' }))
@@ -191,6 +197,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
+  control.handle('ota.push', (params, progress) => ota.push(params, progress))
+  control.handle('ota.cancel', async (params) => ota.cancel(params))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()
@@ -199,6 +207,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   await outbox.start()
   try {
     await broker.start()
+    await ota.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
@@ -217,6 +226,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await camera.start()
   } catch (err) {
     await camera.stop().catch(() => undefined)
+    await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
@@ -242,6 +252,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const t of timers) clearInterval(t)
       await camera.stop()
       broker.stopAccepting()
+      await ota.stop()
       await broker.stop()
       await serial.stop()
       for (const f of forwarders) f.stop()
@@ -256,5 +267,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, camera, dashboard, control, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, dashboard, control, ota, stop }
 }
