@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path'
 import { loadConfig, ConfigError } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { openDatabase } from './store/sqlite.ts'
+import { checkCamera } from './camera/doctor.ts'
 
 export type CheckLevel = 'ok' | 'warn' | 'fail'
 
@@ -272,7 +273,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   const { result: configResult, config } = checkConfig(opts.configFile, env)
   results.push(configResult, checkSqlite())
   if (config) {
-    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile), checkDashboard(config))
+    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile), checkDashboard(config), checkCamera(config.camera, env.PATH))
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }

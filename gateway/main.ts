@@ -15,6 +15,8 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
 import { CommandRouter, type CommandResult } from './commands/router.ts'
+import { CameraService } from './camera/service.ts'
+import { cameraHealthReasons } from './camera/health.ts'
 import { OtaService } from './ota/service.ts'
 import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
@@ -43,6 +45,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
+  camera: CameraService
   /** Firmware updates over MQTT (`ota.push` on the control socket). */
   ota: OtaService
   /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
@@ -112,6 +116,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
+  const camera = new CameraService(config.camera, log.child({ component: 'camera' }))
+  if (config.camera.enabled) metrics.setCameraSource(() => { const c = camera.status(); return { viewers: c.viewers, bitrate: c.bitrate, live: c.state === 'live' } })
 
   // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
   outbox.onCommitted((c) => {
@@ -156,11 +162,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   const health = async () => {
     const stats = await refreshStats()
+    const base = evaluateHealth({
+      outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
+      upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
+    })
+    const cam = camera.status()
+    const camReasons = cameraHealthReasons(cam, Date.now())
     return {
-      ...evaluateHealth({
-        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
-        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-      }),
+      status: base.status === 'ok' && camReasons.length > 0 ? 'degraded' : base.status,
+      reasons: [...base.reasons, ...camReasons],
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
       mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
@@ -170,6 +180,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
         return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null }
       }),
+      camera: cam,
     }
   }
 
@@ -190,6 +201,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
     dispatch: (cmd) => commands.dispatch(cmd), status: health,
   }) : null
+  // The camera panel's signalling rides on the dashboard WebSocket ("camera.*" messages, authenticated sessions only).
+  dashboard?.addChannel(camera)
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
@@ -220,8 +233,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       dashboard?.start()
       await http.start()
     }
+    await camera.start()
   } catch (err) {
     await xmpp?.stop().catch(() => undefined)
+    await camera.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
@@ -238,6 +253,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
+  if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -247,6 +263,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const t of timers) clearInterval(t)
       // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
       await xmpp?.stop()
+      await camera.stop()
       broker.stopAccepting()
       await ota.stop()
       await broker.stop()
@@ -263,5 +280,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, dashboard, control, ota, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, dashboard, control, ota, stop }
 }

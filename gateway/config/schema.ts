@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
+import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -105,6 +106,7 @@ export const configSchema = z.object({
     ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),
   }).strict().prefault({}),
   xmpp: xmppSection.prefault({}),
+  camera: cameraSchema.prefault({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',
