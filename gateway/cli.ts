@@ -11,6 +11,7 @@ import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
+import { controlCall, GatewayNotRunning } from './control/client.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function findPackageJson(): string {
@@ -120,6 +121,20 @@ program.command('doctor').addOption(configOpt()).option('--json', 'JSON output')
     const results = await runDoctor({ configFile: configPath(opts.config) })
     process.stdout.write(opts.json ? JSON.stringify(results, null, 2) + '\n' : formatResults(results))
     process.exitCode = results.every((r) => r.ok) ? 0 : 1
+  })
+
+program.command('status').addOption(configOpt())
+  .description("ask the running gateway for its health (the same JSON as /healthz), through its control socket")
+  .action(async (opts: { config?: string }) => {
+    const config = load(opts.config)
+    try {
+      const h = await controlCall(config.gateway.dataDir, 'status') as { status?: string }
+      process.stdout.write(JSON.stringify(h, null, 2) + '\n')
+      process.exitCode = h.status === 'ok' ? 0 : 1
+    } catch (err) {
+      process.stderr.write(`edgeway: ${(err as Error).message}\n`)
+      process.exitCode = err instanceof GatewayNotRunning ? 3 : 1
+    }
   })
 
 const device = program.command('device').description('manage devices in the registry')

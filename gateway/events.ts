@@ -1,10 +1,12 @@
 // In-process events the dashboard, metrics and bridges listen to; they never sit in the data path.
 import { EventEmitter } from 'node:events'
+import type { Metrics } from './readings.ts'
 
 export interface GatewayEvents {
   deviceOnline: [{ device: string; link: string; clientId: string }]
   deviceOffline: [{ device: string; link: string; clientId: string; reason: string }]
-  reading: [{ device: string; link: string }]
+  /** A device's newest stored reading (at most a few per second per device: the outbox coalesces them). */
+  reading: [{ device: string; link: string; ts: number; seq: number | null; metrics: Metrics }]
   refusal: [{ reason: string; detail: string; device?: string; clientId?: string }]
 }
 

@@ -17,6 +17,9 @@ import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
 import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
+import { readingMetrics } from './readings.ts'
+import { ControlServer, type ControlHandler } from './control/server.ts'
+import { controlSocketPath } from './control/client.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -38,6 +41,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The control socket CLI commands use to reach this process (flash, OTA, status). */
+  control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
 }
 
@@ -95,10 +100,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   outbox.onCommitted((c) => {
     for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
     metrics.commitSeconds.observe(c.latencyMs / 1000)
-    for (const [device, link] of c.devices) {
-      registry.touch(device)
-      if (bus.listenerCount('reading') > 0) bus.safeEmit('reading', { device, link })
-    }
+    for (const device of c.devices.keys()) registry.touch(device)
+  })
+  outbox.onLatest((r) => {
+    if (bus.listenerCount('reading') === 0) return
+    bus.safeEmit('reading', { device: r.device, link: r.link, ts: r.ts, seq: r.seq, metrics: r.payload === null ? {} : readingMetrics({ kind: 'json', payload: r.payload }) })
   })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
@@ -163,6 +169,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
 
+  const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
+  control.handle('status', async () => health())
+
+  // First: a second gateway on the same data dir stops here, before it touches anything.
+  await control.start()
   registry.open()
   registry.markAllOffline()
   await outbox.start()
@@ -187,6 +198,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
+    await control.stop()
     throw err
   }
   const timers = [
@@ -212,10 +224,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await http?.stop()
+      await control.stop()
       registry.close()
       log.info('stopped')
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, stop }
+  return { broker, http, outbox, registry, serial, commands, control, stop }
 }

@@ -247,3 +247,26 @@ test('outbox client on its worker thread: group commit, claim after append, clos
     s.close()
   } finally { cleanup() }
 })
+
+test('outbox client reports each device\'s newest stored reading, coalesced, never a refused one', async () => {
+  const { dir, cleanup } = tempDir()
+  const log = createLogger('silent')
+  const c = new OutboxClient({ file: join(dir, 'o.db'), gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, latestEveryMs: 50, log })
+  try {
+    await c.start()
+    const seen: { device: string; seq: number | null; payload: string | null }[] = []
+    c.onLatest((r) => seen.push({ device: r.device, seq: r.seq, payload: r.payload }))
+    const put = (device: string, body: string): Promise<void> => new Promise((resolve, reject) => c.append(raw(device, body), (e) => (e ? reject(e) : resolve())))
+    await Promise.all(Array.from({ length: 200 }, (_, i) => put(`d${i % 2}`, `{"t":${i},"seq":${i}}`)))
+    await put('d0', '{"t":')
+    await waitFor('latest values', () => seen.length >= 2, 5000)
+    await new Promise((r) => setTimeout(r, 150))
+    const last = new Map(seen.map((s) => [s.device, s]))
+    assert.deepEqual(last.get('d0'), { device: 'd0', seq: 198, payload: '{"t":198,"seq":198}' })
+    assert.deepEqual(last.get('d1'), { device: 'd1', seq: 199, payload: '{"t":199,"seq":199}' })
+    assert.ok(seen.length < 20, `coalesced: ${seen.length} events for 200 readings`)
+  } finally {
+    await c.close()
+    cleanup()
+  }
+})

@@ -4,12 +4,14 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { RawReading } from '../readings.ts'
 import { OutboxError, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts'
+import type { FromWorker, LatestReading, ToWorker, WorkerInit } from './protocol.ts'
 
-export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs'> {
+export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs' | 'latestEveryMs'> {
   /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
   batchRows: number
   maintenanceMs?: number
+  /** How often each device's newest reading is reported to onLatest listeners (default 250 ms; 0: never). */
+  latestEveryMs?: number
   log: Logger
 }
 
@@ -59,8 +61,8 @@ export class OutboxClient implements Outbox {
   }
 
   async start(): Promise<void> {
-    const { log, batchRows: _b, maintenanceMs, ...init } = this.opts
-    const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250 }
+    const { log, batchRows: _b, maintenanceMs, latestEveryMs, ...init } = this.opts
+    const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250, latestEveryMs: latestEveryMs ?? 250 }
     const worker = spawnWorker('worker', workerData, 'edgeway-outbox')
     this.worker = worker
     await new Promise<void>((resolve, reject) => {
@@ -266,6 +268,9 @@ export class OutboxClient implements Outbox {
       case 'dropped':
         this.events.emit('dropped', { reason: m.reason, rows: m.rows, bytes: m.bytes })
         break
+      case 'latest':
+        for (const r of m.readings) this.events.emit('latest', r)
+        break
       case 'error':
         if (m.id !== undefined && this.requests.has(m.id)) {
           const r = this.requests.get(m.id)!
@@ -282,6 +287,11 @@ export class OutboxClient implements Outbox {
   /** After each commit: how many readings were stored and for which devices (metrics, last-seen). */
   onCommitted(listener: (info: CommitInfo) => void): void {
     this.events.on('committed', listener)
+  }
+
+  /** Each device's newest stored reading, at most once per latestEveryMs per device (live views). */
+  onLatest(listener: (r: LatestReading) => void): void {
+    this.events.on('latest', listener)
   }
 
   /** A commit failed: none of its `count` readings was stored or acknowledged. */

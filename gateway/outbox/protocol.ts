@@ -5,7 +5,14 @@ import type { OutboxStoreOptions } from './store.ts'
 /** A reading of batch `id` at `index` that does not decode: acknowledged but not stored, the device is told why. */
 export interface Refusal { id: number; index: number; device: string; reason: string }
 
-export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & { maintenanceMs: number }
+/** The newest stored reading of a device (JSON payload text; raw readings carry none). */
+export interface LatestReading { device: string; link: string; ts: number; seq: number | null; payload: string | null }
+
+export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
+  maintenanceMs: number
+  /** Send each device's newest stored reading at most this often (0: never). */
+  latestEveryMs: number
+}
 
 export type ToWorker =
   /** A batch of raw readings: payloads packed back to back in `data` (transferred, not copied). */
@@ -24,5 +31,6 @@ export type FromWorker =
   | { t: 'claimed'; id: number; rows: ClaimedRow[] }
   | { t: 'stats'; id: number; stats: OutboxStats }
   | { t: 'dropped'; reason: DropReason; rows: number; bytes: number }
+  | { t: 'latest'; readings: LatestReading[] }
   | { t: 'error'; id?: number; message: string }
   | { t: 'closed'; id: number }

@@ -4,7 +4,7 @@
 import { parentPort, workerData, receiveMessageOnPort } from 'node:worker_threads'
 import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
-import type { FromWorker, Refusal, ToWorker, WorkerInit } from './protocol.ts'
+import type { FromWorker, LatestReading, Refusal, ToWorker, WorkerInit } from './protocol.ts'
 import { decodeTelemetry, type ReadingInput } from '../readings.ts'
 
 const port = parentPort
@@ -22,6 +22,24 @@ try {
 send({ t: 'ready', lastRowId: store.lastRowId, upstreams: store.upstreamNames })
 
 let closing = false
+
+// Each device's newest committed reading, sent at most every latestEveryMs: live views (dashboard, XMPP status)
+// get values without a message per reading crossing threads.
+const latest = new Map<string, LatestReading>()
+let latestTimer: NodeJS.Timeout | null = null
+function noteLatest(rows: ReadingInput[]): void {
+  if (init.latestEveryMs <= 0) return
+  for (const r of rows) {
+    latest.set(r.device, { device: r.device, link: r.link, ts: r.ts, seq: r.deviceSeq, payload: r.kind === 'json' ? (r.payload as string) : null })
+  }
+  latestTimer ??= setTimeout(flushLatest, init.latestEveryMs)
+}
+function flushLatest(): void {
+  latestTimer = null
+  if (latest.size === 0 || closing) return
+  send({ t: 'latest', readings: [...latest.values()] })
+  latest.clear()
+}
 
 function handleBatch(first: ToWorker): void {
   const msgs: ToWorker[] = [first]
@@ -52,6 +70,7 @@ function handleBatch(first: ToWorker): void {
     try {
       const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
       send({ t: 'appended', ids, lastRowId, refused })
+      noteLatest(rows)
     } catch (err) {
       send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
     }
@@ -69,6 +88,7 @@ function handleBatch(first: ToWorker): void {
         case 'close':
           closing = true
           clearInterval(timer)
+          if (latestTimer) clearTimeout(latestTimer)
           store.close()
           send({ t: 'closed', id: m.id })
           port!.close()

@@ -89,8 +89,9 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
       })
       let err = ''
       p.stderr!.on('data', (d: Buffer) => { err += d.toString() })
-      const exited = new Promise<never>((_r, reject) => p.once('exit', (code) => reject(new Error(`gateway exited with ${code} before ready: ${err}\n${g.logs.map((l) => l.msg).join('\n')}`))))
-      await Promise.race([g.waitLog((l) => l.msg === 'edgeway ready', 20000), exited])
+      const exited = new Promise<never>((_r, reject) => p.once('exit', (code) => reject(new Error(`gateway exited with ${code} before ready: ${err}\n${g.logs.map((l) => (l.err ? `${l.msg}: ${String(l.err)}` : l.msg)).join('\n')}`))))
+      const ready = g.waitLog((l) => l.msg === 'edgeway ready' || p.exitCode !== null || p.signalCode !== null, 20000)
+      await Promise.race([ready, exited])
       exited.catch(() => undefined)
     },
     async stop() {
