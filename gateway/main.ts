@@ -32,6 +32,7 @@ function packageVersion(): string {
 const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
 import { toSerialCommand } from '../devices/serial/commands.ts'
+import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -171,6 +172,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
+  control.handle(FLASH_METHOD, flashHandler({ links: () => serial.links, log: log.child({ component: 'flash' }) }))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()

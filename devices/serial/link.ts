@@ -46,6 +46,8 @@ export interface SerialLinkStatus {
   readings: number
   duplicates: number
   reopens: number
+  /** HELLO frames received (a flasher waits for the next one to learn the new firmware version). */
+  hellos: number
 }
 
 /** Committed device sequence numbers remembered for duplicate detection; must exceed the firmware's window (4). */
@@ -70,6 +72,7 @@ export class SerialLink {
   private readings = 0
   private duplicates = 0
   private reopens = 0
+  private hellos = 0
   private openFailuresLogged = 0
   private readonly pendingSeqs = new Set<number>()
   private recentSeqs: number[] = []
@@ -88,7 +91,24 @@ export class SerialLink {
     void this.open()
   }
 
-  async stop(): Promise<void> {
+  /** Lets another program use the port (a flasher): closes it and keeps it closed until resume(). */
+  async pause(reason: string): Promise<void> {
+    if (this.stopped) return
+    this.log.info({ reason }, 'serial link paused: port released')
+    await this.stop(reason)
+  }
+
+  /** Reopens after pause(); the board's HELLO then records its (new) firmware version. */
+  resume(): void {
+    if (!this.stopped) return
+    this.log.info('serial link resumed')
+    this.backoff.reset()
+    this.start()
+  }
+
+  get paused(): boolean { return this.stopped }
+
+  async stop(reason = 'gateway stopping'): Promise<void> {
     this.stopped = true
     if (this.noiseTimer) clearTimeout(this.noiseTimer)
     this.noiseTimer = null
@@ -97,7 +117,7 @@ export class SerialLink {
     const p = this.port
     this.detach()
     if (p) await p.close()
-    this.setOffline('gateway stopping')
+    this.setOffline(reason)
     for (const resolve of this.commands.values()) resolve(-1)
     this.commands.clear()
   }
@@ -107,7 +127,7 @@ export class SerialLink {
     return {
       device: this.config.device, path: this.config.path, open: this.port !== null, online: this.online, firmware: this.firmware,
       framing: { frames: this.framing.frames + (f?.frames ?? 0), badFrames: this.framing.badFrames + (f?.badFrames ?? 0), resyncs: this.framing.resyncs + (f?.resyncs ?? 0) },
-      readings: this.readings, duplicates: this.duplicates, reopens: this.reopens,
+      readings: this.readings, duplicates: this.duplicates, reopens: this.reopens, hellos: this.hellos,
     }
   }
 
@@ -265,6 +285,7 @@ export class SerialLink {
           this.recentSeqs = []
         }
         this.bootId = f.seq
+        this.hellos++
         if (version !== this.firmware) this.log.info({ firmware: version }, 'serial device says hello')
         this.firmware = version
         try { this.d.registry.setFirmware(this.config.device, version) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
@@ -337,4 +358,5 @@ export class SerialLinks {
   start(): void { for (const l of this.links) l.start() }
   async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
   byDevice(device: string): SerialLink | undefined { return this.links.find((l) => l.config.device === device) }
+  byPath(path: string): SerialLink | undefined { return this.links.find((l) => l.config.path === path) }
 }

@@ -4,6 +4,8 @@ import { SerialPort } from 'serialport'
 export interface PortHandle {
   readonly path: string
   write(data: Uint8Array): Promise<void>
+  /** Sets the modem control lines (DTR/RTS reset an Arduino); rejects where the port has none (a pty). */
+  setSignals(s: { dtr: boolean; rts: boolean }): Promise<void>
   close(): Promise<void>
 }
 
@@ -35,6 +37,10 @@ export const openSerialPort: OpenPort = async (path, baudRate, on) => {
     write: (data) => new Promise<void>((resolve, reject) => {
       if (!port.isOpen) { reject(new Error('port not open')); return }
       port.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), (err) => (err ? reject(err) : resolve()))
+    }),
+    setSignals: (s) => new Promise<void>((resolve, reject) => {
+      if (!port.isOpen) { reject(new Error('port not open')); return }
+      port.set(s, (err) => (err ? reject(err) : resolve()))
     }),
     close: () => new Promise<void>((resolve) => {
       closing = true

@@ -14,8 +14,8 @@
  * can connect. A pty has no DTR line, so the Arduino auto-reset is emulated: whenever a program opens the port (the
  * pty's hangup clears) the board gets an external reset, like the DTR edge through the Uno's reset capacitor.
  * SIGUSR2 is the reset button.
- * Baud: the line runs at the baud the opener set on the pty (read from its termios); when that is more than 5% off
- * the simulated UART's (UBRR0, U2X0), bytes both ways are garbled, as on a real line with mismatched rates.
+ * Baud (boot mode): the line runs at the baud the opener set on the pty (read from its termios); when that is more
+ * than 5% off the simulated UART's (UBRR0, U2X0), bytes both ways are garbled, as on a real line with mismatched rates.
  * -p: report output pin changes on stderr as "simboard: pin PB5=1" (for tests of actuators).
  */
 #define _GNU_SOURCE
@@ -74,7 +74,8 @@ static int baud_mismatch(void) {
   uint32_t ubrr = ((avr->data[0xC5] & 0x0F) << 8) | avr->data[0xC4];
   uint32_t div = (avr->data[0xC0] & 0x02) ? 8 : 16;
   uint32_t uart = avr->frequency / (div * (ubrr + 1));
-  int bad = line_baud && (uart * 100 > line_baud * 105 || uart * 105 < line_baud * 100);
+  /* only in boot mode, which knows when someone has the port open (otherwise the termios rate is stale) */
+  int bad = boot_mode && peer_open && line_baud && (uart * 100 > line_baud * 105 || uart * 105 < line_baud * 100);
   if (bad != garbling) {
     garbling = bad;
     if (bad) fprintf(stderr, "simboard: line at %u baud but the UART runs at %u: bytes garbled\n", (unsigned)line_baud, (unsigned)uart);

@@ -28,6 +28,14 @@ export function buildSimBoard(opts: { version?: string; intervalMs?: number; win
   return { dir, hex: join(dir, 'sensor-node.hex'), simboard: join(dir, 'simboard'), cleanup }
 }
 
+/** Debian's arduino-core-avr: the old Arduino bootloader (STK500v1, 57600 baud) that fits the 2 KiB boot section. */
+export const ATMEGABOOT = '/usr/share/arduino/hardware/arduino/avr/bootloaders/atmega/ATmegaBOOT_168_atmega328.hex'
+
+export function requireBootloader(): string {
+  if (!existsSync(ATMEGABOOT)) throw new Error(`${ATMEGABOOT} not found: install the Arduino cores with 'apt-get install -y arduino-core-avr' (or run 'bash scripts/setup.sh')`)
+  return ATMEGABOOT
+}
+
 export interface SimBoard {
   /** The pty symlink the gateway opens. */
   path: string
@@ -36,12 +44,18 @@ export interface SimBoard {
   stderr: () => string
   /** 64 random bytes on the line after the next frame delimiter the firmware sends. */
   injectGarbage(): void
+  /** SIGUSR2: the reset button (into the bootloader when there is one). */
+  reset(): void
   /** SIGTERM: the harness removes the pty link and exits (the board is "unplugged"). */
   stop(): Promise<void>
 }
 
-export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number } = {}): Promise<SimBoard> {
-  const args = ['-a', String(opts.adc0mV ?? 2500), opts.hex ?? build.hex, path]
+/**
+ * bootloader: the board runs it at every reset and starts as after an external reset; opening the port resets it
+ * (the Arduino auto-reset). pins: output pin changes are reported on stderr ("simboard: pin PB5=1").
+ */
+export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number; bootloader?: string; pins?: boolean } = {}): Promise<SimBoard> {
+  const args = ['-a', String(opts.adc0mV ?? 2500), ...(opts.bootloader ? ['-b', opts.bootloader] : []), ...(opts.pins ? ['-p'] : []), opts.hex ?? build.hex, path]
   const proc = spawn(build.simboard, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString() })
@@ -59,6 +73,7 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
     path, proc, pid: proc.pid!,
     stderr: () => err,
     injectGarbage() { process.kill(proc.pid!, 'SIGUSR1') },
+    reset() { process.kill(proc.pid!, 'SIGUSR2') },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const done = new Promise((r) => proc.once('exit', r))
