@@ -111,6 +111,8 @@ static void read_pty(void) {
  * wait, instead of one write per byte. Nobody reading and the tty queue full: dropped, like a real UART's bytes. */
 static uint8_t out_buf[64];
 static size_t out_len;
+static uint64_t out_since;  /* wall time of the oldest byte waiting in out_buf */
+static uint64_t now_ns(void);
 static void flush_out(void) {
   if (out_len && baud_mismatch()) for (size_t i = 0; i < out_len; i++) out_buf[i] = rand();
   if (out_len && write(master_fd, out_buf, out_len) < 0 && errno != EAGAIN) { /* reader gone: drop */ }
@@ -119,6 +121,7 @@ static void flush_out(void) {
 static void on_uart_out(avr_irq_t *irq, uint32_t v, void *p) {
   (void)irq; (void)p;
   uint8_t b = v;
+  if (out_len == 0) out_since = now_ns();
   out_buf[out_len++] = b;
   if (b == 0 || out_len == sizeof out_buf) flush_out();
   if (b == 0 && garbage_armed) {
@@ -152,7 +155,9 @@ static avr_cycle_count_t cycle0;
 static void wait_until_cycle(avr_t *avr, avr_cycle_count_t cycle) {
   uint64_t target = wall0 + (uint64_t)((cycle - cycle0) * (1e9 / avr->frequency));
   /* the firmware also sleeps between the bytes it sends (~87 us apart): flush only when the line goes quiet */
-  if (target > now_ns() + 1000000) flush_out();
+  /* and never hold a byte longer than 2 ms: busy-loop firmware never lets the line look quiet, least of all when the
+   * simulation runs behind on a loaded machine (a Firmata reply's last byte would wait for the next reply) */
+  if (target > now_ns() + 1000000 || (out_len && now_ns() - out_since > 2000000)) flush_out();
   if (boot_mode && !peer_open) check_peer();
   for (;;) {
     uint64_t now = now_ns();

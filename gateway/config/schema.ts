@@ -2,6 +2,7 @@
 import { z } from 'zod'
 import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
+import { firmataSection } from '../../devices/firmata/config.ts'
 
 const port = z.number().int().min(0).max(65535)
 const host = z.string().min(1)
@@ -91,6 +92,7 @@ export const configSchema = z.object({
   serial: z.object({
     ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),
   }).strict().prefault({}),
+  firmata: firmataSection.prefault({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',

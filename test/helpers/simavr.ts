@@ -3,6 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { homedir } from 'node:os'
 import { ROOT } from './gateway.ts'
 import { tempDir } from './net.ts'
 
@@ -82,4 +83,12 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
     },
   }
   return board
+}
+
+/** The real StandardFirmata build for the Uno from the npm package avrgirl-arduino, fetched by scripts/setup.sh. */
+export function standardFirmataHex(): string {
+  const cache = process.env.EDGEWAY_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'edgeway')
+  const hex = join(cache, 'avrgirl-arduino-5.0.1', 'StandardFirmata.cpp.hex')
+  if (!existsSync(hex)) throw new Error(`${hex} not found: run 'bash scripts/setup.sh' (it takes StandardFirmata.cpp.hex from the npm package avrgirl-arduino with 'npm pack', outside git)`)
+  return hex
 }
