@@ -90,3 +90,26 @@ test('STK500v1 programmer: sync drops straggling answers, pages go out in order,
   const silent = new Stk500(scripted(() => []))
   await assert.rejects(silent.sync(3, 10), (e: Error) => e instanceof Stk500Error && e.code === 'no_sync')
 })
+
+test('STK500v1 programmer: a lost answer is recovered by resync and the same page again', async () => {
+  const flash = new Uint8Array(256).fill(0xff)
+  let addr = 0
+  let dropped = false
+  const t = scripted((c) => {
+    if (c[0] === 0x30) return [0x14, 0x10]
+    if (c[0] === 0x55) { addr = (c[1]! | (c[2]! << 8)) * 2; return [0x14, 0x10] }
+    if (c[0] === 0x64) {
+      flash.set(c.subarray(4, c.length - 1), addr)
+      if (addr === 128 && !dropped) { dropped = true; return [] } // written, but the answer never arrives
+      return [0x14, 0x10]
+    }
+    if (c[0] === 0x74) { const n = (c[1]! << 8) | c[2]!; return [0x14, ...flash.subarray(addr, addr + n), 0x10] }
+    return [0x14, 0x10]
+  })
+  const stk = new Stk500(t, 20)
+  const image = Uint8Array.from({ length: 256 }, (_v, i) => 255 - i)
+  await stk.program(image, 0, 128)
+  assert.equal(stk.retries, 1)
+  assert.deepEqual([...flash], [...image])
+  assert.equal(t.sent.filter((s) => s[0] === 0x64).length, 3, 'page 2 written twice')
+})

@@ -59,7 +59,7 @@ export async function runFlash(c: FlashCommand, out = process.stdout, err = proc
   }
   const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`
   out.write(`flashed ${result.bytes} bytes (${result.pages} pages) to ${result.port} ${via}: ${board.chip} signature ${result.signature}, verified by read-back\n` +
-    `time ${s(result.totalMs)} (sync ${s(result.syncMs)}, write ${s(result.writeMs)}, verify ${s(result.verifyMs)}) at ${baud} baud\n`)
+    `time ${s(result.totalMs)} (sync ${s(result.syncMs)}, write ${s(result.writeMs)}, verify ${s(result.verifyMs)}) at ${baud} baud${result.retries ? `, ${result.retries} page operation(s) repeated after a lost answer` : ''}\n`)
   if ('device' in result && result.device) {
     out.write(result.firmware ? `${result.device} now reports firmware "${result.firmware}"\n` : `${result.device}: no hello from the board yet (not an edgeway sensor node?)\n`)
   }

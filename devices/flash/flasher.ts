@@ -31,6 +31,8 @@ export interface FlashResult {
   writeMs: number
   verifyMs: number
   totalMs: number
+  /** Page operations repeated after a lost or late answer. */
+  retries: number
 }
 
 /** Bytes from the port, read by exact counts with a deadline. */
@@ -123,7 +125,7 @@ export async function flashBoard(req: FlashRequest): Promise<FlashResult> {
     return {
       port: req.port, board: board.name, signature: sig, bytes: image.data.length, pages,
       syncMs: Math.round(syncMs), writeMs: Math.round((writeDone || verified) - syncMs - started), verifyMs: Math.round(verified - (writeDone || verified)),
-      totalMs: Math.round(performance.now() - started),
+      totalMs: Math.round(performance.now() - started), retries: stk.retries,
     }
   } catch (err) {
     if (err instanceof Stk500Error) throw new FlashError(err.message, 'protocol')

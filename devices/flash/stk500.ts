@@ -58,7 +58,24 @@ export interface ByteTransport {
 export interface Progress { phase: 'write' | 'verify'; done: number; total: number }
 
 export class Stk500 {
-  constructor(private readonly t: ByteTransport, private readonly timeoutMs = 500) {}
+  /** Page operations recovered after a lost or late answer (resync, then the same page again). */
+  retries = 0
+
+  constructor(private readonly t: ByteTransport, private readonly timeoutMs = 1000, private readonly maxRetries = 3) {}
+
+  /**
+   * A page operation with recovery: on a machine that stalls (or a noisy line) an answer can come late and put
+   * every later answer out of step. Writing or reading a page again is harmless, so resync and repeat it.
+   */
+  private async withRetry<T>(what: string, op: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try { return await op() } catch (err) {
+        if (!(err instanceof Stk500Error) || (err.code !== 'timeout' && err.code !== 'protocol') || attempt >= this.maxRetries) throw err
+        this.retries++
+        await this.sync(5, this.timeoutMs).catch(() => { throw new Stk500Error(`${what}: lost the bootloader (${err.message}) and could not resync`, 'no_sync') })
+      }
+    }
+  }
 
   private async command(packet: Uint8Array, body: number, what: string, timeoutMs = this.timeoutMs): Promise<Uint8Array> {
     await this.t.write(packet)
@@ -96,14 +113,18 @@ export class Stk500 {
   async leaveProgMode(): Promise<void> { await this.command(packets.leaveProgMode(), 0, 'leave programming mode') }
 
   async writePage(addr: number, data: Uint8Array): Promise<void> {
-    await this.command(packets.loadAddress(addr), 0, `load address 0x${addr.toString(16)}`)
-    // a page write erases and programs (~4.5 ms on the chip) before the answer
-    await this.command(packets.progPage(data), 0, `write page at 0x${addr.toString(16)}`, this.timeoutMs + 100)
+    await this.withRetry(`write page at 0x${addr.toString(16)}`, async () => {
+      await this.command(packets.loadAddress(addr), 0, `load address 0x${addr.toString(16)}`)
+      // a page write erases and programs (~4.5 ms on the chip) before the answer
+      await this.command(packets.progPage(data), 0, `write page at 0x${addr.toString(16)}`, this.timeoutMs + 100)
+    })
   }
 
   async readPage(addr: number, length: number): Promise<Uint8Array> {
-    await this.command(packets.loadAddress(addr), 0, `load address 0x${addr.toString(16)}`)
-    return Uint8Array.from(await this.command(packets.readPage(length), length, `read page at 0x${addr.toString(16)}`))
+    return await this.withRetry(`read page at 0x${addr.toString(16)}`, async () => {
+      await this.command(packets.loadAddress(addr), 0, `load address 0x${addr.toString(16)}`)
+      return Uint8Array.from(await this.command(packets.readPage(length), length, `read page at 0x${addr.toString(16)}`))
+    })
   }
 
   /** Writes `image` (which starts at flash address `base`) page by page, then reads every page back and compares. */

@@ -15,8 +15,9 @@ import type { BenchContext, BenchSection } from './lib/section.ts';
 import { renderTable } from './lib/table.ts';
 import { mqttSection } from './mqtt/section.ts';
 import { amqpSection } from './amqp/section.ts';
+import { serialSection } from './serial/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection, amqpSection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection, serialSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -31,6 +32,7 @@ function usage(): string {
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=200000 BENCH_AMQP_LIVE_SECONDS=8',
     '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
+    'env (serial): BENCH_SERIAL_SECONDS=10 BENCH_SERIAL_WINDOW=4 (the firmware ack window) BENCH_SERIAL_SYNC=FULL|NORMAL',
   ].join('\n');
 }
 
