@@ -182,7 +182,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
-  control.handle(FLASH_METHOD, flashHandler({ links: () => serial.links, log: log.child({ component: 'flash' }) }))
+  control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()

@@ -8,7 +8,10 @@ import { startGateway, type RunningGateway } from '../gateway/main.ts'
 import { parseConfig } from '../gateway/config/load.ts'
 import { createLogger } from '../gateway/log.ts'
 import { toActuatorAction } from '../devices/firmata/commands.ts'
-import { buildSimBoard, standardFirmataHex, startSimBoard } from './helpers/simavr.ts'
+import { buildSimBoard, requireBootloader, standardFirmataHex, startSimBoard } from './helpers/simavr.ts'
+import { runCli } from './helpers/gateway.ts'
+import { controlCall } from '../gateway/control/client.ts'
+import { readFileSync } from 'node:fs'
 import { startMosquitto } from './helpers/mosquitto.ts'
 import { connect, collect, endClient } from './helpers/mqtt.ts'
 import { freePort, tempDir, waitFor } from './helpers/net.ts'
@@ -35,21 +38,26 @@ test('firmata config: pins and names are checked with clear messages; commands m
   assert.match((toActuatorAction(acts, 'led', 'bright') as { error: string }).error, /led needs true\/false/)
 })
 
-test('StandardFirmata in the simulated Uno: analog readings reach the upstream, LED and relay commands change the pins', async () => {
+test('StandardFirmata flashed into the simulated Uno: analog readings reach the upstream, LED and relay commands change the pins, a reflash through the gateway pauses the board', async () => {
   const hex = standardFirmataHex()
+  const boot = requireBootloader()
   const build = buildSimBoard()
   cleanups.push(build.cleanup)
   const path = join(build.dir, 'uart0')
-  const sim = await startSimBoard(build, path, { hex, pins: true, adc0mV: 1250 })
+  // An Uno with its bootloader and the sensor-node app; StandardFirmata goes in with `edgeway flash` (no gateway yet).
+  const sim = await startSimBoard(build, path, { bootloader: boot, pins: true, adc0mV: 1250 })
   cleanups.push(() => sim.stop())
+  const { dir, cleanup } = tempDir()
+  cleanups.push(cleanup)
+  const flashed = await runCli(['flash', '--port', path, '--board', 'uno', '--baud', '57600', hex], { EDGEWAY_GATEWAY__DATA_DIR: join(dir, 'data') }, dir)
+  assert.equal(flashed.code, 0, flashed.stderr)
+  assert.match(flashed.stdout, /directly \(no gateway running\).*verified by read-back/)
   const mosq = await startMosquitto()
   cleanups.push(() => mosq.stop())
   const up = await connect(`mqtt://127.0.0.1:${mosq.port}`)
   cleanups.push(() => endClient(up))
   const got = collect(up)
   await up.subscribeAsync('edgeway/#', { qos: 1 })
-  const { dir, cleanup } = tempDir()
-  cleanups.push(cleanup)
   const config = parseConfig({
     gateway: { id: 'fm-gw', dataDir: join(dir, 'data') },
     log: { level: 'silent' },
@@ -97,10 +105,21 @@ test('StandardFirmata in the simulated Uno: analog readings reach the upstream, 
   assert.equal(bad.ok, false)
   assert.match(bad.ok ? '' : bad.error, /unknown command "fan"/)
 
+  // Reflash through the running gateway (its control socket): the Firmata link lets go of the port, the flash
+  // verifies, the link takes the port back and the board is ready again.
+  const progress: unknown[] = []
+  const answer = await controlCall(join(dir, 'data'), 'flash', { port: path, board: 'uno', baud: 57600, hex: readFileSync(hex, 'utf8') }, (p) => progress.push(p)) as { device: string; firmware: string; bytes: number }
+  assert.equal(answer.device, 'uno-1')
+  assert.match(answer.firmware, /StandardFirmata/)
+  assert.deepEqual(progress[0], { phase: 'paused', device: 'uno-1' })
+  assert.ok(progress.some((p) => (p as { phase: string }).phase === 'verify'))
+  const afterFlash = readings().length
+  await waitFor('readings after the reflash', () => readings().length >= afterFlash + 3, 20000)
+
   // Unplugged: offline, and back by itself.
   await sim.stop()
   await waitFor('offline', () => gw.registry.get('uno-1')!.online === false, 5000)
-  const sim2 = await startSimBoard(build, path, { hex, pins: true, adc0mV: 1250 })
+  const sim2 = await startSimBoard(build, path, { hex, bootloader: boot, pins: true, adc0mV: 1250 })
   cleanups.push(() => sim2.stop())
   const n = readings().length
   await waitFor('online again with readings', () => gw.registry.get('uno-1')!.online && readings().length >= n + 3, 20000)

@@ -21,7 +21,11 @@ export interface FirmataLinkDeps {
   openPort?: OpenPort
 }
 
-export interface FirmataLinkStatus { device: string; path: string; online: boolean; firmware: string | null; readings: number; reopens: number }
+export interface FirmataLinkStatus {
+  device: string; path: string; online: boolean; firmware: string | null; readings: number; reopens: number
+  /** Times the board became ready (a flasher waits for the next one to learn the new firmware). */
+  hellos: number
+}
 
 export type ActuatorResult = { ok: true; result: { actuator: string; state: number } } | { ok: false; error: string }
 
@@ -35,6 +39,7 @@ export class FirmataLink {
   private firmware: string | null = null
   private readings = 0
   private reopens = 0
+  private hellos = 0
   private failuresLogged = 0
   private readonly log: Logger
 
@@ -56,8 +61,25 @@ export class FirmataLink {
     await this.down('gateway stopping')
   }
 
+  /** Lets another program use the port (a flasher) until resume(). */
+  async pause(reason: string): Promise<void> {
+    if (this.stopped) return
+    this.log.info({ reason }, 'firmata link paused: port released')
+    this.stopped = true
+    if (this.reopenTimer) clearTimeout(this.reopenTimer)
+    this.reopenTimer = null
+    await this.down(reason)
+  }
+
+  resume(): void {
+    if (!this.stopped) return
+    this.log.info('firmata link resumed')
+    this.backoff.reset()
+    this.start()
+  }
+
   status(): FirmataLinkStatus {
-    return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopens }
+    return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopens, hellos: this.hellos }
   }
 
   /** A routed command: its name is an actuator's name. */
@@ -89,6 +111,7 @@ export class FirmataLink {
       this.failuresLogged = 0
       this.backoff.reset()
       this.firmware = board.firmware
+      this.hellos++
       board.onChange(() => this.report())
       try {
         this.d.registry.setOnline(this.config.device, true, FIRMATA_LINK)

@@ -83,16 +83,26 @@ export async function flashBoard(req: FlashRequest): Promise<FlashResult> {
   } catch (err) {
     throw new FlashError(`cannot open ${req.port}: ${(err as Error).message}`, 'port')
   }
-  const port = q.port
+  let port = q.port
   try {
     // The Arduino auto-reset: DTR (and RTS, for boards wired to it) low then high pulls RESET through a capacitor.
-    // A pty has no modem lines: a simulated board resets when the port is opened, like an Uno does.
     try {
       await port.setSignals({ dtr: false, rts: false })
       await sleep(250)
       await port.setSignals({ dtr: true, rts: true })
       await sleep(50)
-    } catch { /* no DTR/RTS here: the open itself was the reset */ }
+    } catch {
+      // No modem lines (a pty, an adapter without DTR): close and reopen, which is the DTR edge on a port that
+      // has one and the reset of a simulated board, which watches for the port being opened.
+      await port.close()
+      q.port = null
+      await sleep(250)
+      try {
+        q.port = port = await open(req.port, req.baud, { data: (c) => q.push(c), lost: (e) => q.fail(e) })
+      } catch (err) {
+        throw new FlashError(`cannot reopen ${req.port}: ${(err as Error).message}`, 'port')
+      }
+    }
     const stk = new Stk500(q)
     try {
       await stk.sync(req.syncAttempts ?? 15)
@@ -131,6 +141,6 @@ export async function flashBoard(req: FlashRequest): Promise<FlashResult> {
     if (err instanceof Stk500Error) throw new FlashError(err.message, 'protocol')
     throw err
   } finally {
-    await port.close()
+    await q.port?.close()
   }
 }

@@ -158,7 +158,8 @@ static void wait_until_cycle(avr_t *avr, avr_cycle_count_t cycle) {
   /* and never hold a byte longer than 2 ms: busy-loop firmware never lets the line look quiet, least of all when the
    * simulation runs behind on a loaded machine (a Firmata reply's last byte would wait for the next reply) */
   if (target > now_ns() + 1000000 || (out_len && now_ns() - out_since > 2000000)) flush_out();
-  if (boot_mode && !peer_open) check_peer();
+  /* boot mode: notice a close (and the next open) promptly even when the simulation runs behind and never naps */
+  if (boot_mode) check_peer();
   for (;;) {
     uint64_t now = now_ns();
     if (now >= target || reset_req) break;
