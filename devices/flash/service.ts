@@ -28,6 +28,8 @@ export interface FlashAnswer extends FlashResult {
 
 interface PausableLink {
   config: { device: string; path: string }
+  /** Where the link's port really is, when that differs from config.path (a port found by USB identity). */
+  readonly devicePath?: string | null
   pause(reason: string): Promise<void>
   resume(): void
   status(): { firmware: string | null; hellos: number }
@@ -52,7 +54,7 @@ export function flashHandler(d: FlashServiceDeps): ControlHandler {
     const image = parseIntelHex(p.hex)
     const key = real(p.port)
     // the configured path may be a by-id symlink and the CLI given its target, or the other way round
-    const link = d.links().find((l) => l.config.path === p.port || real(l.config.path) === key)
+    const link = d.links().find((l) => l.config.path === p.port || real(l.config.path) === key || (l.devicePath != null && real(l.devicePath) === key))
     if (busy.has(key)) throw new Error(`${p.port} is being flashed already`)
     busy.add(key)
     const log = d.log.child({ port: p.port, board: board.name, device: link?.config.device })

@@ -9,15 +9,18 @@ import {
   CobsDecoder, CommandStatus, FrameType, JsonLineDecoder, decodeReadingPayload, encodeCommand, encodeFrame, frameTypeName,
   type Frame, type FramingStats, type SerialCommand,
 } from './framing.ts'
-import { openSerialPort, type OpenPort, type PortHandle } from './port.ts'
+import { listSerialPorts, openSerialPort, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
+import { matchUsbPort, type UsbMatch } from './usb.ts'
 
 export const SERIAL_LINK = 'serial'
 
 export interface SerialPortConfig {
   /** Registry id of the board on this port. */
   device: string
-  /** Prefer a stable name (/dev/serial/by-id/...): ttyUSBn numbers change across replugs. */
+  /** Prefer a stable name (/dev/serial/by-id/...): ttyUSBn numbers change across replugs. With `usb`, a label. */
   path: string
+  /** Find the port by USB identity at every open instead (re-enumeration after a replug is followed). */
+  usb?: UsbMatch | undefined
   baudRate: number
   framing: 'cobs' | 'json'
   reopenMinMs: number
@@ -32,6 +35,7 @@ export interface SerialLinkDeps {
   bus: GatewayBus
   log: Logger
   openPort?: OpenPort
+  listPorts?: ListPorts
 }
 
 export type CommandResult = 'ok' | 'unknown_op' | 'bad_args' | 'sent'
@@ -57,6 +61,8 @@ const COMMAND_RETRY_MS = 1000
 
 export class SerialLink {
   private port: PortHandle | null = null
+  /** The device path of the open port (the USB lookup's answer when configured by identity). */
+  private openPath: string | null = null
   private decoder: CobsDecoder | JsonLineDecoder | null = null
   private readonly backoff: Backoff
   private reopenTimer: NodeJS.Timeout | null = null
@@ -107,6 +113,9 @@ export class SerialLink {
   }
 
   get paused(): boolean { return this.stopped }
+
+  /** The device path last opened (for a port configured by USB identity, where it was found). */
+  get devicePath(): string | null { return this.openPath ?? (this.config.usb ? null : this.config.path) }
 
   async stop(reason = 'gateway stopping'): Promise<void> {
     this.stopped = true
@@ -166,8 +175,14 @@ export class SerialLink {
     const opener = this.d.openPort ?? openSerialPort
     const decoder = this.config.framing === 'cobs' ? new CobsDecoder() : new JsonLineDecoder()
     let port: PortHandle
+    let path = this.config.path
     try {
-      port = await opener(this.config.path, this.config.baudRate, {
+      if (this.config.usb) {
+        const found = matchUsbPort(await (this.d.listPorts ?? listSerialPorts)(), this.config.usb)
+        if (!found.ok) throw new Error(found.error)
+        path = found.path
+      }
+      port = await opener(path, this.config.baudRate, {
         data: (chunk) => {
           if (this.decoder !== decoder) return
           const bad = decoder.stats.badFrames + decoder.stats.resyncs
@@ -186,6 +201,7 @@ export class SerialLink {
     }
     if (this.stopped) { await port.close(); return }
     this.port = port
+    this.openPath = path
     this.decoder = decoder
     this.openFailuresLogged = 0
     this.backoff.reset()
@@ -194,7 +210,7 @@ export class SerialLink {
     this.recentSeqs = []
     this.bootId = null
     decoder.on('data', (f: Frame | Buffer) => { if (this.decoder === decoder) this.onFrame(f) })
-    this.log.info({ baudRate: this.config.baudRate, framing: this.config.framing }, 'serial port open')
+    this.log.info({ baudRate: this.config.baudRate, framing: this.config.framing, ...(this.config.usb ? { devicePath: path } : {}) }, 'serial port open')
     this.armLiveness()
     // Ask the board to introduce itself (it may have booted long before we opened the port).
     if (this.config.framing === 'cobs') this.write(encodeFrame({ type: FrameType.HELLO, seq: 0, payload: Buffer.from('edgeway') }))

@@ -1,5 +1,6 @@
-// The one file that imports serialport: open a port by path, write bytes, hear data and its loss. Nothing else.
+// The one file that imports serialport: open a port by path, write bytes, hear data and its loss; list ports.
 import { SerialPort } from 'serialport'
+import type { PortInfo } from './usb.ts'
 
 export interface PortHandle {
   readonly path: string
@@ -49,3 +50,9 @@ export const openSerialPort: OpenPort = async (path, baudRate, on) => {
     }),
   }
 }
+
+export type ListPorts = () => Promise<PortInfo[]>
+
+/** The serial ports present, with their USB identity where the OS knows it (udev on Linux). */
+export const listSerialPorts: ListPorts = async () =>
+  (await SerialPort.list()).map((p) => ({ path: p.path, vendorId: p.vendorId, productId: p.productId, serialNumber: p.serialNumber, manufacturer: p.manufacturer }))
