@@ -13,9 +13,7 @@ import { GatewayBus } from './events.ts'
 import { HttpServer, sendJson } from './http/server.ts'
 import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
-import { MqttUpstream } from './upstream/mqtt.ts'
 import type { Upstream } from './upstream/types.ts'
-import { AmqpUpstream } from '../bridges/amqp/upstream.ts'
 import { CommandRouter } from './commands/router.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
@@ -53,10 +51,11 @@ export function dataFiles(config: Config): { outbox: string; registry: string; b
   return { outbox: join(dir, 'outbox.db'), registry: join(dir, 'registry.db'), broker: join(dir, 'broker.db') }
 }
 
-function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Upstream {
+/** Connector libraries load only when configured: an unused MQTT client or AMQP stack costs RSS on a small board. */
+async function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Promise<Upstream> {
   switch (u.type) {
-    case 'mqtt': return new MqttUpstream(u, gatewayId, log)
-    case 'amqp': return new AmqpUpstream(u, gatewayId, log)
+    case 'mqtt': return new (await import('./upstream/mqtt.ts')).MqttUpstream(u, gatewayId, log)
+    case 'amqp': return new (await import('../bridges/amqp/upstream.ts')).AmqpUpstream(u, gatewayId, log)
   }
 }
 
@@ -70,10 +69,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const outbox = new OutboxClient({
     file: files.outbox, gatewayId: config.gateway.id, upstreams: enabled.map((u) => u.name),
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
-    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, log,
+    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, priority: config.outbox.priority, log,
   })
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
-  const upstreams = enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name })))
+  const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })

@@ -25,6 +25,8 @@ export interface ReadingInput {
   payload: string | Uint8Array
   /** Which link produced it (mqtt, serial, firmata): for metrics and the dashboard. */
   link: string
+  /** The priority lane: claimed before routine readings (outbox.priority in the config). */
+  priority?: boolean
 }
 
 /** A reading as stored and forwarded: the input plus what the outbox assigned. */
@@ -54,7 +56,7 @@ const MAX_KEY = 64
  * (ms, or s when < 1e11) and integer `seq`. A payload that is not JSON at all (first byte not `{`) is
  * opaque and stored raw; a payload that looks like JSON but is not a valid metrics object is refused.
  */
-export function decodeTelemetry(device: string, payload: Buffer, now: number, link: string): DecodeResult {
+export function decodeTelemetry(device: string, payload: Buffer, now: number, link: string, priorityMetrics?: ReadonlySet<string>): DecodeResult {
   if (payload.length === 0) return { ok: false, reason: 'empty payload' }
   let first = 0
   while (first < payload.length && (payload[first] === 0x20 || payload[first] === 0x0a || payload[first] === 0x0d || payload[first] === 0x09)) first++
@@ -71,6 +73,7 @@ export function decodeTelemetry(device: string, payload: Buffer, now: number, li
   let ts = now
   let deviceSeq: number | null = null
   let count = 0
+  let priority = false
   for (const [k, v] of Object.entries(rec)) {
     if (k === 'ts') {
       if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) return { ok: false, reason: '"ts" must be a non-negative number (ms or s since epoch)' }
@@ -90,9 +93,10 @@ export function decodeTelemetry(device: string, payload: Buffer, now: number, li
       return { ok: false, reason: `metric "${k}" must be a number, string or boolean, got ${v === null ? 'null' : Array.isArray(v) ? 'array' : t}` }
     }
     if (++count > MAX_METRICS) return { ok: false, reason: `more than ${MAX_METRICS} metrics` }
+    if (priorityMetrics?.has(k)) priority = true
   }
   if (count === 0) return { ok: false, reason: 'telemetry has no metrics' }
-  return { ok: true, reading: { device, ts, deviceSeq, kind: 'json', payload: text, link } }
+  return { ok: true, reading: { device, ts, deviceSeq, kind: 'json', payload: text, link, ...(priority ? { priority } : {}) } }
 }
 
 /** Metrics of a stored JSON reading (without ts/seq); raw readings have none. */
@@ -102,6 +106,21 @@ export function readingMetrics(r: Pick<Reading, 'kind' | 'payload'>): Metrics {
   const obj = JSON.parse(text) as Record<string, MetricValue>
   const { ts: _ts, seq: _seq, ...metrics } = obj
   return metrics
+}
+
+/**
+ * The JSON envelope every upstream sends: `{id, device, seq, ts, receivedAt, link, deviceSeq?, metrics | raw}`
+ * (raw payloads as base64). Built as text: the stored payload is already a validated JSON object, so unless it
+ * holds `ts`/`seq` (or escapes that could spell them) it goes in as it is, without a parse and re-stringify per
+ * reading on the forwarding path.
+ */
+export function readingEnvelope(r: Pick<Reading, 'msgId' | 'device' | 'seq' | 'ts' | 'receivedAt' | 'link' | 'deviceSeq' | 'kind' | 'payload'>): string {
+  let head = `{"id":${JSON.stringify(r.msgId)},"device":${JSON.stringify(r.device)},"seq":${r.seq},"ts":${r.ts},"receivedAt":${r.receivedAt},"link":${JSON.stringify(r.link)}`
+  if (r.deviceSeq !== null) head += `,"deviceSeq":${r.deviceSeq}`
+  if (r.kind !== 'json') return `${head},"raw":"${Buffer.from(r.payload as Uint8Array).toString('base64')}"}`
+  const text = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload).toString('utf8')
+  const clean = !text.includes('"ts"') && !text.includes('"seq"') && !text.includes('\\u')
+  return `${head},"metrics":${clean ? text : JSON.stringify(readingMetrics(r))}}`
 }
 
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
 import { amqpConsumer } from './helpers/amqp.ts'
+import { connect, endClient } from './helpers/mqtt.ts'
 import { simulateDevice, audit, type DeviceSim } from './helpers/load.ts'
 import { waitFor, freePort } from './helpers/net.ts'
 import { readDeadLetters } from '../gateway/outbox/store.ts'
@@ -199,3 +200,34 @@ function rewriteUpstream(g: GatewayProc, patch: Record<string, unknown>): void {
   for (const [k, v] of Object.entries(patch)) if (v === undefined) delete cfg.upstreams[0]![k]
   writeFileSync(g.configFile, stringify(cfg))
 }
+
+test('priority lane: an alarm stored behind a backlog goes out first when the broker returns, with AMQP priority 9', async () => {
+  const queue = '/queue/prio'
+  const consumer = await amqpConsumer(rmq.port, queue, { reconnect: true })
+  cleanups.push(() => consumer.close())
+  const g = await startGatewayProc({ mqtt: { openBroker: true }, outbox: { priority: { metrics: ['alarm'] } }, upstreams: [amqpUpstreamConfig({ address: queue, maxInflight: 20 })] })
+  cleanups.push(() => g.cleanup())
+  await g.waitLog((l) => l.msg === 'upstream connected', 10000)
+  await rmq.stop('SIGTERM')
+  await waitFor('upstream seen down', async () => (await g.health()).upstreams[0]?.connected === false, 10000)
+  const url = `mqtt://127.0.0.1:${g.mqttPort}`
+  const routine = simulateDevice(url, 'p1', { window: 32, max: 2000 })
+  await waitFor('backlog stored', () => routine.acked.size === 2000, 30000)
+  await routine.stop()
+  const alarmDev = await connect(url, { clientId: 'p2' })
+  await alarmDev.publishAsync('devices/p2/telemetry', JSON.stringify({ alarm: true, level: 3 }), { qos: 1 })
+  await alarmDev.publishAsync('devices/p2/telemetry', JSON.stringify({ level: 0 }), { qos: 1 })
+  await endClient(alarmDev)
+  await rmq.start()
+  await waitFor('all delivered', () => consumer.got.length >= 2002, 60000, 100)
+  const order = consumer.messages.map((m) => m.body as { device: string; metrics?: Record<string, unknown> })
+  const alarmAt = order.findIndex((b) => b.device === 'p2' && b.metrics?.alarm === true)
+  const calmAt = order.findIndex((b) => b.device === 'p2' && b.metrics?.level === 0)
+  assert.ok(alarmAt >= 0 && alarmAt < 20, `the alarm is in the first claim after the outage (at ${alarmAt})`)
+  assert.ok(calmAt > 1000, `routine readings keep row order behind the backlog (p2's next reading at ${calmAt})`)
+  assert.equal(consumer.messages[alarmAt]!.message.priority, 9)
+  assert.equal(consumer.messages[calmAt]!.message.priority ?? 4, 4, 'routine readings keep the default priority')
+  const report = audit([routine], consumer.got)
+  assert.deepEqual(report.missing, [])
+  assert.deepEqual(report.outOfOrder, [], 'each lane keeps per-device order')
+})

@@ -270,3 +270,59 @@ test('outbox client reports each device\'s newest stored reading, coalesced, nev
     cleanup()
   }
 })
+
+test('priority lane: claimed first, released and re-claimed first, found again after a reopen; older databases gain the column', async () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  try {
+    // A database from before the priority lane: readings without a prio column.
+    const { openDatabase } = await import('../gateway/store/sqlite.ts')
+    const old = openDatabase(file, { synchronous: 'FULL', autoCheckpoint: true })
+    old.exec(`CREATE TABLE readings (id INTEGER PRIMARY KEY, device TEXT NOT NULL, seq INTEGER NOT NULL, dseq INTEGER,
+      ts INTEGER NOT NULL, recv INTEGER NOT NULL, kind INTEGER NOT NULL, link TEXT NOT NULL, payload BLOB NOT NULL, bytes INTEGER NOT NULL)`)
+    old.exec(`INSERT INTO readings VALUES (1, 'a', 1, NULL, ${Date.now()}, ${Date.now()}, 0, 'mqtt', '{"v":0}', 50)`)
+    old.close()
+    const s = store(file, ['up'])
+    const mk = (device: string, v: number, priority = false): ReadingInput => ({ ...r(device, v), ...(priority ? { priority } : {}) })
+    s.appendBatch([mk('a', 1), mk('a', 2), mk('b', 1, true), mk('a', 3), mk('b', 2, true)])
+    const first = s.claim('up', 3)
+    assert.deepEqual(first.map((x) => [x.rowId, x.priority]), [[4, true], [6, true], [1, false]])
+    s.release('up')
+    assert.deepEqual(s.claim('up', 2).map((x) => x.rowId), [4, 6], 'released: the lane goes first again')
+    s.ack('up', [4])
+    s.release('up', [6])
+    assert.deepEqual(s.claim('up', 10).map((x) => x.rowId), [6, 1, 2, 3, 5])
+    s.close()
+    const again = store(file, ['up'])
+    assert.deepEqual(again.claim('up', 2).map((x) => x.rowId), [4, 6], 'not acked durably above the cursor: resent, lane first')
+    again.ack('up', [1, 2, 3, 4, 5, 6])
+    assert.deepEqual(again.claim('up', 10), [])
+    again.appendBatch([mk('c', 1), mk('c', 2, true)])
+    assert.deepEqual(again.claim('up', 10).map((x) => x.rowId), [8, 7])
+    again.close()
+  } finally { cleanup() }
+})
+
+test('the checkpointer thread starts with the first write and leaves once the WAL stays checkpointed', async () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 100, checkpointIdleMs: 600, log: createLogger('silent') })
+  const threads = (): number => (c as unknown as { checkpointer: unknown }).checkpointer ? 1 : 0
+  try {
+    await c.start()
+    assert.equal(threads(), 0, 'no writes yet: no checkpointer')
+    const { statSync } = await import('node:fs')
+    const put = (i: number): Promise<void> => new Promise((resolve, reject) => c.append(raw('d', `{"v":${i},"pad":"${'x'.repeat(200)}"}`), (e) => (e ? reject(e) : resolve())))
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => put(i)))
+    assert.equal(threads(), 1, 'started by the commit')
+    const emptySize = 4096 * 2
+    await waitFor('WAL copied into the database', () => statSync(file).size > emptySize + 200 * 1024, 5000)
+    await waitFor('checkpointer gone when idle', () => threads() === 0, 5000)
+    await put(1)
+    assert.equal(threads(), 1, 'back with the next write')
+    assert.equal((await c.stats()).depth, 2001)
+  } finally {
+    await c.close()
+    cleanup()
+  }
+})

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { decodeTelemetry, readingMetrics, messageId } from '../gateway/readings.ts'
+import { decodeTelemetry, readingMetrics, readingEnvelope, messageId } from '../gateway/readings.ts'
 import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from '../gateway/broker/policy.ts'
 
 const NOW = 1_700_000_000_000
@@ -70,4 +70,28 @@ test('topic policy: own namespace only, no downlink or error topics, no wildcard
   assert.equal(maySubscribe('a', 'devices/+/cmd/#').ok, false)
   assert.equal(maySubscribe('a', 'devices/a/#').ok, false)
   assert.equal(maySubscribe('a', 'devices/b/cmd/#').ok, false)
+})
+
+test('the upstream envelope splices clean payloads and parses the others: same JSON either way', () => {
+  const base = { msgId: 'gw:d1:7', device: 'd1', seq: 7, ts: 1700000000123, receivedAt: 1700000000456, link: 'mqtt', kind: 'json' as const }
+  const slow = (payload: string, deviceSeq: number | null): unknown => {
+    const body: Record<string, unknown> = { id: base.msgId, device: base.device, seq: base.seq, ts: base.ts, receivedAt: base.receivedAt, link: base.link }
+    if (deviceSeq !== null) body.deviceSeq = deviceSeq
+    body.metrics = readingMetrics({ kind: 'json', payload })
+    return body
+  }
+  for (const [payload, deviceSeq] of [
+    ['{"t":21.5,"ok":true,"mode":"eco"}', null],
+    ['{ "t" : 1e3 }', null],
+    ['{"t":1,"seq":4,"ts":1700000000}', 4],
+    ['{"\\u0074s":5,"x":1}', null],
+    ['{"note":"has \\"ts\\" inside","v":2}', null],
+  ] as const) {
+    const text = readingEnvelope({ ...base, deviceSeq, payload })
+    assert.deepEqual(JSON.parse(text), slow(payload, deviceSeq), payload)
+    assert.deepEqual(Object.keys(JSON.parse(text) as object), Object.keys(slow(payload, deviceSeq) as object), 'same key order')
+  }
+  const raw = JSON.parse(readingEnvelope({ ...base, deviceSeq: null, kind: 'raw', payload: Uint8Array.from([0, 255, 7]) })) as { raw: string; metrics?: unknown }
+  assert.equal(raw.raw, Buffer.from([0, 255, 7]).toString('base64'))
+  assert.equal(raw.metrics, undefined)
 })

@@ -1,6 +1,5 @@
 // Pure mapping of a stored reading to the AMQP 1.0 message the amqp upstream sends (no rhea here: plain data).
-import type { Reading } from '../../gateway/readings.ts'
-import { readingToMqtt } from '../../gateway/upstream/mqtt-map.ts'
+import { readingEnvelope, type Reading } from '../../gateway/readings.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 /** The fields of an AMQP 1.0 message this bridge sets; upstream.ts hands them to rhea as they are. */
@@ -13,6 +12,8 @@ export interface AmqpOut {
   creation_time: Date
   content_type: 'application/json'
   durable: true
+  /** Header priority, set for the outbox priority lane only (AMQP's default is 4). */
+  priority?: number
   application_properties: { gateway: string; device: string; seq: number; link: string; deviceSeq?: number }
   /** UTF-8 JSON, sent as one data section. */
   body: Buffer
@@ -31,7 +32,10 @@ export function addressUsesDevice(template: string): boolean {
  * Body: the same JSON envelope the mqtt upstream publishes (`{id, device, seq, deviceSeq?, ts, receivedAt, link,
  * metrics | raw}`), so a consumer can switch upstream type without a new parser.
  */
-export function readingToAmqp(row: Reading, gateway: string, addressTemplate: string): AmqpOut {
+/** The AMQP priority of the outbox's priority lane (0..9; brokers with priority queues deliver it first). */
+export const PRIORITY_LANE = 9
+
+export function readingToAmqp(row: Reading & { priority?: boolean }, gateway: string, addressTemplate: string): AmqpOut {
   const address = expandAddress(addressTemplate, gateway, row.device)
   const props: AmqpOut['application_properties'] = { gateway, device: row.device, seq: row.seq, link: row.link }
   if (row.deviceSeq !== null) props.deviceSeq = row.deviceSeq
@@ -44,7 +48,8 @@ export function readingToAmqp(row: Reading, gateway: string, addressTemplate: st
     content_type: 'application/json',
     durable: true,
     application_properties: props,
-    body: Buffer.from(readingToMqtt(row, '').payload, 'utf8'),
+    body: Buffer.from(readingEnvelope(row), 'utf8'),
+    ...(row.priority ? { priority: PRIORITY_LANE } : {}),
   }
 }
 

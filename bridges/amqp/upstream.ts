@@ -299,11 +299,13 @@ export class AmqpUpstream implements Upstream {
         creation_time: o.creation_time,
         content_type: o.content_type,
         durable: o.durable,
+        ...(o.priority !== undefined ? { priority: o.priority } : {}),
         application_properties: o.application_properties,
         body: rhea.message.data_section(o.body),
       }
       const limit = this.maxMessageBytes(link)
-      if (limit !== undefined) {
+      // Encoding to measure costs as much as sending: only near the limit (headers and properties stay far below 4 KiB).
+      if (limit !== undefined && o.body.length + 4096 > limit) {
         const size = rhea.message.encode(msg).length
         if (size > limit) {
           // A receiver must not be sent more than its max-message-size: this reading can never go out as it is.

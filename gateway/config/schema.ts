@@ -99,6 +99,16 @@ export const configSchema = z.object({
     batchRows: z.number().int().min(1).max(100000).default(1000),
     /** ... or when the event loop is idle; "FULL" waits for the disk before any ack. */
     synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
+    /**
+     * The priority lane: these readings go to every upstream before routine ones (e.g. alarms while a backlog
+     * drains). Per-device order holds within each lane; a priority reading may overtake its device's routine ones.
+     */
+    priority: z.object({
+      /** A reading that carries any of these metrics, e.g. ["alarm", "smoke"]. */
+      metrics: z.array(z.string().min(1).max(64)).default([]),
+      /** Every reading of these devices. */
+      devices: z.array(z.string().min(1)).default([]),
+    }).strict().prefault({}),
   }).strict().prefault({}),
   serial: z.object({
     ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),

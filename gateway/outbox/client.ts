@@ -10,6 +10,8 @@ export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs' | 
   /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
   batchRows: number
   maintenanceMs?: number
+  /** The checkpointer thread exits after the WAL stayed fully checkpointed this long (default 30 s). */
+  checkpointIdleMs?: number
   /** How often each device's newest reading is reported to onLatest listeners (default 250 ms; 0: never). */
   latestEveryMs?: number
   log: Logger
@@ -48,11 +50,13 @@ export class OutboxClient implements Outbox {
   private checkpointer: Worker | null = null
   private pending = new PendingBatch()
   private flushScheduled = false
+  private readonly pendingAcks = new Map<string, number[]>()
   private nextId = 1
   private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number }>()
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   private readonly events = new EventEmitter()
   private closed = false
+  private closing = false
   private fatal: Error | null = null
   lastRowId = 0
 
@@ -61,7 +65,7 @@ export class OutboxClient implements Outbox {
   }
 
   async start(): Promise<void> {
-    const { log, batchRows: _b, maintenanceMs, latestEveryMs, ...init } = this.opts
+    const { log, batchRows: _b, maintenanceMs, latestEveryMs, checkpointIdleMs: _c, ...init } = this.opts
     const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250, latestEveryMs: latestEveryMs ?? 250 }
     const worker = spawnWorker('worker', workerData, 'edgeway-outbox')
     this.worker = worker
@@ -83,19 +87,20 @@ export class OutboxClient implements Outbox {
     worker.on('error', (err) => this.die(err))
     worker.on('exit', (code) => { if (!this.closed) this.die(new Error(`outbox worker exited unexpectedly (code ${code})`)) })
     log.debug({ file: this.opts.file, lastRowId: this.lastRowId }, 'outbox open')
-    await this.startCheckpointer()
   }
 
-  private async startCheckpointer(): Promise<void> {
-    const cp = spawnWorker('checkpointer', { file: this.opts.file, intervalMs: 200 }, 'edgeway-checkpoint')
-    await new Promise<void>((resolve, reject) => {
-      cp.once('message', () => resolve())
-      cp.once('error', reject)
-    })
+  /** Started by the first write (append, or an ack whose rows maintenance deletes); it exits by itself when idle. */
+  private ensureCheckpointer(): void {
+    if (this.checkpointer || this.closing || !this.worker) return
+    const cp = spawnWorker('checkpointer', { file: this.opts.file, intervalMs: 200, idleExitMs: this.opts.checkpointIdleMs ?? 30000 }, 'edgeway-checkpoint')
     cp.on('message', (m: { t: string; message?: string }) => {
       if (m.t === 'error') this.opts.log.warn({ err: m.message }, 'outbox checkpoint failed: the WAL file grows until it succeeds')
+      if (m.t === 'idle' && this.checkpointer === cp) this.checkpointer = null
     })
-    cp.on('error', (err) => this.opts.log.error({ err: err.message }, 'outbox checkpointer died: the WAL file will grow'))
+    cp.on('error', (err) => {
+      this.opts.log.error({ err: err.message }, 'outbox checkpointer died: a new one starts with the next write')
+      if (this.checkpointer === cp) this.checkpointer = null
+    })
     this.checkpointer = cp
   }
 
@@ -144,8 +149,21 @@ export class OutboxClient implements Outbox {
     return this.request<ClaimedRow[]>((id) => ({ t: 'claim', id, upstream, limit }))
   }
 
+  /** Upstreams settle one row at a time: acks are gathered and cross to the worker once per event-loop turn. */
   ack(upstream: string, rowIds: number[]): void {
-    if (rowIds.length) this.post({ t: 'ack', upstream, ids: rowIds })
+    if (!rowIds.length) return
+    this.ensureCheckpointer()
+    const ids = this.pendingAcks.get(upstream)
+    if (ids) { for (const id of rowIds) ids.push(id); return }
+    this.pendingAcks.set(upstream, [...rowIds])
+    if (this.pendingAcks.size === 1) setImmediate(() => this.flushAcks())
+  }
+
+  private flushAcks(): void {
+    if (this.pendingAcks.size === 0) return
+    const acks = [...this.pendingAcks]
+    this.pendingAcks.clear()
+    for (const [upstream, ids] of acks) this.post({ t: 'ack', upstream, ids })
   }
 
   deadLetter(upstream: string, rowId: number, reason: string): void {
@@ -176,6 +194,7 @@ export class OutboxClient implements Outbox {
   /** Commits what is pending, then closes the database. */
   async close(): Promise<void> {
     if (this.closed || !this.worker) return
+    this.closing = true
     this.flush()
     const worker = this.worker
     const cp = this.checkpointer
@@ -204,8 +223,10 @@ export class OutboxClient implements Outbox {
   }
 
   private post(m: ToWorker): void {
-    // Appends must reach the worker before a later claim/ack from this thread: flush first.
+    // Appends must reach the worker before a later claim/ack from this thread, and gathered acks before anything
+    // else (a release or claim must see them): flush first.
     if (this.pending.size) this.flush()
+    if (this.pendingAcks.size && m.t !== 'ack') this.flushAcks()
     this.worker?.postMessage(m)
   }
 
@@ -213,6 +234,7 @@ export class OutboxClient implements Outbox {
     switch (m.t) {
       case 'appended': {
         this.lastRowId = m.lastRowId
+        this.ensureCheckpointer()
         const refused = new Map<string, string>()
         for (const r of m.refused) refused.set(`${r.id}:${r.index}`, r.reason)
         const devices = new Map<string, string>()

@@ -12,6 +12,8 @@ export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
   maintenanceMs: number
   /** Send each device's newest stored reading at most this often (0: never). */
   latestEveryMs: number
+  /** The priority lane: readings carrying any of these metrics, and every reading of these devices. */
+  priority?: { metrics: string[]; devices: string[] }
 }
 
 export type ToWorker =

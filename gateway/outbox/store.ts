@@ -33,10 +33,13 @@ interface Cursor {
   inflight: Set<number>
   /** Next id to look at when claiming. */
   scanFrom: number
+  /** Next id to look at when claiming from the priority lane. */
+  prioScanFrom: number
 }
 
 interface RowRecord {
   id: number; device: string; seq: number; dseq: number | null; ts: number; recv: number; kind: number; link: string; payload: string | Buffer
+  prio?: number
 }
 
 /** Bytes a row counts for retention: payload plus a fixed estimate of the row's own overhead. */
@@ -53,12 +56,14 @@ export class OutboxStore {
   private commits = 0
   private diskFull = false
   private lastError: string | null = null
+  /** Highest row id in the priority lane (0: none): lets claims skip that lane's query. */
+  private lastPrioId = 0
   private readonly drops: Record<DropReason, number> = { retention_bytes: 0, retention_age: 0 }
   private cursorsDirty = false
   private dead = 0
   private requeued = 0
   private stmt!: {
-    insert: Statement; upsertSeq: Statement; claim: Statement; rangeStats: Statement; deleteUpto: Statement
+    insert: Statement; upsertSeq: Statement; claim: Statement; claimPrio: Statement; rangeStats: Statement; deleteUpto: Statement
     oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement; nthId: Statement
     getMeta: Statement; setMeta: Statement
   }
@@ -86,10 +91,16 @@ export class OutboxStore {
     // Older databases have no retry flag on dead-lettered rows yet.
     const deadCols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
     if (!deadCols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
+    // ... and no priority lane (a constant default: O(1) on any table size).
+    const cols = (db.prepare('PRAGMA table_info(readings)').all() as { name: string }[]).map((c) => c.name)
+    if (!cols.includes('prio')) db.exec('ALTER TABLE readings ADD COLUMN prio INTEGER NOT NULL DEFAULT 0')
+    // Only priority rows are in this index: routine appends do not pay for it.
+    db.exec('CREATE INDEX IF NOT EXISTS readings_prio ON readings (id) WHERE prio > 0')
     this.stmt = {
-      insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes) VALUES (?,?,?,?,?,?,?,?,?,?)'),
+      insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio) VALUES (?,?,?,?,?,?,?,?,?,?,?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = excluded.seq'),
-      claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
+      claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
+      claimPrio: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE prio > 0 AND id >= ? ORDER BY id LIMIT ?'),
       rangeStats: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings WHERE id <= ?'),
       deleteUpto: db.prepare('DELETE FROM readings WHERE id <= ?'),
       oldest: db.prepare('SELECT id, recv FROM readings ORDER BY id LIMIT 1'),
@@ -104,6 +115,7 @@ export class OutboxStore {
     if (meta === undefined) this.stmt.setMeta.run('gateway_id', this.opts.gatewayId)
     for (const r of db.prepare('SELECT device, seq FROM device_seq').all() as { device: string; seq: number }[]) this.seqs.set(r.device, r.seq)
     const last = db.prepare('SELECT MAX(id) AS id FROM readings').get() as { id: number | null }
+    this.lastPrioId = (db.prepare('SELECT MAX(id) AS id FROM readings WHERE prio > 0').get() as { id: number | null }).id ?? 0
     const lastCursor = db.prepare('SELECT MAX(acked_upto) AS id FROM cursors').get() as { id: number | null }
     const lastMeta = Number(this.stmt.getMeta.get('last_id') ?? 0)
     // Ids are never reused, even after every row was delivered and deleted.
@@ -114,7 +126,7 @@ export class OutboxStore {
     const saved = new Map((db.prepare('SELECT upstream, acked_upto FROM cursors').all() as { upstream: string; acked_upto: number }[]).map((r) => [r.upstream, r.acked_upto]))
     for (const name of this.opts.upstreams) {
       const ackedUpto = saved.get(name) ?? 0
-      this.cursors.set(name, { ackedUpto, acked: new Set(), inflight: new Set(), scanFrom: ackedUpto + 1 })
+      this.cursors.set(name, { ackedUpto, acked: new Set(), inflight: new Set(), scanFrom: ackedUpto + 1, prioScanFrom: ackedUpto + 1 })
     }
     // Forget cursors of upstreams no longer configured, so they do not pin rows forever.
     for (const name of saved.keys()) if (!this.cursors.has(name)) db.prepare('DELETE FROM cursors WHERE upstream = ?').run(name)
@@ -133,6 +145,7 @@ export class OutboxStore {
     const firstId = this.nextId
     const touched = new Map<string, number>()
     let addBytes = 0
+    let prioId = 0
     const tx = this.db.transaction(() => {
       let id = firstId
       for (const r of readings) {
@@ -141,7 +154,8 @@ export class OutboxStore {
         const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
         addBytes += size
         const payload = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)
-        this.stmt.insert.run(id, r.device, seq, r.deviceSeq, r.ts, receivedAt, r.kind === 'json' ? 0 : 1, r.link, payload, size)
+        this.stmt.insert.run(id, r.device, seq, r.deviceSeq, r.ts, receivedAt, r.kind === 'json' ? 0 : 1, r.link, payload, size, r.priority ? 1 : 0)
+        if (r.priority) prioId = id
         id++
       }
       for (const [device, seq] of touched) this.stmt.upsertSeq.run(device, seq)
@@ -155,6 +169,7 @@ export class OutboxStore {
       throw err
     }
     for (const [device, seq] of touched) this.seqs.set(device, seq)
+    if (prioId) this.lastPrioId = prioId
     this.nextId = firstId + readings.length
     this.depth += readings.length
     this.bytes += addBytes
@@ -166,21 +181,31 @@ export class OutboxStore {
 
   get lastRowId(): number { return this.nextId - 1 }
 
+  /**
+   * Up to `limit` rows neither acked nor in flight: the priority lane first, then everything in row order. Each lane
+   * keeps per-device order; a priority reading may overtake its device's routine readings (that is its purpose).
+   */
   claim(upstream: string, limit: number): ClaimedRow[] {
     const c = this.cursor(upstream)
     const out: ClaimedRow[] = []
+    // No query at all while no priority row is pending.
+    if (c.prioScanFrom <= this.lastPrioId) this.scan(c, this.stmt.claimPrio, 'prioScanFrom', limit, out)
+    this.scan(c, this.stmt.claim, 'scanFrom', limit, out)
+    return out
+  }
+
+  private scan(c: Cursor, stmt: Statement, from: 'scanFrom' | 'prioScanFrom', limit: number, out: ClaimedRow[]): void {
     while (out.length < limit) {
-      const rows = this.stmt.claim.all(c.scanFrom, limit - out.length + c.acked.size) as RowRecord[]
+      const rows = stmt.all(c[from], limit - out.length + c.acked.size) as RowRecord[]
       if (rows.length === 0) break
       for (const r of rows) {
-        c.scanFrom = r.id + 1
+        c[from] = r.id + 1
         if (r.id <= c.ackedUpto || c.acked.has(r.id) || c.inflight.has(r.id)) continue
         c.inflight.add(r.id)
         out.push(this.toRow(r))
         if (out.length >= limit) break
       }
     }
-    return out
   }
 
   ack(upstream: string, ids: number[]): void {
@@ -218,7 +243,7 @@ export class OutboxStore {
     if (rows.length === 0) return 0
     for (const r of rows) {
       const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
-      this.stmt.insert.run(this.nextId++, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, size)
+      this.stmt.insert.run(this.nextId++, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, size, 0)
       this.depth++
       this.bytes += size
     }
@@ -233,10 +258,14 @@ export class OutboxStore {
     const c = this.cursor(upstream)
     if (!ids) {
       c.inflight.clear()
-      c.scanFrom = c.ackedUpto + 1
+      c.scanFrom = c.prioScanFrom = c.ackedUpto + 1
       return
     }
-    for (const id of ids) if (c.inflight.delete(id) && id < c.scanFrom) c.scanFrom = id
+    for (const id of ids) {
+      if (!c.inflight.delete(id)) continue
+      if (id < c.scanFrom) c.scanFrom = id
+      if (id < c.prioScanFrom) c.prioScanFrom = id
+    }
   }
 
   /**
@@ -388,6 +417,7 @@ function toRow(r: RowRecord, gatewayId: string): ClaimedRow {
     link: r.link,
     payload: typeof r.payload === 'string' ? r.payload : new Uint8Array(r.payload),
     msgId: messageId(gatewayId, r.device, r.seq),
+    priority: (r.prio ?? 0) > 0,
   }
 }
 

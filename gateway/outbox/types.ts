@@ -31,7 +31,9 @@ export interface OutboxStats {
   upstreams: UpstreamCursorStats[]
 }
 
-export interface ClaimedRow extends Reading {}
+export interface ClaimedRow extends Reading {
+  priority: boolean
+}
 
 export interface Outbox {
   /**

@@ -22,6 +22,8 @@ try {
 send({ t: 'ready', lastRowId: store.lastRowId, upstreams: store.upstreamNames })
 
 let closing = false
+const prioMetrics = new Set(init.priority?.metrics ?? [])
+const prioDevices = new Set(init.priority?.devices ?? [])
 
 // Each device's newest committed reading, sent at most every latestEveryMs: live views (dashboard, XMPP status)
 // get values without a message per reading crossing threads.
@@ -60,9 +62,12 @@ function handleBatch(first: ToWorker): void {
     for (let i = 0; i < m.devices.length; i++) {
       const len = m.lengths[i]!
       const device = m.devices[i]!
-      const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, m.links[i]!)
+      const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, m.links[i]!, prioMetrics.size ? prioMetrics : undefined)
       off += len
-      if (d.ok) rows.push(d.reading)
+      if (d.ok) {
+        if (prioDevices.size && prioDevices.has(device)) d.reading.priority = true
+        rows.push(d.reading)
+      }
       else refused.push({ id: m.id, index: i, device, reason: d.reason })
     }
   }

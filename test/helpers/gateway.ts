@@ -9,6 +9,9 @@ import { freePort, tempDir } from './net.ts'
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const EDGEWAY_BIN = join(ROOT, 'bin', 'edgeway.js')
 
+/** Extra node flags for the gateway child, e.g. GATEWAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' to profile a bench. */
+const NODE_ARGS = (process.env.GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+
 export interface LogLine { level: number; msg: string; [k: string]: unknown }
 
 export interface GatewayProc {
@@ -75,7 +78,7 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
     logs: [],
     async start() {
       g.logs.length = 0
-      const p = spawn(process.execPath, [EDGEWAY_BIN, 'run', '--config', configFile], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+      const p = spawn(process.execPath, [...NODE_ARGS, EDGEWAY_BIN, 'run', '--config', configFile], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
       g.proc = p
       let buf = ''
       p.stdout!.on('data', (d: Buffer) => {
@@ -109,6 +112,8 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
       await done
     },
     async cleanup() {
+      // A profiled gateway (GATEWAY_NODE_ARGS) writes its profile only on a clean exit.
+      if (NODE_ARGS.length > 0) await Promise.race([g.stop(), new Promise((r) => setTimeout(r, 5000))])
       await g.kill()
       cleanup()
     },

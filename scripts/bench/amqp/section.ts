@@ -154,7 +154,7 @@ export const amqpSection: BenchSection = {
       }];
       notes.push(`backlog delivery: ${formatReport(backlogReport)}`);
       notes.push(`during the drain, live devices published ${fmt.int(drain.liveDuring)} readings (${fmt.int(drainLive)}/s); ${fmt.int(drain.liveDuringDelivered)} reached the consumer by the end of the drain`);
-      notes.push('live latency is gateway receipt -> consumer receipt (same clock); readings leave in row order, so live readings stored during a drain queue behind the backlog (no priority lanes yet)');
+      notes.push('live latency is gateway receipt -> consumer receipt (same clock); readings leave in row order, so live readings stored during a drain queue behind the backlog unless they are in the priority lane (outbox.priority)');
       if (drain.msgsPerS < 0.8 * raw.msgsPerS) notes.push(`drain is below the 0.8x target (${fmt.ratio(drain.msgsPerS, raw.msgsPerS)})`);
       return { tables, notes, data: { raw, drain, live: { rate, received: live.length, p50: pct(lat, 50), p99: pct(lat, 99), max: lat[lat.length - 1] }, backlogReport } };
     } finally {
