@@ -81,7 +81,9 @@ export async function flashBoard(req: FlashRequest): Promise<FlashResult> {
   try {
     q.port = await open(req.port, req.baud, { data: (c) => q.push(c), lost: (e) => q.fail(e) })
   } catch (err) {
-    throw new FlashError(`cannot open ${req.port}: ${(err as Error).message}`, 'port')
+    const msg = (err as Error).message
+    const busy = /lock|busy/i.test(msg) ? ' (another program holds the port: a gateway with another data dir, a serial monitor?)' : ''
+    throw new FlashError(`cannot open ${req.port}: ${msg}${busy}`, 'port')
   }
   let port = q.port
   try {
