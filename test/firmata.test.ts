@@ -101,6 +101,12 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   const pump = await gw.commands.dispatch({ id: 'c3', device: 'uno-1', name: 'pump', args: { on: true } })
   assert.equal(pump.ok, true)
   await waitFor('pin 7 (PD7) high: relay closed', () => pinSince(mark, 'PD7') === '1', 5000)
+  // The button on pin 2 (PD2): pressed and released on the simulated chip, both states reach the upstream.
+  sim.setPin('PD2', 1)
+  await waitFor('door=1 upstream', () => readings().some((t) => t.metrics.door === 1), 5000)
+  sim.setPin('PD2', 0)
+  const pressedAt = readings().findIndex((t) => t.metrics.door === 1)
+  await waitFor('door=0 again', () => readings().slice(pressedAt).some((t) => t.metrics.door === 0), 5000)
   const bad = await gw.commands.dispatch({ id: 'c4', device: 'uno-1', name: 'fan', args: true })
   assert.equal(bad.ok, false)
   assert.match(bad.ok ? '' : bad.error, /unknown command "fan"/)

@@ -16,7 +16,8 @@
  * SIGUSR2 is the reset button.
  * Baud (boot mode): the line runs at the baud the opener set on the pty (read from its termios); when that is more
  * than 5% off the simulated UART's (UBRR0, U2X0), bytes both ways are garbled, as on a real line with mismatched rates.
- * -p: report output pin changes on stderr as "simboard: pin PB5=1" (for tests of actuators).
+ * -p: report output pin changes on stderr as "simboard: pin PB5=1" (for tests of actuators), and drive input pins
+ * from lines on stdin, "PD2=1" (a button, for tests of sensors).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -200,6 +201,25 @@ static void external_reset(void) {
 }
 
 static const char *pin_names = "BCD";
+
+/* -p: "PD2=1\n" on stdin sets an input pin's level (stdin is non-blocking; read between simulation slices) */
+static char stdin_line[64];
+static size_t stdin_len;
+static void read_stdin_pins(void) {
+  char c;
+  while (read(0, &c, 1) == 1) {
+    if (c != '\n') { if (stdin_len < sizeof stdin_line - 1) stdin_line[stdin_len++] = c; continue; }
+    stdin_line[stdin_len] = 0;
+    stdin_len = 0;
+    char port; unsigned bit, level;
+    if (sscanf(stdin_line, "P%c%u=%u", &port, &bit, &level) == 3 && strchr(pin_names, port) && bit < 8) {
+      avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(port), IOPORT_IRQ_PIN0 + bit), level ? 1 : 0);
+      fprintf(stderr, "simboard: input P%c%u=%u\n", port, bit, level ? 1 : 0);
+    } else {
+      fprintf(stderr, "simboard: ignored stdin line \"%s\" (expected e.g. PD2=1)\n", stdin_line);
+    }
+  }
+}
 static void on_pin(avr_irq_t *irq, uint32_t v, void *p) {
   (void)p;
   fprintf(stderr, "simboard: pin P%c%u=%u\n", pin_names[(intptr_t)irq->irq / 100], (unsigned)(irq->irq % 100), (unsigned)v);
@@ -288,6 +308,7 @@ int main(int argc, char **argv) {
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF), on_xoff, NULL);
   avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_ADC0), adc0_mv);
   if (pins) {
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     for (int port = 0; port < 3; port++) {
       for (int bit = 0; bit < 8; bit++) {
         avr_irq_t *irq = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(pin_names[port]), IOPORT_IRQ_PIN0 + bit);
@@ -325,6 +346,7 @@ int main(int argc, char **argv) {
     if ((++n & 0xFFFF) == 0) wait_until_cycle(avr, avr->cycle);
     if (garbage_req) { garbage_req = 0; garbage_armed++; }
     if (reset_req) { reset_req = 0; external_reset(); state = cpu_Running; }
+    if (pins && (n & 0xFFFF) == 0) read_stdin_pins();
   }
   unlink(link_path);
   fprintf(stderr, "simboard: stopped (cpu state %d)\n", state);

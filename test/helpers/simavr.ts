@@ -47,6 +47,8 @@ export interface SimBoard {
   injectGarbage(): void
   /** SIGUSR2: the reset button (into the bootloader when there is one). */
   reset(): void
+  /** With `pins`: drives an input pin, e.g. setPin('PD2', 1) (Arduino pin 2). */
+  setPin(pin: string, level: 0 | 1): void
   /** SIGTERM: the harness removes the pty link and exits (the board is "unplugged"). */
   stop(): Promise<void>
 }
@@ -57,7 +59,7 @@ export interface SimBoard {
  */
 export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number; bootloader?: string; pins?: boolean } = {}): Promise<SimBoard> {
   const args = ['-a', String(opts.adc0mV ?? 2500), ...(opts.bootloader ? ['-b', opts.bootloader] : []), ...(opts.pins ? ['-p'] : []), opts.hex ?? build.hex, path]
-  const proc = spawn(build.simboard, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(build.simboard, args, { stdio: [opts.pins ? 'pipe' : 'ignore', 'pipe', 'pipe'] })
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString() })
   process.once('exit', () => { try { proc.kill('SIGKILL') } catch { /* gone */ } })
@@ -75,6 +77,10 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
     stderr: () => err,
     injectGarbage() { process.kill(proc.pid!, 'SIGUSR1') },
     reset() { process.kill(proc.pid!, 'SIGUSR2') },
+    setPin(pin, level) {
+      if (!proc.stdin) throw new Error('start the board with { pins: true } to drive pins')
+      proc.stdin.write(`${pin}=${level}\n`)
+    },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const done = new Promise((r) => proc.once('exit', r))
