@@ -12,6 +12,9 @@ import { buildSimBoard, requireBootloader, standardFirmataHex, startSimBoard } f
 import { runCli } from './helpers/gateway.ts'
 import { controlCall } from '../gateway/control/client.ts'
 import { readFileSync } from 'node:fs'
+import { pino } from 'pino'
+import { GatewayBus } from '../gateway/events.ts'
+import { FirmataLink } from '../devices/firmata/link.ts'
 import { startMosquitto } from './helpers/mosquitto.ts'
 import { connect, collect, endClient } from './helpers/mqtt.ts'
 import { freePort, tempDir, waitFor } from './helpers/net.ts'
@@ -129,4 +132,23 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   cleanups.push(() => sim2.stop())
   const n = readings().length
   await waitFor('online again with readings', () => gw.registry.get('uno-1')!.online && readings().length >= n + 3, 20000)
+})
+
+test('a port whose board does not speak Firmata: a clear log line, retries, the process keeps running', async () => {
+  const build = buildSimBoard({ version: 'not-firmata' })
+  cleanups.push(build.cleanup)
+  const sim = await startSimBoard(build, join(build.dir, 'uart0')) // the sensor-node firmware, not StandardFirmata
+  cleanups.push(() => sim.stop())
+  const logs: { msg: string; err?: string }[] = []
+  const log = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as { msg: string }) } })
+  const cfg = parseConfig({ firmata: { boards: [{ device: 'wrong', path: sim.path, readyTimeoutMs: 1000, reopenMinMs: 100, reopenMaxMs: 200, sensors: [{ type: 'analog', name: 'a0', pin: 'A0' }] }] } }, 'test').firmata.boards[0]!
+  const online: boolean[] = []
+  const link = new FirmataLink(cfg, { outbox: { append: (_r, done) => done(null) }, registry: { setOnline: (_d, on) => { online.push(on) }, setFirmware: () => undefined }, bus: new GatewayBus(), log })
+  cleanups.push(() => link.stop())
+  link.start()
+  const warn = await waitFor('refusal logged', () => logs.find((l) => l.msg === 'firmata board not reachable: retrying with backoff'), 5000)
+  assert.match(warn.err ?? '', /no Firmata answer within 1000 ms: is StandardFirmata running at 57600 baud\?/)
+  await waitFor('retried', () => link.status().reopens >= 2, 10000)
+  assert.deepEqual(online, [], 'never marked online')
+  assert.equal(logs.filter((l) => l.msg === 'firmata board not reachable: retrying with backoff').length, 1, 'one warning per outage, retries at debug')
 })
