@@ -48,7 +48,7 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   cleanups.push(build.cleanup)
   const path = join(build.dir, 'uart0')
   // An Uno with its bootloader and the sensor-node app; StandardFirmata goes in with `edgeway flash` (no gateway yet).
-  const sim = await startSimBoard(build, path, { bootloader: boot, pins: true, adc0mV: 1250 })
+  const sim = await startSimBoard(build, path, { bootloader: boot, pins: true, adc0mV: 1250, adc1mV: 250 })
   cleanups.push(() => sim.stop())
   const { dir, cleanup } = tempDir()
   cleanups.push(cleanup)
@@ -82,7 +82,7 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   const r = readings().at(-1)!
   assert.equal(r.link, 'firmata')
   assert.ok(Math.abs(r.metrics.light! - 256) <= 2, `1.25 V on A0 reads ~256 of 1023 (${r.metrics.light})`)
-  assert.equal(typeof r.metrics.temp, 'number')
+  assert.ok(Math.abs(r.metrics.temp! - 25) <= 1, `an LM35 at 250 mV on A1 is ~25 °C (${r.metrics.temp})`)
   assert.equal(r.metrics.door, 0)
   assert.equal(r.metrics.led, 0)
   const dev = gw.registry.get('uno-1')!
@@ -128,7 +128,7 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   // Unplugged: offline, and back by itself.
   await sim.stop()
   await waitFor('offline', () => gw.registry.get('uno-1')!.online === false, 5000)
-  const sim2 = await startSimBoard(build, path, { hex, bootloader: boot, pins: true, adc0mV: 1250 })
+  const sim2 = await startSimBoard(build, path, { hex, bootloader: boot, pins: true, adc0mV: 1250, adc1mV: 250 })
   cleanups.push(() => sim2.stop())
   const n = readings().length
   await waitFor('online again with readings', () => gw.registry.get('uno-1')!.online && readings().length >= n + 3, 20000)

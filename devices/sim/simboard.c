@@ -1,7 +1,7 @@
 /*
  * simboard: runs AVR firmware (.hex or .elf) under libsimavr in real time and exposes UART0 as a pty.
  *
- *   simboard [-m atmega328p] [-f 16000000] [-a adc0_mV] [-b bootloader.hex] [-p] firmware.hex /path/to/link
+ *   simboard [-m atmega328p] [-f 16000000] [-a adc0_mV[,adc1_mV...]] [-b bootloader.hex] [-p] firmware.hex /path/to/link
  *
  * The pty's slave is reachable through a symlink at the path given (not libsimavr's fixed /tmp/simavr-uart0, so
  * several boards run side by side); the path is printed on stdout once the board runs. SIGTERM/SIGINT remove the
@@ -227,14 +227,18 @@ static void on_pin(avr_irq_t *irq, uint32_t v, void *p) {
 
 int main(int argc, char **argv) {
   const char *mcu = "atmega328p";
-  uint32_t freq = 16000000, adc0_mv = 2500;
+  uint32_t freq = 16000000, adc_mv[6] = { 2500, 0, 0, 0, 0, 0 };
   const char *boot = NULL;
   int opt, pins = 0;
   while ((opt = getopt(argc, argv, "m:f:a:b:p")) != -1) {
     switch (opt) {
       case 'm': mcu = optarg; break;
       case 'f': freq = strtoul(optarg, NULL, 10); break;
-      case 'a': adc0_mv = strtoul(optarg, NULL, 10); break;
+      case 'a': {  /* millivolts on ADC0, ADC1, ... (comma-separated) */
+        char *p = optarg;
+        for (int ch = 0; ch < 6 && *p; ch++) { adc_mv[ch] = strtoul(p, &p, 10); if (*p == ',') p++; else break; }
+        break;
+      }
       case 'b': boot = optarg; break;
       case 'p': pins = 1; break;
       default: goto usage;
@@ -242,7 +246,7 @@ int main(int argc, char **argv) {
   }
   if (argc - optind != 2) {
   usage:
-    fprintf(stderr, "usage: %s [-m mcu] [-f hz] [-a adc0_mV] [-b bootloader.hex] [-p] firmware.{hex,elf} /path/to/pty-link\n", argv[0]);
+    fprintf(stderr, "usage: %s [-m mcu] [-f hz] [-a adc0_mV[,adc1_mV...]] [-b bootloader.hex] [-p] firmware.{hex,elf} /path/to/pty-link\n", argv[0]);
     return 2;
   }
   const char *fw = argv[optind];
@@ -306,7 +310,7 @@ int main(int argc, char **argv) {
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUTPUT), on_uart_out, NULL);
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON), on_xon, NULL);
   avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF), on_xoff, NULL);
-  avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_ADC0), adc0_mv);
+  for (int ch = 0; ch < 6; ch++) avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_ADC0 + ch), adc_mv[ch]);
   if (pins) {
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     for (int port = 0; port < 3; port++) {

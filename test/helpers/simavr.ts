@@ -57,8 +57,8 @@ export interface SimBoard {
  * bootloader: the board runs it at every reset and starts as after an external reset; opening the port resets it
  * (the Arduino auto-reset). pins: output pin changes are reported on stderr ("simboard: pin PB5=1").
  */
-export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number; bootloader?: string; pins?: boolean } = {}): Promise<SimBoard> {
-  const args = ['-a', String(opts.adc0mV ?? 2500), ...(opts.bootloader ? ['-b', opts.bootloader] : []), ...(opts.pins ? ['-p'] : []), opts.hex ?? build.hex, path]
+export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number; adc1mV?: number; bootloader?: string; pins?: boolean } = {}): Promise<SimBoard> {
+  const args = ['-a', `${opts.adc0mV ?? 2500},${opts.adc1mV ?? 0}`, ...(opts.bootloader ? ['-b', opts.bootloader] : []), ...(opts.pins ? ['-p'] : []), opts.hex ?? build.hex, path]
   const proc = spawn(build.simboard, args, { stdio: [opts.pins ? 'pipe' : 'ignore', 'pipe', 'pipe'] })
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString() })
