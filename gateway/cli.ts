@@ -13,7 +13,9 @@ import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
 import { runFlash } from '../devices/flash/command.ts'
 import { BOARDS } from '../devices/flash/boards.ts'
+import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
+import { registerOtaCommands } from './ota/cli.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function findPackageJson(): string {
@@ -68,6 +70,8 @@ function printCredentials(id: string, secret: string, config: Config): void {
 }
 
 const program = new Command('edgeway').version(pkg.version).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
+// The program's own options (--version) only before a subcommand: `ota push --version X` is the image's version.
+program.enablePositionalOptions()
 const configOpt = (): Option => new Option('-c, --config <file>', 'config file (default: $EDGEWAY_CONFIG or ./edgeway.yaml)')
 
 program.command('run').description('run the gateway').addOption(configOpt()).action(async (opts: { config?: string }) => {
@@ -84,7 +88,7 @@ program.command('run').description('run the gateway').addOption(configOpt()).act
   {
     process.stderr.write(`\nedgeway ${pkg.version} (gateway "${config.gateway.id}") is running\n` +
       l.map((x) => `  mqtt ${x.kind.padEnd(3)} ${x.host}:${x.port}${x.path ?? ''}\n`).join('') +
-      (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics\n` : '') +
+      (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics${gw.dashboard ? ' / (dashboard)' : ''}\n` : '') +
       `  data     ${dataFiles(config).outbox.replace(/\/outbox\.db$/, '')}\n` +
       (config.mqtt.openBroker ? '' : '\nadd a first device:  npx edgeway device add sensor-1   (prints its secret)\n') + '\n')
   }
@@ -182,6 +186,25 @@ device.command('rotate-secret').argument('<id>').addOption(configOpt()).descript
   printCredentials(id, await r.rotateSecret(id), c)
 }))
 
+const dashboard = program.command('dashboard').description('the web dashboard on the http port')
+dashboard.command('set-password').addOption(configOpt()).option('--print', 'print the YAML to paste instead of writing the config file')
+  .description('set the admin password (asked twice on a terminal, else the first line of stdin); only its scrypt hash is stored, in the config file')
+  .action(async (opts: { config?: string; print?: boolean }) => {
+    const file = configPath(opts.config)
+    const pw = await readPassword()
+    const problem = passwordProblem(pw)
+    if (problem) { process.stderr.write(`edgeway: ${problem}\n`); process.exitCode = 2; return }
+    const hash = await hashPassword(pw)
+    if (opts.print || !file) {
+      if (!file) process.stderr.write('no config file (--config, $EDGEWAY_CONFIG or ./edgeway.yaml): add this to it:\n')
+      process.stdout.write(hashSnippet(hash))
+      return
+    }
+    writePasswordHash(file, hash)
+    load(file)
+    process.stdout.write(`dashboard password set in ${file}; restart the gateway to apply it\n`)
+  })
+
 const outbox = program.command('outbox').description('inspect the outbox')
 const dead = outbox.command('dead').description('readings an upstream refused for good (dead-letter table)')
 dead.command('list').addOption(configOpt()).option('-u, --upstream <name>', 'only this upstream').option('--json', 'JSON output (with payloads)')
@@ -215,6 +238,8 @@ dead.command('retry').addOption(configOpt()).option('-u, --upstream <name>', 'on
     const n = requestDeadRetry(file, { ...(opts.upstream !== undefined ? { upstream: opts.upstream } : {}), ...(ids.length ? { ids } : {}) })
     process.stdout.write(n === 0 ? 'nothing to retry\n' : `${n} dead-lettered reading${n === 1 ? '' : 's'} queued for retry\n`)
   })
+
+registerOtaCommands(program, { dataDir: (opts) => load(opts.config).gateway.dataDir, configOpt })
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`edgeway: ${err.message}\n`)

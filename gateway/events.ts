@@ -7,6 +7,8 @@ export interface GatewayEvents {
   deviceOffline: [{ device: string; link: string; clientId: string; reason: string }]
   /** A device's newest stored reading (at most a few per second per device: the outbox coalesces them). */
   reading: [{ device: string; link: string; ts: number; seq: number | null; metrics: Metrics }]
+  /** A device reported its running firmware (MQTT `devices/<id>/state`); healthy is null when it did not say. */
+  firmware: [{ device: string; version: string; healthy: boolean | null }]
   refusal: [{ reason: string; detail: string; device?: string; clientId?: string }]
 }
 

@@ -15,6 +15,9 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
 import { CommandRouter } from './commands/router.ts'
+import { OtaService } from './ota/service.ts'
+import { OtaStore } from './ota/store.ts'
+import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
 import { controlSocketPath } from './control/client.ts'
@@ -41,6 +44,10 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** Firmware updates over MQTT (`ota.push` on the control socket). */
+  ota: OtaService
+  /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
+  dashboard: DashboardServer | null
   /** The control socket CLI commands use to reach this process (flash, OTA, status). */
   control: { handle(method: string, handler: ControlHandler): void }
   stop(): Promise<void>
@@ -103,6 +110,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log, metrics })
+  broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
 
@@ -178,10 +187,17 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  const dashboard = http && config.dashboard.enabled ? new DashboardServer({
+    config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
+    devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
+    dispatch: (cmd) => commands.dispatch(cmd), status: health,
+  }) : null
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
   control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
+  control.handle('ota.push', (params, progress) => ota.push(params, progress))
+  control.handle('ota.cancel', async (params) => ota.cancel(params))
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()
@@ -190,6 +206,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   await outbox.start()
   try {
     await broker.start()
+    await ota.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
@@ -203,9 +220,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         await refreshStats()
         res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
       })
+      dashboard?.start()
       await http.start()
     }
   } catch (err) {
+    await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await firmata.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
@@ -222,7 +241,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
   for (const l of firmata.links) listening.push(`firmata:${l.config.path} (${l.config.device})`)
-  if (http) listening.push(`http://${config.http.host}:${http.port} (/healthz, /metrics)`)
+  if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -231,6 +250,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
       broker.stopAccepting()
+      await ota.stop()
       await broker.stop()
       await serial.stop()
       await firmata.stop()
@@ -238,6 +258,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       commands.close()
       await outbox.close()
       await Promise.all(upstreams.map((u) => u.close()))
+      await dashboard?.stop()
       await http?.stop()
       await control.stop()
       registry.close()
@@ -245,5 +266,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, control, stop }
+  return { broker, http, outbox, registry, serial, commands, dashboard, control, ota, stop }
 }

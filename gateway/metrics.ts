@@ -18,6 +18,8 @@ export class Metrics {
   readonly upstreamConnected = new Gauge({ name: 'edgeway_upstream_connected', help: '1 when the upstream link is up', labelNames: ['upstream'] as const, registers: [this.registry] })
   readonly devicesConnected = new Gauge({ name: 'edgeway_devices_connected', help: 'Devices with an open link', registers: [this.registry] })
   readonly clientsConnected = new Gauge({ name: 'edgeway_mqtt_clients_connected', help: 'MQTT connections', registers: [this.registry] })
+  readonly otaJobs = new Counter({ name: 'edgeway_ota_jobs_total', help: 'OTA jobs that ended, by final state (succeeded, failed, rolled_back, cancelled)', labelNames: ['state'] as const, registers: [this.registry] })
+  readonly otaBytes = new Counter({ name: 'edgeway_ota_bytes_served_total', help: 'Image bytes sent to devices in OTA chunks (resends included)', registers: [this.registry] })
   readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a batch of readings leaving the broker thread to its durable commit (acks wait for it)', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
 
   /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */

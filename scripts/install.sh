@@ -139,7 +139,7 @@ app_stamp() {
   (cd "$SRC" && {
     echo "node-abi $("$NODE" -p process.versions.modules) $(uname -m)"
     sha256sum package.json package-lock.json gateway/config/edgeway.schema.json
-    find bin dist -type f -print0 | sort -z | xargs -0 sha256sum
+    find bin dist gateway/dashboard/public -type f -print0 | sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1)
 }
 WANT=$(app_stamp)
@@ -155,9 +155,11 @@ if (require('./package.json').dependencies.serialport) require('@serialport/bind
 install_app() {
   local stage="$ROOT$APP.new"
   rm -rf "$stage"
-  mkdir -p "$stage/gateway/config"
+  mkdir -p "$stage/gateway/config" "$stage/gateway/dashboard"
   cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/bin" "$SRC/dist" "$stage/"
   cp -a "$SRC/gateway/config/edgeway.schema.json" "$stage/gateway/config/"
+  # The dashboard's pages and modules are served as they are (no build step); dist/ finds them via package.json.
+  cp -a "$SRC/gateway/dashboard/public" "$stage/gateway/dashboard/"
   # --ignore-scripts: the root package's "prepare" runs the TypeScript build, which needs dev dependencies the
   # production tree does not have (and dist/ is already built). The native modules' own install scripts are
   # then run explicitly with `npm rebuild`.

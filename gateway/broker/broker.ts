@@ -1,7 +1,7 @@
 // The embedded MQTT broker: the one file that imports aedes. Listeners (TCP, TLS, WebSocket), authentication,
 // the topic ACL and the durable telemetry intake are wired here.
 import { Aedes, type Client, type PublishPacket, type Subscription, type AuthenticateError } from 'aedes'
-import { createServer as createNetServer, type Server as NetServer } from 'node:net'
+import { createServer as createNetServer, Socket as NetSocket, type Server as NetServer } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { readFileSync } from 'node:fs'
@@ -18,6 +18,7 @@ import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
 import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from './policy.ts'
 import { TelemetryIntake } from './intake.ts'
+import { parseFirmwareReport } from '../ota/protocol.ts'
 
 export interface BrokerDeps {
   config: Config['mqtt']
@@ -58,6 +59,7 @@ export class MqttBroker {
   private readonly deviceConns = new Map<string, number>()
   private readonly intake: TelemetryIntake
   private commandResult: ((device: string, name: string, payload: Buffer) => void) | null = null
+  private otaUplink: ((device: string, kind: 'request' | 'status', payload: Buffer) => void) | null = null
   readonly listeners: ListenerInfo[] = []
 
   constructor(private readonly d: BrokerDeps) {
@@ -72,6 +74,8 @@ export class MqttBroker {
   isDeviceOnline(device: string): boolean { return this.deviceConns.has(device) }
   /** Results devices publish to `devices/<id>/cmd/<name>/result` go here (the command router). */
   onCommandResult(listener: (device: string, name: string, payload: Buffer) => void): void { this.commandResult = listener }
+  /** OTA requests and status a device publishes to `devices/<id>/ota/request|status` go here (the OTA service). */
+  onOtaUplink(listener: (device: string, kind: 'request' | 'status', payload: Buffer) => void): void { this.otaUplink = listener }
 
   async start(): Promise<void> {
     const cfg = this.d.config
@@ -106,6 +110,9 @@ export class MqttBroker {
     aedes.on('connectionError', (client, err) => this.onClientError(client, err))
 
     const handle = (stream: Duplex | import('node:net').Socket): void => {
+      // aedes writes one packet in several small writes: with Nagle on, a reply waits for the peer's delayed ACK
+      // (measured: a 1 MiB OTA transfer in 4 KiB request/chunk round trips took 0.8 s with Nagle, 0.19 s without).
+      if (stream instanceof NetSocket) stream.setNoDelay(true)
       const client = aedes.handle(stream)
       guardPacketSize(client, cfg.maxPacketSize)
     }
@@ -239,6 +246,11 @@ export class MqttBroker {
           this.d.log.error({ device: t.device, err: (err as Error).message }, 'command result listener failed')
         }
       }
+      if ((kind === 'ota_request' || kind === 'ota_status') && this.otaUplink) {
+        try { this.otaUplink(t.device, kind === 'ota_request' ? 'request' : 'status', packet.payload as Buffer) } catch (err) {
+          this.d.log.error({ device: t.device, err: (err as Error).message }, 'ota listener failed')
+        }
+      }
     }
     cb(null)
   }
@@ -256,14 +268,14 @@ export class MqttBroker {
     cb(null, sub)
   }
 
-  /** A retained state message may carry the firmware version: the registry keeps it. */
+  /** A retained state message may carry the firmware version (and health, for OTA): the registry keeps the version. */
   private noteState(device: string, payload: Buffer): void {
-    if (payload.length === 0 || payload.length > 4096 || payload[0] !== 0x7b) return
-    try {
-      const s = JSON.parse(payload.toString('utf8')) as Record<string, unknown>
-      const fw = s.firmware ?? s.fw
-      if (typeof fw === 'string' && fw.length <= 64) this.d.registry.setFirmware(device, fw)
-    } catch { /* state is free-form; only the firmware field is read */ }
+    if (payload[0] !== 0x7b) return
+    // state is free-form; only the firmware and healthy fields are read
+    const fw = parseFirmwareReport(payload)
+    if (!fw) return
+    this.d.registry.setFirmware(device, fw.version)
+    this.d.bus.safeEmit('firmware', { device, version: fw.version, healthy: fw.healthy })
   }
 
   private onClientReady(client: Client): void {

@@ -12,12 +12,19 @@ export function parseDeviceTopic(topic: string): DeviceTopic | null {
   return { device: topic.slice(DEVICE_PREFIX.length, slash), rest: topic.slice(slash + 1) }
 }
 
-export type TopicKind = 'telemetry' | 'state' | 'cmd' | 'cmd_result' | 'errors' | 'other'
+export type TopicKind = 'telemetry' | 'state' | 'cmd' | 'cmd_result' | 'errors' | 'ota_request' | 'ota_status' | 'ota_downlink' | 'ota_other' | 'other'
+
+/** OTA (see devices/ota/README.md): the gateway publishes announce and chunk, the device publishes request and status. */
+const OTA_DOWNLINK = new Set(['ota/announce', 'ota/chunk'])
 
 export function topicKind(rest: string): TopicKind {
   if (rest === 'telemetry') return 'telemetry'
   if (rest === 'state') return 'state'
   if (rest === 'errors') return 'errors'
+  if (rest === 'ota/request') return 'ota_request'
+  if (rest === 'ota/status') return 'ota_status'
+  if (OTA_DOWNLINK.has(rest)) return 'ota_downlink'
+  if (rest === 'ota' || rest.startsWith('ota/')) return 'ota_other'
   if (rest.startsWith('cmd/')) {
     const parts = rest.split('/')
     if (parts.length === 2 && parts[1]) return 'cmd'
@@ -38,15 +45,17 @@ export function mayPublish(device: string, topic: string): Decision {
   const kind = topicKind(t.rest)
   if (kind === 'cmd') return { ok: false, reason: 'command topics are downlink only' }
   if (kind === 'errors') return { ok: false, reason: 'the errors topic is written by the gateway only' }
+  if (kind === 'ota_downlink') return { ok: false, reason: 'ota announce and chunk topics are written by the gateway only' }
+  if (kind === 'ota_other') return { ok: false, reason: `a device publishes only ota/request and ota/status under devices/${device}/ota/` }
   return allow
 }
 
-/** A device subscribes only to its own commands, errors and retained state: no wildcards above that. */
+/** A device subscribes only to its own commands, errors, retained state and OTA downlink: no wildcards above that. */
 export function maySubscribe(device: string, filter: string): Decision {
   const own = `${DEVICE_PREFIX}${device}/`
   if (filter.startsWith(own)) {
     const rest = filter.slice(own.length)
-    if (rest === 'errors' || rest === 'state' || rest.startsWith('cmd/')) return allow
+    if (rest === 'errors' || rest === 'state' || rest.startsWith('cmd/') || OTA_DOWNLINK.has(rest)) return allow
   }
-  return { ok: false, reason: `device "${device}" may only subscribe to ${own}cmd/..., ${own}errors and ${own}state` }
+  return { ok: false, reason: `device "${device}" may only subscribe to ${own}cmd/..., ${own}errors, ${own}state, ${own}ota/announce and ${own}ota/chunk` }
 }

@@ -4,6 +4,7 @@ import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
 import { usbLabel } from '../../devices/serial/usb.ts'
+import { dashboardConfig } from '../dashboard/config.ts'
 
 const port = z.number().int().min(0).max(65535)
 const host = z.string().min(1)
@@ -90,6 +91,7 @@ export const configSchema = z.object({
     connectTimeoutMs: z.number().int().min(100).default(30000),
   }).strict().prefault({}),
   http: listener(8080, true).prefault({}),
+  dashboard: dashboardConfig.prefault({}),
   outbox: z.object({
     /** Retention: drop the oldest readings beyond this many bytes of payload (counted, logged). */
     maxBytes: z.number().int().min(1024).default(512 * 1024 * 1024),

@@ -1,0 +1,406 @@
+// The dashboard: pages and assets on the gateway's HTTP port, and one authenticated WebSocket per browser carrying
+// live state (devices, readings, outbox, upstreams, refusals), commands, device registration and plug-in channels.
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { HttpServer } from '../http/server.ts'
+import { messageSocketServer, refuseUpgrade, type MessageSocket, type MessageSocketServer } from '../net/websocket.ts'
+import type { GatewayBus, GatewayEvents } from '../events.ts'
+import type { Device } from '../registry/registry.ts'
+import type { Command, CommandResult } from '../commands/router.ts'
+import { verifySecret } from '../registry/secrets.ts'
+import type { DashboardConfig } from './config.ts'
+import type { ChannelConnection, ChannelMessage, DashboardChannel } from './channel.ts'
+import { Sessions, LoginThrottle, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, SESSION_COOKIE, type Access } from './access.ts'
+import { LiveQueue, mergeReadings, mergeLists } from './live-queue.ts'
+import { History } from './history.ts'
+import { assetDirs, assetFile, sendFile, type AssetDirs } from './assets.ts'
+
+/** What the dashboard shows about the gateway's health: the /healthz figures. */
+export interface StatusSnapshot {
+  status: string
+  reasons: string[]
+  outbox: { depth: number; bytes: number; oldestAgeSeconds: number; drops: Record<string, number>; diskFull: boolean; deadLettered: number } | null
+  upstreams: { name: string; connected: boolean; since: string; lastError: string | null; lag: number | null }[]
+  mqtt: { clients: number; devices: number }
+}
+
+export interface DashboardDeps {
+  config: DashboardConfig
+  http: HttpServer
+  bus: GatewayBus
+  log: Logger
+  gatewayId: string
+  version: string
+  /** Shown with a new device's credentials. */
+  mqttPort: number
+  devices(): Device[]
+  device(id: string): Device | undefined
+  addDevice(id: string): Promise<string>
+  dispatch(cmd: Command): Promise<CommandResult>
+  status(): Promise<StatusSnapshot>
+}
+
+type ReadingEvent = GatewayEvents['reading'][0]
+
+export interface DeviceView { id: string; online: boolean; link: string | null; firmware: string | null; lastSeen: number | null }
+
+const viewOf = (d: Device): DeviceView => ({ id: d.id, online: d.online, link: d.link, firmware: d.firmwareVersion, lastSeen: d.lastSeen })
+
+/** Buffered bytes above which a browser counts as slow and its live updates coalesce. */
+const HIGH_WATER = 64 * 1024
+const STATUS_EVERY_MS = 1000
+const DEVICE_POLL_MS = 5000
+const FLUSH_EVERY_MS = 25
+const MAX_MESSAGE = 64 * 1024
+
+class Connection {
+  readonly queue: LiveQueue
+  private flushTimer: NodeJS.Timeout | null = null
+  readonly channels: ChannelConnection[] = []
+
+  constructor(readonly socket: MessageSocket, readonly user: string, readonly sessionToken: string | null, private readonly onOverflow: () => void) {
+    this.queue = new LiveQueue(socket, { highWater: HIGH_WATER, maxUnkeyed: 2000 })
+  }
+
+  send(msg: object, key?: string, merge?: (a: object, b: object) => object): void {
+    if (!this.socket.open) return
+    const r = this.queue.push(msg, key, merge)
+    if (r === 'overflow') { this.onOverflow(); return }
+    if (r !== 'sent' && !this.flushTimer) {
+      this.flushTimer = setInterval(() => {
+        if (!this.socket.open || this.queue.flush() === 0) { clearInterval(this.flushTimer!); this.flushTimer = null }
+      }, FLUSH_EVERY_MS)
+    }
+  }
+
+  stop(): void {
+    if (this.flushTimer) clearInterval(this.flushTimer)
+    this.flushTimer = null
+    for (const c of this.channels.splice(0)) c.close()
+  }
+}
+
+export class DashboardServer {
+  private readonly sessions: Sessions
+  private readonly throttle = new LoginThrottle()
+  private readonly history: History
+  private readonly conns = new Set<Connection>()
+  private readonly channels: DashboardChannel[] = []
+  private readonly refusals: object[] = []
+  private wss: MessageSocketServer | null = null
+  private timers: NodeJS.Timeout[] = []
+  private lastDevices = new Map<string, string>()
+  private statusBusy = false
+  private dirs: AssetDirs = { publicDir: '', vendorDir: '' }
+  private readonly unsubscribe: (() => void)[] = []
+  private readonly log: Logger
+
+  constructor(private readonly d: DashboardDeps) {
+    this.sessions = new Sessions(d.config.sessionHours * 3600_000)
+    this.history = new History(d.config.historyPoints)
+    this.log = d.log.child({ component: 'dashboard' })
+  }
+
+  get passwordSet(): boolean { return this.d.config.passwordHash !== undefined }
+
+  /** Plug-in features over the dashboard WebSocket (the camera). Browsers that connect afterwards see it in `hello`. */
+  addChannel(ch: DashboardChannel): void {
+    if (!/^[a-z][a-z0-9-]*$/.test(ch.prefix)) throw new Error(`dashboard channel prefix "${ch.prefix}": lowercase letters, digits and "-"`)
+    if (this.channels.some((c) => c.prefix === ch.prefix)) throw new Error(`dashboard channel "${ch.prefix}" is already registered`)
+    this.channels.push(ch)
+  }
+
+  /** Registers routes and bus listeners; the HttpServer must not be listening yet. */
+  start(): void {
+    this.dirs = assetDirs()
+    const h = this.d.http
+    h.route('/', (req, res) => this.page(req, res))
+    h.route('/login', (req, res) => this.login(req, res))
+    h.route('/logout', (req, res) => this.logout(req, res))
+    h.route('/ui/*', (req, res) => this.asset(req, res))
+    this.wss = messageSocketServer({
+      maxPayload: MAX_MESSAGE,
+      onError: (err) => this.log.warn({ err: err.message }, 'dashboard socket closed on bad input'),
+    })
+    h.upgrade('/ws', (req, socket, head) => this.upgrade(req, socket, head))
+    const onReading = (e: ReadingEvent): void => this.onReading(e)
+    const onPresence = (e: { device: string }): void => this.sendDevice(e.device)
+    const onRefusal = (e: { reason: string; detail: string; device?: string; clientId?: string }): void => this.onRefusal(e)
+    this.d.bus.on('reading', onReading)
+    this.d.bus.on('deviceOnline', onPresence)
+    this.d.bus.on('deviceOffline', onPresence)
+    this.d.bus.on('refusal', onRefusal)
+    this.unsubscribe.push(
+      () => this.d.bus.off('reading', onReading), () => this.d.bus.off('deviceOnline', onPresence),
+      () => this.d.bus.off('deviceOffline', onPresence), () => this.d.bus.off('refusal', onRefusal))
+    this.timers.push(
+      setInterval(() => { if (this.conns.size) { this.closeExpired(); void this.sendStatus() } }, STATUS_EVERY_MS),
+      setInterval(() => { if (this.conns.size) this.pollDevices() }, DEVICE_POLL_MS),
+    )
+    if (!this.passwordSet) {
+      this.log.warn('DASHBOARD HAS NO PASSWORD: it answers loopback clients (127.0.0.1, ::1) only. Set one with `edgeway dashboard set-password` to reach it from the network')
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t)
+    this.timers = []
+    for (const u of this.unsubscribe.splice(0)) u()
+    for (const c of this.conns) c.stop()
+    this.conns.clear()
+    await this.wss?.close()
+    this.wss = null
+  }
+
+  /** Figures for tests and the benchmark. */
+  get stats(): { connections: number; sentBytes: number; coalesced: number } {
+    let sentBytes = 0, coalesced = 0
+    for (const c of this.conns) { sentBytes += c.queue.sentBytes; coalesced += c.queue.coalesced }
+    return { connections: this.conns.size, sentBytes, coalesced }
+  }
+
+  // ------------------------------------------------------------------------------------------------ access
+
+  private access(req: IncomingMessage): Access {
+    const token = parseCookies(req.headers.cookie)[SESSION_COOKIE]
+    return decideAccess({ passwordSet: this.passwordSet, remoteAddress: req.socket.remoteAddress, session: this.sessions.get(token) })
+  }
+
+  private originOk(req: IncomingMessage): boolean {
+    return originAllowed(req.headers.origin, req.headers.host, this.d.config.allowedOrigins)
+  }
+
+  private deny(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
+    if (a.status === 401 && html) { res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end(); return }
+    res.writeHead(a.status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(a.reason + '\n')
+  }
+
+  // ------------------------------------------------------------------------------------------------ pages
+
+  private async page(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
+    const a = this.access(req)
+    if (!a.ok) { this.deny(res, a, true); return }
+    await sendFile(res, join(this.dirs.publicDir, 'index.html'))
+  }
+
+  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === 'GET') {
+      // Loopback without a password: nothing to log in to.
+      if (!this.passwordSet) { const a = this.access(req); if (!a.ok) { this.deny(res, a, false); return } res.writeHead(303, { location: '/' }).end(); return }
+      await sendFile(res, join(this.dirs.publicDir, 'login.html'))
+      return
+    }
+    if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
+    if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
+    const addr = req.socket.remoteAddress ?? '?'
+    if (!this.passwordSet) { this.deny(res, { ok: false, status: 403, reason: 'no dashboard password is set: run `edgeway dashboard set-password`' }, false); return }
+    if (this.throttle.blocked(addr)) {
+      this.log.warn({ from: addr }, 'dashboard login refused: too many failed attempts')
+      res.writeHead(429, { 'content-type': 'text/plain', 'retry-after': '60' }).end('too many failed logins; try again in a minute\n')
+      return
+    }
+    const body = await readBody(req, 4096)
+    const password = body === null ? null : new URLSearchParams(body).get('password')
+    const ok = password !== null && password.length > 0 && await verifySecret(password, this.d.config.passwordHash!)
+    if (!ok) {
+      this.throttle.fail(addr)
+      this.log.warn({ from: addr }, 'dashboard login failed: wrong password')
+      res.writeHead(303, { location: '/login?failed=1', 'cache-control': 'no-store' }).end()
+      return
+    }
+    this.throttle.succeed(addr)
+    const s = this.sessions.create('admin')
+    this.log.info({ from: addr }, 'dashboard login')
+    const secure = req.headers['x-forwarded-proto'] === 'https' || 'encrypted' in req.socket
+    res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(s.token, this.d.config.sessionHours * 3600, secure), 'cache-control': 'no-store' }).end()
+  }
+
+  private logout(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'POST') { res.writeHead(405, { allow: 'POST' }).end(); return }
+    if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin logout refused\n'); return }
+    const token = parseCookies(req.headers.cookie)[SESSION_COOKIE]
+    if (token) {
+      this.sessions.revoke(token)
+      for (const c of this.conns) if (c.sessionToken === token) c.socket.close(4401, 'logged out')
+    }
+    res.writeHead(303, { location: this.passwordSet ? '/login' : '/', 'set-cookie': clearedCookie(), 'cache-control': 'no-store' }).end()
+  }
+
+  private async asset(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
+    // Assets are not secret, but a dashboard without a password is loopback-only in every part.
+    const a = this.access(req)
+    if (!a.ok && a.status === 403) { this.deny(res, a, false); return }
+    await sendFile(res, assetFile(this.dirs, (req.url ?? '').split('?')[0]!.slice('/ui/'.length)))
+  }
+
+  // ------------------------------------------------------------------------------------------------ websocket
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const a = this.access(req)
+    if (!a.ok) {
+      this.log.warn({ from: req.socket.remoteAddress, status: a.status }, 'dashboard websocket refused: ' + a.reason)
+      refuseUpgrade(socket, a.status, a.status === 401 ? 'Unauthorized' : 'Forbidden')
+      return
+    }
+    // Cross-site WebSocket hijacking: a foreign page could otherwise ride the session cookie.
+    if (!this.originOk(req)) {
+      this.log.warn({ from: req.socket.remoteAddress, origin: req.headers.origin }, 'dashboard websocket refused: foreign Origin')
+      refuseUpgrade(socket, 403, 'Forbidden')
+      return
+    }
+    if (!this.wss) { socket.destroy(); return }
+    this.wss.accept(req, socket, head, (ws) => this.connected(ws, a.user, a.session?.token ?? null))
+  }
+
+  private connected(ws: MessageSocket, user: string, token: string | null): void {
+    const c: Connection = new Connection(ws, user, token, () => {
+      this.log.warn({ user }, 'dashboard browser too slow: closing its socket')
+      ws.close(1013, 'too slow')
+    })
+    this.conns.add(c)
+    ws.onClose(() => { c.stop(); this.conns.delete(c) })
+    ws.onMessage((text) => this.onMessage(c, text))
+    const features: Record<string, boolean> = { camera: false }
+    for (const ch of this.channels) features[ch.prefix] = true
+    c.send({ type: 'hello', user, gateway: this.d.gatewayId, version: this.d.version, features, auth: this.passwordSet ? 'password' : 'loopback', historyPoints: this.d.config.historyPoints })
+    const devices = this.devicesSafe()
+    for (const v of devices) this.lastDevices.set(v.id, JSON.stringify({ ...v, lastSeen: null }))
+    c.send({ type: 'snapshot', devices, latest: this.history.latest(), history: this.history.snapshot(), refusals: this.refusals })
+    void this.d.status().then((s) => c.send({ type: 'status', ...s }, 'status'), () => undefined)
+    for (const ch of this.channels) {
+      try {
+        c.channels.push(ch.open({ user, send: (msg) => c.send(msg) }))
+      } catch (err) { this.log.error({ err: (err as Error).message, channel: ch.prefix }, 'dashboard channel failed to open') }
+    }
+  }
+
+  private onMessage(c: Connection, text: string): void {
+    // The session may have ended (logout, expiry) while the socket stayed open.
+    if (c.sessionToken !== null && !this.sessions.get(c.sessionToken)) { c.socket.close(4401, 'session expired'); return }
+    let msg: unknown
+    try { msg = JSON.parse(text) } catch { msg = undefined }
+    if (!msg || typeof msg !== 'object' || Array.isArray(msg) || typeof (msg as { type?: unknown }).type !== 'string') {
+      this.log.warn({ user: c.user, bytes: text.length }, 'dashboard message refused: not a JSON object with a "type"')
+      c.send({ type: 'error', error: 'message refused: expected a JSON object with a string "type"' })
+      return
+    }
+    const m = msg as ChannelMessage
+    const ref = typeof m.ref === 'string' || typeof m.ref === 'number' ? m.ref : null
+    const dot = m.type.indexOf('.')
+    if (dot > 0) {
+      const idx = this.channels.findIndex((ch) => ch.prefix === m.type.slice(0, dot))
+      const conn = idx >= 0 ? c.channels[idx] : undefined
+      if (conn) {
+        try { conn.receive(m) } catch (err) { this.log.error({ err: (err as Error).message, type: m.type }, 'dashboard channel failed on a message') }
+        return
+      }
+    }
+    switch (m.type) {
+      case 'command': void this.command(c, m, ref); return
+      case 'addDevice': void this.addDevice(c, m, ref); return
+      default:
+        this.log.warn({ user: c.user, type: m.type.slice(0, 64) }, 'dashboard message refused: unknown type')
+        c.send({ type: 'error', ref, error: `unknown message type "${m.type.slice(0, 64)}"` })
+    }
+  }
+
+  private async command(c: Connection, m: ChannelMessage, ref: string | number | null): Promise<void> {
+    if (typeof m.device !== 'string' || typeof m.name !== 'string') {
+      c.send({ type: 'commandResult', ref, result: { ok: false, code: 'bad_request', error: 'a command needs "device" and "name" strings' } })
+      return
+    }
+    const id = `dash-${randomBytes(8).toString('hex')}`
+    this.log.info({ user: c.user, device: m.device, command: m.name, id }, 'dashboard command')
+    const result = await this.d.dispatch({ id, device: m.device, name: m.name, args: m.args ?? null })
+    c.send({ type: 'commandResult', ref, result })
+  }
+
+  private async addDevice(c: Connection, m: ChannelMessage, ref: string | number | null): Promise<void> {
+    if (typeof m.id !== 'string') { c.send({ type: 'error', ref, error: 'addDevice needs an "id" string' }); return }
+    try {
+      const secret = await this.d.addDevice(m.id)
+      this.log.info({ user: c.user, device: m.id }, 'dashboard added a device')
+      c.send({ type: 'deviceAdded', ref, device: m.id, secret, mqttPort: this.d.mqttPort })
+      this.sendDevice(m.id)
+    } catch (err) {
+      c.send({ type: 'error', ref, error: (err as Error).message })
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------ live state
+
+  private broadcast(msg: object, key?: string, merge?: (a: object, b: object) => object): void {
+    for (const c of this.conns) c.send(msg, key, merge)
+  }
+
+  private onReading(r: ReadingEvent): void {
+    this.history.add(r.device, r.ts, r.metrics)
+    if (this.conns.size) this.broadcast({ type: 'reading', device: r.device, link: r.link, ts: r.ts, at: Date.now(), metrics: r.metrics }, `r:${r.device}`, mergeReadings)
+  }
+
+  private onRefusal(e: { reason: string; detail: string; device?: string; clientId?: string }): void {
+    const item = { at: Date.now(), ...e }
+    this.refusals.push(item)
+    if (this.refusals.length > 50) this.refusals.splice(0, this.refusals.length - 50)
+    this.broadcast({ type: 'refusals', items: [item] }, 'refusals', mergeLists('items', 50))
+  }
+
+  private devicesSafe(): DeviceView[] {
+    try { return this.d.devices().map(viewOf) } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'dashboard: device list failed')
+      return []
+    }
+  }
+
+  private sendDevice(id: string): void {
+    let d: Device | undefined
+    try { d = this.d.device(id) } catch { return }
+    if (!d) return
+    const v = viewOf(d)
+    this.lastDevices.set(id, JSON.stringify({ ...v, lastSeen: null }))
+    this.broadcast({ type: 'device', device: v }, `d:${id}`)
+  }
+
+  /** Firmware versions and registry edits have no event: compare with what was sent (last-seen ticks excluded). */
+  private pollDevices(): void {
+    const now = new Map<string, string>()
+    for (const v of this.devicesSafe()) {
+      const k = JSON.stringify({ ...v, lastSeen: null })
+      now.set(v.id, k)
+      if (this.lastDevices.get(v.id) !== k) this.broadcast({ type: 'device', device: v }, `d:${v.id}`)
+    }
+    for (const id of this.lastDevices.keys()) if (!now.has(id)) this.broadcast({ type: 'deviceRemoved', device: id }, `d:${id}`)
+    this.lastDevices = now
+  }
+
+  /** A session that expired ends its sockets too, not only its next message. */
+  private closeExpired(): void {
+    for (const c of this.conns) if (c.sessionToken !== null && !this.sessions.get(c.sessionToken)) c.socket.close(4401, 'session expired')
+  }
+
+  private async sendStatus(): Promise<void> {
+    // A slow status source must not pile up calls.
+    if (this.statusBusy) return
+    this.statusBusy = true
+    try {
+      const s = await this.d.status()
+      this.broadcast({ type: 'status', at: Date.now(), ...s }, 'status')
+    } catch (err) { this.log.warn({ err: (err as Error).message }, 'dashboard: status failed') } finally { this.statusBusy = false }
+  }
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<string | null> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length
+    if (n > max) return null
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
