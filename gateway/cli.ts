@@ -13,6 +13,7 @@ import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
 import { runFlash } from '../devices/flash/command.ts'
 import { BOARDS } from '../devices/flash/boards.ts'
+import { registerXmppCli } from '../bridges/xmpp/cli.ts'
 import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
 import { registerOtaCommands } from './ota/cli.ts'
@@ -239,6 +240,7 @@ dead.command('retry').addOption(configOpt()).option('-u, --upstream <name>', 'on
     process.stdout.write(n === 0 ? 'nothing to retry\n' : `${n} dead-lettered reading${n === 1 ? '' : 's'} queued for retry\n`)
   })
 
+registerXmppCli(program, load, configOpt)
 registerOtaCommands(program, { dataDir: (opts) => load(opts.config).gateway.dataDir, configOpt })
 
 program.parseAsync(process.argv).catch((err: Error) => {

@@ -254,13 +254,25 @@ export function checkClock(now: Date, ntp: string | null): CheckResult {
   return result('clock', 'ok', `${at} (timedatectl did not answer: NTP state unknown)`)
 }
 
+/** Without a password the dashboard answers loopback only: say so when the HTTP port listens beyond loopback. */
+export function checkDashboard(config: Config): CheckResult {
+  const name = 'dashboard login'
+  if (!config.http.enabled || !config.dashboard.enabled) return result(name, 'ok', 'dashboard disabled')
+  if (config.dashboard.passwordHash) return result(name, 'ok', 'an admin password is set')
+  const loopback = /^(127\.|::1$|localhost$)/.test(config.http.host)
+  return loopback
+    ? result(name, 'ok', `no password: reachable from this machine only (http ${config.http.host})`)
+    : result(name, 'warn', `no admin password: the dashboard on ${config.http.host}:${config.http.port} refuses every client but this machine`,
+      'run `edgeway dashboard set-password` to log in from the LAN')
+}
+
 export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   const env = opts.env ?? process.env
   const results: CheckResult[] = [checkNodeVersion(opts.nodeVersion ?? process.versions.node)]
   const { result: configResult, config } = checkConfig(opts.configFile, env)
   results.push(configResult, checkSqlite())
   if (config) {
-    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile))
+    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile), checkDashboard(config))
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }

@@ -14,13 +14,14 @@ import { HttpServer, sendJson } from './http/server.ts'
 import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
-import { CommandRouter } from './commands/router.ts'
+import { CommandRouter, type CommandResult } from './commands/router.ts'
 import { OtaService } from './ota/service.ts'
 import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
 import { controlSocketPath } from './control/client.ts'
+import type { XmppBridge } from '../bridges/xmpp/bridge.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -73,13 +74,21 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const bus = new GatewayBus((err, event) => log.error({ err: (err as Error).message, event }, 'event listener failed'))
   const registry = new Registry(files.registry)
   const enabled = config.upstreams.filter((u) => u.enabled)
+  // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
+  const xmpp: XmppBridge | null = config.xmpp.enabled ? new (await import('../bridges/xmpp/bridge.ts')).XmppBridge(config.xmpp, {
+    gatewayId: config.gateway.id, dataDir: config.gateway.dataDir, bus, log: log.child({ bridge: 'xmpp' }),
+    devices: (): string[] => [...new Set([...registry.list().map((d) => d.id), ...broker.connectedDevices, ...serial.links.map((l): string => l.config.device)])],
+    isOnline: (d): boolean => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false), dispatch: (cmd): Promise<CommandResult> => commands.dispatch(cmd),
+  }) : null
+  if (xmpp?.upstream && enabled.some((u) => u.name === xmpp.upstream!.name)) throw new Error(`xmpp.pubsub.upstream "${xmpp.upstream.name}" clashes with an entry of upstreams`)
   const outbox = new OutboxClient({
-    file: files.outbox, gatewayId: config.gateway.id, upstreams: enabled.map((u) => u.name),
+    file: files.outbox, gatewayId: config.gateway.id, upstreams: [...enabled.map((u) => u.name), ...(config.xmpp.enabled && config.xmpp.pubsub.enabled ? [config.xmpp.pubsub.upstream] : [])],
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, priority: config.outbox.priority, log,
   })
   const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
+  if (xmpp?.upstream) upstreams.push(xmpp.upstream)
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })
@@ -211,6 +220,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     for (const f of forwarders) f.start()
     serial.start()
     firmata.start()
+    xmpp?.start()
     if (http) {
       http.route('/healthz', async (_req, res) => {
         const h = await health()
@@ -224,6 +234,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await http.start()
     }
   } catch (err) {
+    await xmpp?.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
     await firmata.stop().catch(() => undefined)
@@ -249,6 +260,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     stopping ??= (async () => {
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
+      // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
+      await xmpp?.stop()
       broker.stopAccepting()
       await ota.stop()
       await broker.stop()

@@ -118,6 +118,7 @@ export class FirmataLink {
         this.d.registry.setFirmware(this.config.device, board.firmware)
       } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
       this.d.bus.safeEmit('deviceOnline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path })
+      this.d.bus.safeEmit('firmware', { device: this.config.device, version: board.firmware, healthy: null })
       this.log.info({ firmware: board.firmware, sensors: this.config.sensors.length, actuators: this.config.actuators.length }, 'firmata board ready')
       this.reportTimer = setInterval(() => this.report(), this.config.reportIntervalMs)
       this.reportTimer.unref()

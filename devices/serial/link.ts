@@ -302,9 +302,12 @@ export class SerialLink {
         }
         this.bootId = f.seq
         this.hellos++
-        if (version !== this.firmware) this.log.info({ firmware: version }, 'serial device says hello')
+        const changed = version !== this.firmware
+        if (changed) this.log.info({ firmware: version }, 'serial device says hello')
         this.firmware = version
         try { this.d.registry.setFirmware(this.config.device, version) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
+        // live views (the dashboard) follow firmware changes, e.g. after `edgeway flash`
+        if (changed) this.d.bus.safeEmit('firmware', { device: this.config.device, version, healthy: null })
         break
       }
       case FrameType.READING: {

@@ -4,6 +4,7 @@ import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
 import { usbLabel } from '../../devices/serial/usb.ts'
+import { xmppSection } from '../../bridges/xmpp/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -116,6 +117,7 @@ export const configSchema = z.object({
     ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),
   }).strict().prefault({}),
   firmata: firmataSection.prefault({}),
+  xmpp: xmppSection.prefault({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',
