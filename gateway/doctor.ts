@@ -277,7 +277,7 @@ export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }
-  results.push(checkSerial(opts.devDir, config?.serial.ports.map((p) => p.path)), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
+  results.push(checkSerial(opts.devDir, config?.serial.ports.filter((p) => !p.usb).map((p) => p.path)), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
   return results
 }
 

@@ -36,6 +36,8 @@ function packageVersion(): string {
 const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
 import { toSerialCommand } from '../devices/serial/commands.ts'
+import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
+import { FirmataLinks } from '../devices/firmata/link.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -93,13 +95,22 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   if (xmpp?.upstream) upstreams.push(xmpp.upstream)
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
+  const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })
   metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
   // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
   // (whose result comes back through the broker hook below).
   const commands = new CommandRouter({
-    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined,
-    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false),
+    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined || firmata.byDevice(d) !== undefined,
+    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false) || (firmata.byDevice(d)?.status().online ?? false),
     send: async (d, name, payload) => {
+      const board = firmata.byDevice(d)
+      if (board) {
+        // Firmata actuators act at once: the result is known here.
+        const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
+        const r = board.command(name, args)
+        commands.handleResult(d, name, JSON.stringify(r.ok ? { id, result: r.result } : { id, error: r.error }))
+        return
+      }
       const link = serial.byDevice(d)
       if (!link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
       // A serial board answers in-band (COMMAND_RESULT): hand its answer to the router as a device result.
@@ -206,6 +217,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
+  control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
   control.handle('ota.push', (params, progress) => ota.push(params, progress))
   control.handle('ota.cancel', async (params) => ota.cancel(params))
 
@@ -220,6 +232,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
+    firmata.start()
     xmpp?.start()
     if (http) {
       http.route('/healthz', async (_req, res) => {
@@ -239,6 +252,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await camera.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
+    await firmata.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
@@ -252,6 +266,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
+  for (const l of firmata.links) listening.push(`firmata:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
@@ -268,6 +283,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       await ota.stop()
       await broker.stop()
       await serial.stop()
+      await firmata.stop()
       for (const f of forwarders) f.stop()
       commands.close()
       await outbox.close()
