@@ -5,7 +5,7 @@ import { controlCall, GatewayNotRunning } from '../../gateway/control/client.ts'
 import { boardProfile, type BoardProfile } from './boards.ts'
 import { flashBoard, type FlashResult } from './flasher.ts'
 import { HexError, parseIntelHex, type HexImage } from './ihex.ts'
-import { progressDisplay } from './progress.ts'
+import { progressDisplay } from '../../gateway/progress.ts'
 import { FLASH_METHOD, type FlashAnswer } from './service.ts'
 import type { Progress } from './stk500.ts'
 
@@ -29,7 +29,8 @@ export async function runFlash(c: FlashCommand, out = process.stdout, err = proc
   }
   if (c.baud !== undefined && (!Number.isInteger(c.baud) || c.baud <= 0)) { err.write(`edgeway flash: --baud must be a positive integer\n`); return 2 }
   const baud = c.baud ?? board.baud
-  const bar = progressDisplay(err)
+  const display = progressDisplay('{step} [{bar}] {percentage}% | {value}/{total} pages', (step, _v, total) => `${step.trim()} ${total} pages`, err)
+  const bar = { update: (p: Progress): void => display.update(p.done, p.total, p.phase === 'write' ? 'writing  ' : 'verifying'), stop: (): void => display.stop() }
   const onProgress = (p: unknown): void => {
     if (isProgress(p)) bar.update(p)
     else if (typeof p === 'object' && p !== null && (p as { phase?: string }).phase === 'paused') {
