@@ -1,5 +1,9 @@
 // The one cli-progress importer: a bar on a terminal; without one (logs, CI, pipes) a line each time the step changes.
-import cliProgress from 'cli-progress'
+import { createRequire } from 'node:module'
+import type CliProgress from 'cli-progress'
+
+// Loaded on first use: the CLI module graph is also the running gateway's, which never draws a bar.
+const load = (): typeof CliProgress => createRequire(import.meta.url)('cli-progress') as typeof CliProgress
 
 export interface ProgressDisplay {
   /** `step` names the current phase or state ({step} in the format); `fields` fill the format's other tokens. */
@@ -19,6 +23,7 @@ export function progressDisplay(format: string, describe: (step: string, value: 
       stop() { /* nothing drawn */ },
     }
   }
+  const cliProgress = load()
   const bar = new cliProgress.SingleBar({ stream, format, hideCursor: true }, cliProgress.Presets.shades_classic)
   let started = false
   return {

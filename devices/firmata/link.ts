@@ -7,7 +7,7 @@ import type { GatewayBus } from '../../gateway/events.ts'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
 import type { OpenPort } from '../serial/port.ts'
 import type { FirmataBoardConfig } from './config.ts'
-import { connectBoard, type ConnectedBoard } from './board.ts'
+import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
 import { SerialTransport } from './transport.ts'
 
@@ -94,6 +94,9 @@ export class FirmataLink {
   }
 
   private async open(): Promise<void> {
+    if (this.stopped) return
+    // johnny-five is large: a gateway without Firmata boards never loads it.
+    const { connectBoard } = await import('./board.ts')
     if (this.stopped) return
     const t = new SerialTransport(this.config.path, this.config.baudRate, this.d.openPort)
     this.transport = t
