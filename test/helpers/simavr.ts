@@ -93,7 +93,7 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
 
 /** The real StandardFirmata build for the Uno from the npm package avrgirl-arduino, fetched by scripts/setup.sh. */
 export function standardFirmataHex(): string {
-  const cache = process.env.EDGEWAY_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'edgeway')
+  const cache = process.env.FIRMATA_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'edgeway')
   const hex = join(cache, 'avrgirl-arduino-5.0.1', 'StandardFirmata.cpp.hex')
   if (!existsSync(hex)) throw new Error(`${hex} not found: run 'bash scripts/setup.sh' (it takes StandardFirmata.cpp.hex from the npm package avrgirl-arduino with 'npm pack', outside git)`)
   return hex
