@@ -11,6 +11,8 @@ import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
+import { runFlash } from '../devices/flash/command.ts'
+import { BOARDS } from '../devices/flash/boards.ts'
 import { registerXmppCli } from '../bridges/xmpp/cli.ts'
 import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
@@ -140,6 +142,16 @@ program.command('status').addOption(configOpt())
       process.stderr.write(`edgeway: ${(err as Error).message}\n`)
       process.exitCode = err instanceof GatewayNotRunning ? 3 : 1
     }
+  })
+
+program.command('flash').argument('<firmware.hex>').addOption(configOpt())
+  .requiredOption('-p, --port <path>', 'serial port of the board (prefer /dev/serial/by-id/...)')
+  .requiredOption('-b, --board <name>', `board type (${Object.keys(BOARDS).join(', ')})`)
+  .option('--baud <n>', "bootloader baud rate (default: the board's)", (v) => Number(v))
+  .description('flash firmware through the board\'s serial bootloader (STK500v1), verify by read-back; a running gateway pauses its link on that port meanwhile')
+  .action(async (file: string, opts: { config?: string; port: string; board: string; baud?: number }) => {
+    const config = load(opts.config)
+    process.exitCode = await runFlash({ port: opts.port, board: opts.board, baud: opts.baud, file, dataDir: config.gateway.dataDir })
   })
 
 const device = program.command('device').description('manage devices in the registry')

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path'
 import { loadConfig, ConfigError } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { openDatabase } from './store/sqlite.ts'
+import { checkCamera } from './camera/doctor.ts'
 
 export type CheckLevel = 'ok' | 'warn' | 'fail'
 
@@ -254,17 +255,29 @@ export function checkClock(now: Date, ntp: string | null): CheckResult {
   return result('clock', 'ok', `${at} (timedatectl did not answer: NTP state unknown)`)
 }
 
+/** Without a password the dashboard answers loopback only: say so when the HTTP port listens beyond loopback. */
+export function checkDashboard(config: Config): CheckResult {
+  const name = 'dashboard login'
+  if (!config.http.enabled || !config.dashboard.enabled) return result(name, 'ok', 'dashboard disabled')
+  if (config.dashboard.passwordHash) return result(name, 'ok', 'an admin password is set')
+  const loopback = /^(127\.|::1$|localhost$)/.test(config.http.host)
+  return loopback
+    ? result(name, 'ok', `no password: reachable from this machine only (http ${config.http.host})`)
+    : result(name, 'warn', `no admin password: the dashboard on ${config.http.host}:${config.http.port} refuses every client but this machine`,
+      'run `edgeway dashboard set-password` to log in from the LAN')
+}
+
 export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   const env = opts.env ?? process.env
   const results: CheckResult[] = [checkNodeVersion(opts.nodeVersion ?? process.versions.node)]
   const { result: configResult, config } = checkConfig(opts.configFile, env)
   results.push(configResult, checkSqlite())
   if (config) {
-    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile))
+    results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile), checkDashboard(config), checkCamera(config.camera, env.PATH))
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }
-  results.push(checkSerial(opts.devDir, config?.serial.ports.map((p) => p.path)), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
+  results.push(checkSerial(opts.devDir, config?.serial.ports.filter((p) => !p.usb).map((p) => p.path)), checkClock(opts.now ?? new Date(), (opts.ntpSynchronized ?? defaultNtpSynchronized)()))
   return results
 }
 

@@ -15,6 +15,8 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
 import { CommandRouter, type CommandResult } from './commands/router.ts'
+import { CameraService } from './camera/service.ts'
+import { cameraHealthReasons } from './camera/health.ts'
 import { OtaService } from './ota/service.ts'
 import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
@@ -34,6 +36,8 @@ function packageVersion(): string {
 const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
 import { toSerialCommand } from '../devices/serial/commands.ts'
+import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
+import { FirmataLinks } from '../devices/firmata/link.ts'
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -43,6 +47,8 @@ export interface RunningGateway {
   serial: SerialLinks
   /** Commands to any device (MQTT or serial), with exactly one result each. */
   commands: CommandRouter
+  /** The optional WebRTC camera (state "off" when camera.enabled is false); a dashboard channel. */
+  camera: CameraService
   /** Firmware updates over MQTT (`ota.push` on the control socket). */
   ota: OtaService
   /** The web dashboard (null when http or the dashboard is off); plug-in channels register with addChannel(). */
@@ -89,13 +95,22 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   if (xmpp?.upstream) upstreams.push(xmpp.upstream)
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
+  const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })
   metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
   // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
   // (whose result comes back through the broker hook below).
   const commands = new CommandRouter({
-    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined,
-    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false),
+    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined || firmata.byDevice(d) !== undefined,
+    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false) || (firmata.byDevice(d)?.status().online ?? false),
     send: async (d, name, payload) => {
+      const board = firmata.byDevice(d)
+      if (board) {
+        // Firmata actuators act at once: the result is known here.
+        const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
+        const r = board.command(name, args)
+        commands.handleResult(d, name, JSON.stringify(r.ok ? { id, result: r.result } : { id, error: r.error }))
+        return
+      }
       const link = serial.byDevice(d)
       if (!link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
       // A serial board answers in-band (COMMAND_RESULT): hand its answer to the router as a device result.
@@ -112,6 +127,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
+  const camera = new CameraService(config.camera, log.child({ component: 'camera' }))
+  if (config.camera.enabled) metrics.setCameraSource(() => { const c = camera.status(); return { viewers: c.viewers, bitrate: c.bitrate, live: c.state === 'live' } })
 
   // Every link's readings, counted once per commit: metrics, last-seen, live events (the dashboard).
   outbox.onCommitted((c) => {
@@ -156,11 +173,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   const health = async () => {
     const stats = await refreshStats()
+    const base = evaluateHealth({
+      outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
+      upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
+    })
+    const cam = camera.status()
+    const camReasons = cameraHealthReasons(cam, Date.now())
     return {
-      ...evaluateHealth({
-        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
-        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-      }),
+      status: base.status === 'ok' && camReasons.length > 0 ? 'degraded' : base.status,
+      reasons: [...base.reasons, ...camReasons],
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
       mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
@@ -170,6 +191,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
         return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null }
       }),
+      camera: cam,
     }
   }
 
@@ -190,9 +212,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
     dispatch: (cmd) => commands.dispatch(cmd), status: health,
   }) : null
+  // The camera panel's signalling rides on the dashboard WebSocket ("camera.*" messages, authenticated sessions only).
+  dashboard?.addChannel(camera)
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
+  control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
   control.handle('ota.push', (params, progress) => ota.push(params, progress))
   control.handle('ota.cancel', async (params) => ota.cancel(params))
 
@@ -207,6 +232,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
+    firmata.start()
     xmpp?.start()
     if (http) {
       http.route('/healthz', async (_req, res) => {
@@ -220,10 +246,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       dashboard?.start()
       await http.start()
     }
+    await camera.start()
   } catch (err) {
     await xmpp?.stop().catch(() => undefined)
+    await camera.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
     await serial.stop().catch(() => undefined)
+    await firmata.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
     registry.close()
@@ -237,7 +266,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)
   for (const l of serial.links) listening.push(`serial:${l.config.path} (${l.config.device})`)
+  for (const l of firmata.links) listening.push(`firmata:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
+  if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
   log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
@@ -247,10 +278,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const t of timers) clearInterval(t)
       // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
       await xmpp?.stop()
+      await camera.stop()
       broker.stopAccepting()
       await ota.stop()
       await broker.stop()
       await serial.stop()
+      await firmata.stop()
       for (const f of forwarders) f.stop()
       commands.close()
       await outbox.close()
@@ -263,5 +296,5 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     })()
     return stopping
   }
-  return { broker, http, outbox, registry, serial, commands, dashboard, control, ota, stop }
+  return { broker, http, outbox, registry, serial, commands, camera, dashboard, control, ota, stop }
 }

@@ -1,6 +1,8 @@
 // The one file that imports prom-client: every metric of the gateway is declared here.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 
+export interface CameraStats { viewers: number; bitrate: number; live: boolean }
+
 export interface SerialLineStats { device: string; frames: number; badFrames: number; resyncs: number; reopens: number }
 
 export class Metrics {
@@ -24,6 +26,7 @@ export class Metrics {
 
   /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */
   private serialSource: () => SerialLineStats[] = () => []
+  private cameraSource: (() => CameraStats) | null = null
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgeway_process_' })
@@ -49,6 +52,16 @@ export class Metrics {
         for (const s of source()) this.inc({ device: s.device }, s.reopens)
       },
     })
+  }
+
+  /** Camera gauges, read at scrape time; registered only when the camera is enabled. */
+  setCameraSource(fn: () => CameraStats): void {
+    if (this.cameraSource) { this.cameraSource = fn; return }
+    this.cameraSource = fn
+    const read = (): CameraStats => this.cameraSource!()
+    new Gauge({ name: 'edgeway_camera_viewers', help: 'WebRTC camera viewers connected', registers: [this.registry], collect() { this.set(read().viewers) } })
+    new Gauge({ name: 'edgeway_camera_bitrate_bits', help: 'Bits per second arriving from the camera source (sent to each viewer)', registers: [this.registry], collect() { this.set(read().bitrate) } })
+    new Gauge({ name: 'edgeway_camera_source_up', help: '1 while the camera source sends RTP', registers: [this.registry], collect() { this.set(read().live ? 1 : 0) } })
   }
 
   setSerialSource(fn: () => SerialLineStats[]): void { this.serialSource = fn }

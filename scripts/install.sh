@@ -199,6 +199,10 @@ else
   say "installed edgeway $VERSION into $APP"
 fi
 
+# serial boards (dialout) and, where the group exists, the optional camera (video); a missing group would stop the unit.
+SUPP_GROUPS=dialout
+getent group video >/dev/null && SUPP_GROUPS="dialout video"
+
 # ---------------------------------------------------------------------------------------------------- user
 if [ "$REAL_SYSTEM" = 1 ]; then
   getent group dialout >/dev/null || groupadd --system dialout
@@ -208,6 +212,11 @@ if [ "$REAL_SYSTEM" = 1 ]; then
   elif ! id -nG "$SVC_USER" | tr ' ' '\n' | grep -qx dialout; then
     usermod -aG dialout "$SVC_USER"
     say "added $SVC_USER to dialout"
+  fi
+  # The optional camera reads /dev/video*: the video group exists on Debian and Raspberry Pi OS.
+  if getent group video >/dev/null && ! id -nG "$SVC_USER" | tr ' ' '\n' | grep -qx video; then
+    usermod -aG video "$SVC_USER"
+    say "added $SVC_USER to video (camera)"
   fi
 else
   skip "useradd --system --home-dir $DATA --no-create-home --shell /usr/sbin/nologin --user-group --groups dialout $SVC_USER"
@@ -310,7 +319,7 @@ Wants=network-online.target
 Type=simple
 User=$SVC_USER
 Group=$SVC_USER
-SupplementaryGroups=dialout
+SupplementaryGroups=$SUPP_GROUPS
 Environment=NODE_ENV=production
 Environment=EDGEWAY_CONFIG=$ETC/edgeway.yaml
 Environment=EDGEWAY_GATEWAY__DATA_DIR=$DATA

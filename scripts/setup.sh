@@ -30,4 +30,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund
   echo "$want" > "$stamp"
 fi
+# StandardFirmata for the Uno, the real build the Firmata tests run in the simulated board. It ships in the npm
+# package avrgirl-arduino, which itself does not install here (it depends on a GitHub tarball): fetch only its tarball
+# with `npm pack` into a cache outside git and keep the one file (test/helpers/simavr.ts looks for it there).
+# (FIRMATA_CACHE_DIR overrides the cache dir; not EDGEWAY_*: every EDGEWAY_ variable is read as gateway config.)
+FIRMATA_DIR="${FIRMATA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeway}/avrgirl-arduino-5.0.1"
+if [ ! -s "$FIRMATA_DIR/StandardFirmata.cpp.hex" ]; then
+  mkdir -p "$FIRMATA_DIR"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent avrgirl-arduino@5.0.1 >/dev/null && tar xzf avrgirl-arduino-5.0.1.tgz package/junk/hex/uno/StandardFirmata.cpp.hex)
+  mv "$tmp/package/junk/hex/uno/StandardFirmata.cpp.hex" "$FIRMATA_DIR/StandardFirmata.cpp.hex"
+  rm -rf "$tmp"
+  echo "setup: StandardFirmata.cpp.hex in $FIRMATA_DIR"
+fi
 echo "setup: ok"

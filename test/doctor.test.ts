@@ -5,7 +5,8 @@ import { createServer, type Server } from 'node:net'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
-import { checkClock, checkNodeVersion, checkSerial, type CheckResult } from '../gateway/doctor.ts'
+import { checkClock, checkDashboard, checkNodeVersion, checkSerial, type CheckResult } from '../gateway/doctor.ts'
+import { configSchema } from '../gateway/config/schema.ts'
 import { runCli, startGatewayProc } from './helpers/gateway.ts'
 import { freePort, tempDir } from './helpers/net.ts'
 
@@ -145,4 +146,15 @@ test('doctor: a bad config is reported naming the key', async () => {
     assert.match(text, /\[FAIL\] config/)
     assert.match(text, /mqtt\.tcp\.port/)
   } finally { cleanup() }
+})
+
+test('doctor: a dashboard without a password warns only when the HTTP port listens beyond loopback', () => {
+  const base = configSchema.parse({})
+  const lan = checkDashboard({ ...base, http: { ...base.http, host: '0.0.0.0' } })
+  assert.equal(lan.level, 'warn')
+  assert.match(lan.fix ?? '', /edgeway dashboard set-password/)
+  assert.equal(checkDashboard({ ...base, http: { ...base.http, host: '127.0.0.1' } }).level, 'ok')
+  const withPassword = configSchema.parse({ dashboard: { passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA' } })
+  assert.equal(checkDashboard(withPassword).level, 'ok')
+  assert.equal(checkDashboard(configSchema.parse({ dashboard: { enabled: false } })).detail, 'dashboard disabled')
 })

@@ -46,6 +46,8 @@ test('router -> serial board: setInterval changes the reading rate; unknown comm
     await new Promise((r) => setTimeout(r, ms))
     return (link.status().readings - a) / (ms / 1000)
   }
+  // the readings the board kept while nobody listened are resent on the gateway's HELLO: let them pass first
+  await new Promise((r) => setTimeout(r, 1000))
   const slow = await rate(2000)
   const res = await gw.commands.dispatch({ id: 'c1', device: 'node-9', name: 'setInterval', args: { ms: 100 } })
   assert.deepEqual(res, { id: 'c1', device: 'node-9', name: 'setInterval', ok: true, result: 'ok' })

@@ -26,7 +26,7 @@ test('retransmitted readings are stored once; ACK only after the commit; NACK wh
   const written: Frame[] = []
   const dec = new CobsDecoder()
   dec.on('data', (f: Frame) => written.push(f))
-  const openPort: OpenPort = async (path, _b, on) => { ev = on; return { path, write: async (d) => { dec.write(Buffer.from(d)) }, close: async () => undefined } }
+  const openPort: OpenPort = async (path, _b, on) => { ev = on; return { path, write: async (d) => { dec.write(Buffer.from(d)) }, setSignals: async () => undefined, close: async () => undefined } }
   const commits: { raw: RawReading; done: (err: Error | null) => void }[] = []
   const outbox = { append: (raw: RawReading, done: (err: Error | null) => void) => { commits.push({ raw, done }) } }
   const link = new SerialLink(cfg(), { outbox, registry, bus: new GatewayBus(), log, openPort })

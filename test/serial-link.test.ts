@@ -34,6 +34,7 @@ function harness() {
   const events: string[] = []
   bus.on('deviceOnline', (e) => events.push(`online:${e.device}`))
   bus.on('deviceOffline', (e) => events.push(`offline:${e.device}:${e.reason}`))
+  bus.on('firmware', (e) => events.push(`firmware:${e.device}:${e.version}`))
   return { got, registry, outbox, bus, events }
 }
 
@@ -50,6 +51,7 @@ test('readings arrive, are acked after commit, commands work and the interval ch
   await waitFor('hello', () => h.registry.firmware.get('node-1') === 'sensor-node 1.0.0', 5000)
   assert.equal(h.registry.online.get('node-1'), true)
   assert.deepEqual(h.events.slice(0, 1), ['online:node-1'])
+  assert.ok(h.events.includes('firmware:node-1:sensor-node 1.0.0'), 'live views hear the firmware version')
   await waitFor('3 readings', () => h.got.length >= 3, 5000)
   const r = h.got.at(-1)!.metrics
   assert.equal(r.adc0, 511, '2.5 V on ADC0 with a 5 V reference')

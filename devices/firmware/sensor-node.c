@@ -255,10 +255,12 @@ static void rx_feed(uint8_t b) {
 }
 
 int main(void) {
-  UBRR0H = UBRRH_VALUE; UBRR0L = UBRRL_VALUE;
+  /* U2X0 before UBRR0: the same on silicon, but simavr derives its UART timing when UBRR0L is written, and with U2X0
+   * still clear it ran the line at half speed (58,823 instead of 117,647 baud) */
 #if USE_2X
   UCSR0A |= _BV(U2X0);
 #endif
+  UBRR0H = UBRRH_VALUE; UBRR0L = UBRRL_VALUE;
   UCSR0B = _BV(RXEN0) | _BV(TXEN0) | _BV(RXCIE0);
   UCSR0C = _BV(UCSZ01) | _BV(UCSZ00);  /* 8N1 */
   ADCSRA = _BV(ADEN) | _BV(ADPS2) | _BV(ADPS1) | _BV(ADPS0);  /* ADC clock F_CPU/128 */

@@ -9,15 +9,18 @@ import {
   CobsDecoder, CommandStatus, FrameType, JsonLineDecoder, decodeReadingPayload, encodeCommand, encodeFrame, frameTypeName,
   type Frame, type FramingStats, type SerialCommand,
 } from './framing.ts'
-import { openSerialPort, type OpenPort, type PortHandle } from './port.ts'
+import { listSerialPorts, openSerialPort, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
+import { matchUsbPort, type UsbMatch } from './usb.ts'
 
 export const SERIAL_LINK = 'serial'
 
 export interface SerialPortConfig {
   /** Registry id of the board on this port. */
   device: string
-  /** Prefer a stable name (/dev/serial/by-id/...): ttyUSBn numbers change across replugs. */
+  /** Prefer a stable name (/dev/serial/by-id/...): ttyUSBn numbers change across replugs. With `usb`, a label. */
   path: string
+  /** Find the port by USB identity at every open instead (re-enumeration after a replug is followed). */
+  usb?: UsbMatch | undefined
   baudRate: number
   framing: 'cobs' | 'json'
   reopenMinMs: number
@@ -32,6 +35,7 @@ export interface SerialLinkDeps {
   bus: GatewayBus
   log: Logger
   openPort?: OpenPort
+  listPorts?: ListPorts
 }
 
 export type CommandResult = 'ok' | 'unknown_op' | 'bad_args' | 'sent'
@@ -46,6 +50,8 @@ export interface SerialLinkStatus {
   readings: number
   duplicates: number
   reopens: number
+  /** HELLO frames received (a flasher waits for the next one to learn the new firmware version). */
+  hellos: number
 }
 
 /** Committed device sequence numbers remembered for duplicate detection; must exceed the firmware's window (4). */
@@ -55,6 +61,8 @@ const COMMAND_RETRY_MS = 1000
 
 export class SerialLink {
   private port: PortHandle | null = null
+  /** The device path of the open port (the USB lookup's answer when configured by identity). */
+  private openPath: string | null = null
   private decoder: CobsDecoder | JsonLineDecoder | null = null
   private readonly backoff: Backoff
   private reopenTimer: NodeJS.Timeout | null = null
@@ -70,6 +78,7 @@ export class SerialLink {
   private readings = 0
   private duplicates = 0
   private reopens = 0
+  private hellos = 0
   private openFailuresLogged = 0
   private readonly pendingSeqs = new Set<number>()
   private recentSeqs: number[] = []
@@ -88,7 +97,27 @@ export class SerialLink {
     void this.open()
   }
 
-  async stop(): Promise<void> {
+  /** Lets another program use the port (a flasher): closes it and keeps it closed until resume(). */
+  async pause(reason: string): Promise<void> {
+    if (this.stopped) return
+    this.log.info({ reason }, 'serial link paused: port released')
+    await this.stop(reason)
+  }
+
+  /** Reopens after pause(); the board's HELLO then records its (new) firmware version. */
+  resume(): void {
+    if (!this.stopped) return
+    this.log.info('serial link resumed')
+    this.backoff.reset()
+    this.start()
+  }
+
+  get paused(): boolean { return this.stopped }
+
+  /** The device path last opened (for a port configured by USB identity, where it was found). */
+  get devicePath(): string | null { return this.openPath ?? (this.config.usb ? null : this.config.path) }
+
+  async stop(reason = 'gateway stopping'): Promise<void> {
     this.stopped = true
     if (this.noiseTimer) clearTimeout(this.noiseTimer)
     this.noiseTimer = null
@@ -97,7 +126,7 @@ export class SerialLink {
     const p = this.port
     this.detach()
     if (p) await p.close()
-    this.setOffline('gateway stopping')
+    this.setOffline(reason)
     for (const resolve of this.commands.values()) resolve(-1)
     this.commands.clear()
   }
@@ -107,7 +136,7 @@ export class SerialLink {
     return {
       device: this.config.device, path: this.config.path, open: this.port !== null, online: this.online, firmware: this.firmware,
       framing: { frames: this.framing.frames + (f?.frames ?? 0), badFrames: this.framing.badFrames + (f?.badFrames ?? 0), resyncs: this.framing.resyncs + (f?.resyncs ?? 0) },
-      readings: this.readings, duplicates: this.duplicates, reopens: this.reopens,
+      readings: this.readings, duplicates: this.duplicates, reopens: this.reopens, hellos: this.hellos,
     }
   }
 
@@ -146,8 +175,14 @@ export class SerialLink {
     const opener = this.d.openPort ?? openSerialPort
     const decoder = this.config.framing === 'cobs' ? new CobsDecoder() : new JsonLineDecoder()
     let port: PortHandle
+    let path = this.config.path
     try {
-      port = await opener(this.config.path, this.config.baudRate, {
+      if (this.config.usb) {
+        const found = matchUsbPort(await (this.d.listPorts ?? listSerialPorts)(), this.config.usb)
+        if (!found.ok) throw new Error(found.error)
+        path = found.path
+      }
+      port = await opener(path, this.config.baudRate, {
         data: (chunk) => {
           if (this.decoder !== decoder) return
           const bad = decoder.stats.badFrames + decoder.stats.resyncs
@@ -166,6 +201,7 @@ export class SerialLink {
     }
     if (this.stopped) { await port.close(); return }
     this.port = port
+    this.openPath = path
     this.decoder = decoder
     this.openFailuresLogged = 0
     this.backoff.reset()
@@ -174,7 +210,7 @@ export class SerialLink {
     this.recentSeqs = []
     this.bootId = null
     decoder.on('data', (f: Frame | Buffer) => { if (this.decoder === decoder) this.onFrame(f) })
-    this.log.info({ baudRate: this.config.baudRate, framing: this.config.framing }, 'serial port open')
+    this.log.info({ baudRate: this.config.baudRate, framing: this.config.framing, ...(this.config.usb ? { devicePath: path } : {}) }, 'serial port open')
     this.armLiveness()
     // Ask the board to introduce itself (it may have booted long before we opened the port).
     if (this.config.framing === 'cobs') this.write(encodeFrame({ type: FrameType.HELLO, seq: 0, payload: Buffer.from('edgeway') }))
@@ -265,9 +301,13 @@ export class SerialLink {
           this.recentSeqs = []
         }
         this.bootId = f.seq
-        if (version !== this.firmware) this.log.info({ firmware: version }, 'serial device says hello')
+        this.hellos++
+        const changed = version !== this.firmware
+        if (changed) this.log.info({ firmware: version }, 'serial device says hello')
         this.firmware = version
         try { this.d.registry.setFirmware(this.config.device, version) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
+        // live views (the dashboard) follow firmware changes, e.g. after `edgeway flash`
+        if (changed) this.d.bus.safeEmit('firmware', { device: this.config.device, version, healthy: null })
         break
       }
       case FrameType.READING: {
@@ -337,4 +377,5 @@ export class SerialLinks {
   start(): void { for (const l of this.links) l.start() }
   async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
   byDevice(device: string): SerialLink | undefined { return this.links.find((l) => l.config.device === device) }
+  byPath(path: string): SerialLink | undefined { return this.links.find((l) => l.config.path === path) }
 }

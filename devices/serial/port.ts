@@ -1,9 +1,12 @@
-// The one file that imports serialport: open a port by path, write bytes, hear data and its loss. Nothing else.
+// The one file that imports serialport: open a port by path, write bytes, hear data and its loss; list ports.
 import { SerialPort } from 'serialport'
+import type { PortInfo } from './usb.ts'
 
 export interface PortHandle {
   readonly path: string
   write(data: Uint8Array): Promise<void>
+  /** Sets the modem control lines (DTR/RTS reset an Arduino); rejects where the port has none (a pty). */
+  setSignals(s: { dtr: boolean; rts: boolean }): Promise<void>
   close(): Promise<void>
 }
 
@@ -36,6 +39,10 @@ export const openSerialPort: OpenPort = async (path, baudRate, on) => {
       if (!port.isOpen) { reject(new Error('port not open')); return }
       port.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), (err) => (err ? reject(err) : resolve()))
     }),
+    setSignals: (s) => new Promise<void>((resolve, reject) => {
+      if (!port.isOpen) { reject(new Error('port not open')); return }
+      port.set(s, (err) => (err ? reject(err) : resolve()))
+    }),
     close: () => new Promise<void>((resolve) => {
       closing = true
       if (!port.isOpen) { resolve(); return }
@@ -43,3 +50,9 @@ export const openSerialPort: OpenPort = async (path, baudRate, on) => {
     }),
   }
 }
+
+export type ListPorts = () => Promise<PortInfo[]>
+
+/** The serial ports present, with their USB identity where the OS knows it (udev on Linux). */
+export const listSerialPorts: ListPorts = async () =>
+  (await SerialPort.list()).map((p) => ({ path: p.path, vendorId: p.vendorId, productId: p.productId, serialNumber: p.serialNumber, manufacturer: p.manufacturer }))

@@ -2,7 +2,10 @@
 import { z } from 'zod'
 import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
+import { firmataSection } from '../../devices/firmata/config.ts'
+import { usbLabel } from '../../devices/serial/usb.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
+import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -40,7 +43,14 @@ const serialPort = z.object({
   /** Registry id of the board: its readings, presence and firmware version are recorded under it. */
   device: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, "_", "." and "-", 1 to 64 characters'),
   /** Prefer a stable name such as /dev/serial/by-id/usb-...: ttyUSB numbers change when boards are replugged. */
-  path: z.string().min(1),
+  path: z.string().min(1).optional(),
+  /** Or the board's USB identity, looked up among the present ports at every (re)open: survives re-enumeration. */
+  usb: z.object({
+    vendorId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB vendor id in hex, e.g. "2341"'),
+    productId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB product id in hex, e.g. "0043"'),
+    /** Needed when several boards of one kind are plugged in. */
+    serialNumber: z.string().min(1).optional(),
+  }).strict().optional(),
   baudRate: z.number().int().min(300).max(4000000).default(115200),
   /** cobs: the sensor-node binary framing (acks, retransmit, commands); json: one JSON object per line. */
   framing: z.enum(['cobs', 'json']).default('cobs'),
@@ -49,6 +59,9 @@ const serialPort = z.object({
   /** No valid frame for this long: the board is marked offline (the port stays open). */
   offlineAfterMs: z.number().int().min(100).default(10000),
 }).strict()
+  .refine((p) => (p.path === undefined) !== (p.usb === undefined), 'give either path or usb (vendorId, productId, serialNumber), not both')
+  // the link logs and is looked up by `path`: a USB identity gets a stable label there (usb:2341:0043:SN)
+  .transform((p) => ({ ...p, path: p.path ?? usbLabel(p.usb!) }))
 
 export const configSchema = z.object({
   gateway: z.object({
@@ -104,7 +117,9 @@ export const configSchema = z.object({
   serial: z.object({
     ports: z.array(serialPort).default([]).refine((ps) => new Set(ps.map((p) => p.path)).size === ps.length, 'serial port paths must be unique'),
   }).strict().prefault({}),
+  firmata: firmataSection.prefault({}),
   xmpp: xmppSection.prefault({}),
+  camera: cameraSchema.prefault({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',

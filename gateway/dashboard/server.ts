@@ -132,10 +132,12 @@ export class DashboardServer {
     this.d.bus.on('reading', onReading)
     this.d.bus.on('deviceOnline', onPresence)
     this.d.bus.on('deviceOffline', onPresence)
+    this.d.bus.on('firmware', onPresence)
     this.d.bus.on('refusal', onRefusal)
     this.unsubscribe.push(
       () => this.d.bus.off('reading', onReading), () => this.d.bus.off('deviceOnline', onPresence),
-      () => this.d.bus.off('deviceOffline', onPresence), () => this.d.bus.off('refusal', onRefusal))
+      () => this.d.bus.off('deviceOffline', onPresence), () => this.d.bus.off('firmware', onPresence),
+      () => this.d.bus.off('refusal', onRefusal))
     this.timers.push(
       setInterval(() => { if (this.conns.size) { this.closeExpired(); void this.sendStatus() } }, STATUS_EVERY_MS),
       setInterval(() => { if (this.conns.size) this.pollDevices() }, DEVICE_POLL_MS),
@@ -366,7 +368,7 @@ export class DashboardServer {
     this.broadcast({ type: 'device', device: v }, `d:${id}`)
   }
 
-  /** Firmware versions and registry edits have no event: compare with what was sent (last-seen ticks excluded). */
+  /** Registry edits by the CLI (another process) and serial HELLOs have no event: compare with what was sent (last-seen ticks excluded). */
   private pollDevices(): void {
     const now = new Map<string, string>()
     for (const v of this.devicesSafe()) {

@@ -2,7 +2,7 @@
 import { Option, type Command } from 'commander'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import cliProgress from 'cli-progress'
+import { progressDisplay } from '../progress.ts'
 import { controlCall, GatewayNotRunning } from '../control/client.ts'
 import type { OtaProgress, PushParams } from './service.ts'
 import { readJobs } from './store.ts'
@@ -37,30 +37,25 @@ export function registerOtaCommands(program: Command, ctx: Ctx): void {
           signature: opts.signature ? readFileSync(opts.signature).toString('base64') : null,
         }
       } catch (err) { return fail((err as Error).message, 2) }
-      const tty = process.stderr.isTTY === true
-      const bar = new cliProgress.SingleBar({
-        format: `ota ${device} {version} [{bar}] {percentage}% {value}/{total} bytes | {state}`, stream: process.stderr, hideCursor: tty,
-      }, cliProgress.Presets.shades_classic)
-      let started = false
-      let lastState = ''
+      let job = 0
+      const bar = progressDisplay(`ota ${device} {version} [{bar}] {percentage}% {value}/{total} bytes | {step}`,
+        (state, offset, size) => `ota job ${job} ${device}: ${state} (${offset}/${size} bytes)`)
       const onProgress = (raw: unknown): void => {
         const p = raw as OtaProgress
-        const state = p.state === 'applied' ? 'applied: waiting for the device to reboot and report' : p.state
-        if (!started) { started = true; bar.start(p.size, p.offset, { version: p.version, state }) } else bar.update(p.offset, { state })
-        // Without a terminal the bar draws nothing: state changes still get a line each.
-        if (!tty && p.state !== lastState) process.stderr.write(`ota job ${p.job} ${device}: ${state} (${p.offset}/${p.size} bytes)\n`)
-        lastState = p.state
+        job = p.job
+        bar.update(p.offset, p.size, p.state === 'applied' ? 'applied: waiting for the device to reboot and report' : p.state, { version: p.version })
       }
       let result: OtaProgress
       try {
         result = await controlCall(ctx.dataDir(opts), 'ota.push', params, onProgress) as OtaProgress
       } catch (err) {
-        if (started) bar.stop()
+        bar.stop()
         if (err instanceof GatewayNotRunning) return fail(err.message, 3)
         const lost = /closed the control connection/.test((err as Error).message)
         return fail(lost ? `${(err as Error).message}; the job is stored and resumes when the gateway runs again (see \`edgeway ota status\`)` : (err as Error).message)
       }
-      if (started) { bar.update(result.offset, { state: result.state }); bar.stop() }
+      bar.update(result.offset, result.size, result.state, { version: result.version })
+      bar.stop()
       if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n')
       else if (result.state === 'succeeded') process.stdout.write(`ota job ${result.job}: succeeded: ${device} runs ${result.version}\n`)
       else if (!opts.wait) process.stdout.write(`ota job ${result.job}: announced ${result.size} bytes of ${result.version} to ${device}\n`)

@@ -15,10 +15,12 @@ import type { BenchContext, BenchSection } from './lib/section.ts';
 import { renderTable } from './lib/table.ts';
 import { mqttSection } from './mqtt/section.ts';
 import { amqpSection } from './amqp/section.ts';
+import { serialSection } from './serial/section.ts';
 import { xmppSection } from './xmpp/section.ts';
 import { dashboardSection } from './dashboard/section.ts';
+import { cameraSection } from './camera/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection, amqpSection, dashboardSection, xmppSection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection, serialSection, dashboardSection, xmppSection, cameraSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -33,7 +35,9 @@ function usage(): string {
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=200000 BENCH_AMQP_LIVE_SECONDS=8',
     '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
+    'env (serial): BENCH_SERIAL_SECONDS=10 BENCH_SERIAL_WINDOW=4 (the firmware ack window) BENCH_SERIAL_SYNC=FULL|NORMAL',
     'env (xmpp): BENCH_XMPP_MESSAGES=5000 BENCH_XMPP_WINDOW=200 BENCH_XMPP_BACKLOG=5000 BENCH_XMPP_DROPS=20',
+    'env (camera): BENCH_CAMERA_SECONDS=10 BENCH_CAMERA_VIEWERS=0,1,3 BENCH_CAMERA_BITRATE=4M (empty: bare test pattern)',
     'env (dashboard): BENCH_DASH_DEVICES=100 BENCH_DASH_WARMUP_SECONDS=20 BENCH_DASH_SECONDS=15 BENCH_DASH_LOADS=5',
   ].join('\n');
 }

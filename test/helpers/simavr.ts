@@ -3,6 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { homedir } from 'node:os'
 import { ROOT } from './gateway.ts'
 import { tempDir } from './net.ts'
 
@@ -28,6 +29,14 @@ export function buildSimBoard(opts: { version?: string; intervalMs?: number; win
   return { dir, hex: join(dir, 'sensor-node.hex'), simboard: join(dir, 'simboard'), cleanup }
 }
 
+/** Debian's arduino-core-avr: the old Arduino bootloader (STK500v1, 57600 baud) that fits the 2 KiB boot section. */
+export const ATMEGABOOT = '/usr/share/arduino/hardware/arduino/avr/bootloaders/atmega/ATmegaBOOT_168_atmega328.hex'
+
+export function requireBootloader(): string {
+  if (!existsSync(ATMEGABOOT)) throw new Error(`${ATMEGABOOT} not found: install the Arduino cores with 'apt-get install -y arduino-core-avr' (or run 'bash scripts/setup.sh')`)
+  return ATMEGABOOT
+}
+
 export interface SimBoard {
   /** The pty symlink the gateway opens. */
   path: string
@@ -36,13 +45,21 @@ export interface SimBoard {
   stderr: () => string
   /** 64 random bytes on the line after the next frame delimiter the firmware sends. */
   injectGarbage(): void
+  /** SIGUSR2: the reset button (into the bootloader when there is one). */
+  reset(): void
+  /** With `pins`: drives an input pin, e.g. setPin('PD2', 1) (Arduino pin 2). */
+  setPin(pin: string, level: 0 | 1): void
   /** SIGTERM: the harness removes the pty link and exits (the board is "unplugged"). */
   stop(): Promise<void>
 }
 
-export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number } = {}): Promise<SimBoard> {
-  const args = ['-a', String(opts.adc0mV ?? 2500), opts.hex ?? build.hex, path]
-  const proc = spawn(build.simboard, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * bootloader: the board runs it at every reset and starts as after an external reset; opening the port resets it
+ * (the Arduino auto-reset). pins: output pin changes are reported on stderr ("simboard: pin PB5=1").
+ */
+export async function startSimBoard(build: SimBuild, path: string, opts: { hex?: string; adc0mV?: number; adc1mV?: number; bootloader?: string; pins?: boolean } = {}): Promise<SimBoard> {
+  const args = ['-a', `${opts.adc0mV ?? 2500},${opts.adc1mV ?? 0}`, ...(opts.bootloader ? ['-b', opts.bootloader] : []), ...(opts.pins ? ['-p'] : []), opts.hex ?? build.hex, path]
+  const proc = spawn(build.simboard, args, { stdio: [opts.pins ? 'pipe' : 'ignore', 'pipe', 'pipe'] })
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => { err += d.toString() })
   process.once('exit', () => { try { proc.kill('SIGKILL') } catch { /* gone */ } })
@@ -59,6 +76,11 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
     path, proc, pid: proc.pid!,
     stderr: () => err,
     injectGarbage() { process.kill(proc.pid!, 'SIGUSR1') },
+    reset() { process.kill(proc.pid!, 'SIGUSR2') },
+    setPin(pin, level) {
+      if (!proc.stdin) throw new Error('start the board with { pins: true } to drive pins')
+      proc.stdin.write(`${pin}=${level}\n`)
+    },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return
       const done = new Promise((r) => proc.once('exit', r))
@@ -67,4 +89,12 @@ export async function startSimBoard(build: SimBuild, path: string, opts: { hex?:
     },
   }
   return board
+}
+
+/** The real StandardFirmata build for the Uno from the npm package avrgirl-arduino, fetched by scripts/setup.sh. */
+export function standardFirmataHex(): string {
+  const cache = process.env.FIRMATA_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'edgeway')
+  const hex = join(cache, 'avrgirl-arduino-5.0.1', 'StandardFirmata.cpp.hex')
+  if (!existsSync(hex)) throw new Error(`${hex} not found: run 'bash scripts/setup.sh' (it takes StandardFirmata.cpp.hex from the npm package avrgirl-arduino with 'npm pack', outside git)`)
+  return hex
 }

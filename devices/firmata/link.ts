@@ -1,0 +1,189 @@
+// Firmata DeviceLink: a StandardFirmata board becomes a registry device. Its sensors' values go into the outbox as
+// one reading every reportIntervalMs (and at once when a button changes); actuator commands come down from the
+// command router. Presence follows the port; a lost port or a board that never answers is retried with backoff.
+import type { Logger } from 'pino'
+import type { RawReading } from '../../gateway/readings.ts'
+import type { GatewayBus } from '../../gateway/events.ts'
+import { Backoff } from '../../gateway/upstream/backoff.ts'
+import type { OpenPort } from '../serial/port.ts'
+import type { FirmataBoardConfig } from './config.ts'
+import type { ConnectedBoard } from './board.ts'
+import { toActuatorAction } from './commands.ts'
+import { SerialTransport } from './transport.ts'
+
+export const FIRMATA_LINK = 'firmata'
+
+export interface FirmataLinkDeps {
+  outbox: { append(raw: RawReading, done: (err: Error | null, refused?: string) => void): void }
+  registry: { setOnline(id: string, online: boolean, link: string): void; setFirmware(id: string, version: string): void }
+  bus: GatewayBus
+  log: Logger
+  openPort?: OpenPort
+}
+
+export interface FirmataLinkStatus {
+  device: string; path: string; online: boolean; firmware: string | null; readings: number; reopens: number
+  /** Times the board became ready (a flasher waits for the next one to learn the new firmware). */
+  hellos: number
+}
+
+export type ActuatorResult = { ok: true; result: { actuator: string; state: number } } | { ok: false; error: string }
+
+export class FirmataLink {
+  private transport: SerialTransport | null = null
+  private board: ConnectedBoard | null = null
+  private readonly backoff: Backoff
+  private reopenTimer: NodeJS.Timeout | null = null
+  private reportTimer: NodeJS.Timeout | null = null
+  private stopped = true
+  private firmware: string | null = null
+  private readings = 0
+  private reopens = 0
+  private hellos = 0
+  private failuresLogged = 0
+  private readonly log: Logger
+
+  constructor(readonly config: FirmataBoardConfig, private readonly d: FirmataLinkDeps) {
+    this.backoff = new Backoff(config.reopenMinMs, config.reopenMaxMs)
+    this.log = d.log.child({ link: FIRMATA_LINK, device: config.device, port: config.path })
+  }
+
+  start(): void {
+    if (!this.stopped) return
+    this.stopped = false
+    void this.open()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.reopenTimer) clearTimeout(this.reopenTimer)
+    this.reopenTimer = null
+    await this.down('gateway stopping')
+  }
+
+  /** Lets another program use the port (a flasher) until resume(). */
+  async pause(reason: string): Promise<void> {
+    if (this.stopped) return
+    this.log.info({ reason }, 'firmata link paused: port released')
+    this.stopped = true
+    if (this.reopenTimer) clearTimeout(this.reopenTimer)
+    this.reopenTimer = null
+    await this.down(reason)
+  }
+
+  resume(): void {
+    if (!this.stopped) return
+    this.log.info('firmata link resumed')
+    this.backoff.reset()
+    this.start()
+  }
+
+  status(): FirmataLinkStatus {
+    return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopens, hellos: this.hellos }
+  }
+
+  /** A routed command: its name is an actuator's name. */
+  command(name: string, args: unknown): ActuatorResult {
+    const m = toActuatorAction(this.config.actuators, name, args)
+    if (!m.ok) return m
+    if (!this.board) return { ok: false, error: `${this.config.device} is not connected` }
+    const state = this.board.actuate(m.actuator.name, m.action)
+    this.log.info({ actuator: m.actuator.name, action: m.action, state }, 'actuator set')
+    this.report() // the new state goes upstream at once
+    return { ok: true, result: { actuator: m.actuator.name, state } }
+  }
+
+  private async open(): Promise<void> {
+    if (this.stopped) return
+    // johnny-five is large: a gateway without Firmata boards never loads it.
+    const { connectBoard } = await import('./board.ts')
+    if (this.stopped) return
+    const t = new SerialTransport(this.config.path, this.config.baudRate, this.d.openPort)
+    this.transport = t
+    const opened = new Promise<void>((resolve, reject) => { t.once('open', resolve); t.once('error', reject) })
+    const boardP = connectBoard(this.config, t)
+    boardP.catch(() => undefined)
+    try {
+      void t.open()
+      await opened
+      const board = await boardP
+      if (this.stopped || this.transport !== t) { await t.close(); return }
+      this.board = board
+      t.on('close', () => { if (this.transport === t) void this.lost(new Error('port closed')) })
+      t.on('error', (err: Error) => { if (this.transport === t) void this.lost(err) })
+      this.failuresLogged = 0
+      this.backoff.reset()
+      this.firmware = board.firmware
+      this.hellos++
+      board.onChange(() => this.report())
+      try {
+        this.d.registry.setOnline(this.config.device, true, FIRMATA_LINK)
+        this.d.registry.setFirmware(this.config.device, board.firmware)
+      } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
+      this.d.bus.safeEmit('deviceOnline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path })
+      this.d.bus.safeEmit('firmware', { device: this.config.device, version: board.firmware, healthy: null })
+      this.log.info({ firmware: board.firmware, sensors: this.config.sensors.length, actuators: this.config.actuators.length }, 'firmata board ready')
+      this.reportTimer = setInterval(() => this.report(), this.config.reportIntervalMs)
+      this.reportTimer.unref()
+    } catch (err) {
+      await t.close()
+      if (this.transport === t) this.transport = null
+      if (this.stopped) return
+      const delay = this.backoff.next()
+      if (this.failuresLogged++ === 0) this.log.warn({ err: (err as Error).message, retryMs: delay }, 'firmata board not reachable: retrying with backoff')
+      else this.log.debug({ err: (err as Error).message, retryMs: delay }, 'firmata board still not reachable')
+      this.scheduleReopen(delay)
+    }
+  }
+
+  private scheduleReopen(delay: number): void {
+    if (this.stopped || this.reopenTimer) return
+    this.reopenTimer = setTimeout(() => { this.reopenTimer = null; this.reopens++; void this.open() }, delay)
+    this.reopenTimer.unref()
+  }
+
+  private async lost(err: Error): Promise<void> {
+    this.log.warn({ err: err.message }, 'firmata port lost: board unplugged or gone; reopening with backoff')
+    await this.down('port lost')
+    this.scheduleReopen(this.backoff.next())
+  }
+
+  private async down(reason: string): Promise<void> {
+    if (this.reportTimer) clearInterval(this.reportTimer)
+    this.reportTimer = null
+    const t = this.transport
+    this.transport = null
+    const wasOnline = this.board !== null
+    this.board?.close()
+    this.board = null
+    if (t) await t.close()
+    if (!wasOnline) return
+    try { this.d.registry.setOnline(this.config.device, false, FIRMATA_LINK) } catch (e) { this.log.warn({ err: (e as Error).message }, 'registry update failed') }
+    this.d.bus.safeEmit('deviceOffline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path, reason })
+    this.log.info({ reason }, 'firmata board offline')
+  }
+
+  /** One reading with every value that has one (a sensor not sampled yet is left out). */
+  private report(): void {
+    const b = this.board
+    if (!b) return
+    const metrics: Record<string, number> = {}
+    for (const [k, v] of Object.entries(b.values())) if (v !== null && Number.isFinite(v)) metrics[k] = v
+    if (Object.keys(metrics).length === 0) return
+    this.d.outbox.append({ device: this.config.device, link: FIRMATA_LINK, payload: Buffer.from(JSON.stringify(metrics)) }, (err, refused) => {
+      // Firmata has no acknowledgements: a reading that cannot be stored now is replaced by the next sample.
+      if (err) this.log.error({ err: err.message }, 'outbox write failed: this sample is lost (the next one follows)')
+      else if (refused !== undefined) this.log.warn({ reason: refused }, 'firmata reading refused')
+      else this.readings++
+    })
+  }
+}
+
+/** All configured Firmata boards, started and stopped together by main. */
+export class FirmataLinks {
+  readonly links: FirmataLink[]
+  constructor(boards: FirmataBoardConfig[], deps: FirmataLinkDeps) { this.links = boards.map((b) => new FirmataLink(b, deps)) }
+  start(): void { for (const l of this.links) l.start() }
+  async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
+  byDevice(device: string): FirmataLink | undefined { return this.links.find((l) => l.config.device === device) }
+}
