@@ -85,8 +85,11 @@ export class XmppBridge {
     }
     this.listeners.reading = (e) => this.onReading(e.device, e.link, e.metrics)
     for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.on(k as keyof GatewayEvents, fn as never)
-    this.link.on('online', () => {
-      if (this.clientMode) this.clientOnline()
+    this.link.on('online', (_jid, resumed) => {
+      // A resumed XEP-0198 session kept presence and the block list (its pushes were queued for us): only a status
+      // that changed during the drop is sent.
+      if (resumed) this.announceSelf()
+      else if (this.clientMode) this.clientOnline()
       else this.reannounce()
       this.upstream?.linkUp()
     })
@@ -237,7 +240,7 @@ export class XmppBridge {
   }
 
   private alert(device: string, body: string): void {
-    if (!this.link.online) return
+    // Also while the link is down: client mode queues it for the resumed/fresh session, component mode counts it.
     for (const jid of this.audience(device)) this.link.send(chat(this.jidOf(device), jid, body))
   }
 

@@ -1,6 +1,8 @@
-// The one file that imports xmpp.js (@xmpp/component, @xmpp/client, @xmpp/xml). It keeps one XMPP stream up:
-// a fresh entity per attempt, reconnecting with backoff (xmpp.js's own fixed-delay reconnect is switched off), and
-// hands stanzas to the bridge as plain XmlNode trees.
+// The one file that imports xmpp.js (@xmpp/component, @xmpp/client, @xmpp/xml). It keeps one XMPP stream up,
+// reconnecting with our backoff (xmpp.js's own fixed-delay reconnect is switched off), and hands stanzas to the bridge
+// as plain XmlNode trees. Component mode: a fresh entity per attempt. Client mode: while the server keeps a resumable
+// XEP-0198 session, the SAME entity reconnects (its stream-management state: id, h counters, unacked queue) and
+// resumes; otherwise (no SM, resume refused) a fresh session. Stanzas sent while the link is down wait in `pending`.
 import componentPkg, { type Entity, type Element, type XmlFactory } from '@xmpp/component'
 import { client, xml as clientXml } from '@xmpp/client'
 import type { Logger } from 'pino'
@@ -19,7 +21,8 @@ export class IqError extends Error {
 }
 
 export interface XmppLinkEvents {
-  online: (jid: string) => void
+  /** `resumed`: the XEP-0198 session was resumed (the server kept presence, roster, subscriptions; nothing to redo). */
+  online: (jid: string, resumed: boolean) => void
   offline: (reason: string) => void
   stanza: (s: XmlNode) => void
   iq: (s: XmlNode) => Promise<IqAnswer> | IqAnswer
@@ -45,16 +48,35 @@ function describe(err: unknown): string {
   return String(err)
 }
 
+const NS_SM = 'urn:xmpp:sm:3'
+/** An attempt that neither comes online nor fails by then is abandoned (a peer can stall a half-open stream). */
+const ATTEMPT_TIMEOUT_MS = 10_000
+/** Stanzas kept while the link is down (client mode); beyond this the oldest are dropped and counted. */
+const PENDING_MAX = 1000
+
 export class XmppLink {
   private entity: Entity | null = null
   private closed = false
   private retry: NodeJS.Timeout | null = null
+  private watchdog: NodeJS.Timeout | null = null
   private readonly backoff: Backoff
   private isOnline = false
   private downLogged = false
   private lastError: string | null = null
   private handlers: Partial<XmppLinkEvents> = {}
   private readonly xml: XmlFactory
+  /** Bumped per connect attempt: a late rejection of an older attempt must not tear down the current one. */
+  private attempt = 0
+  /** The current attempt is a XEP-0198 resume of this session id. */
+  private resuming = ''
+  private smNoticeLogged = false
+  /** One "resuming" info line per outage (later attempts at debug). */
+  private resumeLogged = false
+  /** Client mode: stanzas the bridge sent while the link was down, sent on the next online (resumed or fresh). */
+  private pending: Element[] = []
+  private droppedWhileDown = 0
+  /** Unacked stanzas of a session the server would not resume (xmpp.js emits them as "fail"). */
+  private unacked: Element[] = []
   /** component domain, or the client's full JID once bound. */
   jid = ''
 
@@ -65,6 +87,8 @@ export class XmppLink {
 
   get online(): boolean { return this.isOnline }
   get error(): string | null { return this.lastError }
+  /** Stanzas waiting for the link to come back. */
+  get queued(): number { return this.pending.length }
 
   on<K extends keyof XmppLinkEvents>(event: K, fn: XmppLinkEvents[K]): void { this.handlers[event] = fn }
 
@@ -82,17 +106,40 @@ export class XmppLink {
     this.closed = true
     if (this.retry) clearTimeout(this.retry)
     this.retry = null
+    if (this.watchdog) clearTimeout(this.watchdog)
+    this.watchdog = null
     const e = this.entity
     this.entity = null
     if (e) await this.dispose(e, true)
+    const lost = this.pending.length + this.unacked.length
+    if (lost) this.log.warn({ stanzas: lost }, 'xmpp stopped with stanzas not sent (the link was down)')
+    this.pending = []
+    this.unacked = []
     if (this.isOnline) { this.isOnline = false; this.handlers.offline?.('stopped') }
   }
 
-  /** Fire and forget; a failed write is logged (the stream is going down and will be re-established). */
+  /**
+   * Fire and forget. Online: written (client mode with SM: kept by xmpp.js until the server acks it, resent after a
+   * resume). Link down, client mode: queued and sent when the link is back. Component mode: dropped and counted.
+   */
   send(n: XmlNode): void {
     const e = this.entity
-    if (!e || !this.isOnline) { this.log.debug({ stanza: n.name, to: n.attrs.to }, 'xmpp offline: stanza not sent'); return }
-    e.send(toElement(this.xml, n)).catch((err: unknown) => this.log.warn({ err: describe(err) }, 'xmpp send failed'))
+    if (!e || !this.isOnline) {
+      if (this.cfg.mode === 'client' && !this.closed) {
+        this.pending.push(toElement(this.xml, n))
+        if (this.pending.length > PENDING_MAX) { this.pending.shift(); this.droppedWhileDown++ }
+        this.log.debug({ stanza: n.name, to: n.attrs.to, queued: this.pending.length }, 'xmpp offline: stanza held')
+      } else {
+        this.droppedWhileDown++
+        this.log.debug({ stanza: n.name, to: n.attrs.to }, 'xmpp offline: stanza not sent')
+      }
+      return
+    }
+    this.write(e, toElement(this.xml, n))
+  }
+
+  private write(e: Entity, el: Element): void {
+    e.send(el).catch((err: unknown) => this.log.warn({ err: describe(err), stanza: el.name, to: el.attrs.to }, 'xmpp send failed'))
   }
 
   /** Sends an iq get/set and resolves with the result stanza; rejects with IqError on an error reply, Error on timeout. */
@@ -108,24 +155,62 @@ export class XmppLink {
     }
   }
 
+  private create(): Entity {
+    const cfg = this.cfg
+    if (cfg.mode === 'component') return componentPkg.component({ service: this.service, domain: cfg.component.domain!, password: cfg.component.secret! })
+    const [bare, resource] = cfg.client.jid!.split('/', 2) as [string, string | undefined]
+    const [username, domain] = bare.split('@') as [string, string]
+    return client({ service: this.service, domain, username, password: cfg.client.password!, ...(resource ? { resource } : {}) })
+  }
+
   private connect(): void {
     if (this.closed) return
-    const cfg = this.cfg
-    let e: Entity
-    try {
-      e = cfg.mode === 'component'
-        ? componentPkg.component({ service: this.service, domain: cfg.component.domain!, password: cfg.component.secret! })
-        : (() => {
-            const [bare, resource] = cfg.client.jid!.split('/', 2) as [string, string | undefined]
-            const [username, domain] = bare.split('@') as [string, string]
-            return client({ service: this.service, domain, username, password: cfg.client.password!, ...(resource ? { resource } : {}) })
-          })()
-    } catch (err) {
-      this.failed(describe(err))
-      return
+    const attempt = ++this.attempt
+    if (this.watchdog) clearTimeout(this.watchdog)
+    this.watchdog = setTimeout(() => {
+      this.watchdog = null
+      if (attempt !== this.attempt || this.isOnline || this.retry || this.closed) return
+      this.lastError = `no session within ${ATTEMPT_TIMEOUT_MS} ms`
+      this.log.warn({ service: this.service }, 'xmpp connect attempt stalled: abandoning it')
+      try { this.entity?.socket?.destroy?.() } catch { /* gone */ }
+      this.lost()
+    }, ATTEMPT_TIMEOUT_MS)
+    let e = this.entity
+    if (e) {
+      // A resumable XEP-0198 session: reopen the same entity (as @xmpp/reconnect does); its stream-features step
+      // sends <resume h previd> after SASL and falls back to bind + enable when the server answers <failed/>.
+      const sm = e.streamManagement
+      this.resuming = sm?.id ?? ''
+      const fields = { service: this.service, previd: this.resuming, unacked: sm?.outbound_q.length ?? 0, queued: this.pending.length }
+      if (this.resumeLogged) this.log.debug(fields, 'xmpp reconnecting: resuming the stream (XEP-0198)')
+      else this.log.info(fields, 'xmpp reconnecting: resuming the stream (XEP-0198)')
+      this.resumeLogged = true
+    } else {
+      try {
+        e = this.create()
+      } catch (err) {
+        this.failed(describe(err))
+        return
+      }
+      this.resuming = ''
+      e.reconnect.stop()
+      this.entity = e
+      this.wire(e)
     }
-    e.reconnect.stop()
-    this.entity = e
+    // connect + open rather than entity.start(): start() leaves its "online" promise unhandled when the socket errors
+    // while the stream opens (an unhandled rejection kills the process). "online" / "resumed" events bring it up.
+    const ent = e
+    const { domain, lang } = ent.options
+    ent.connect(this.service).then(() => ent.open({ domain, ...(lang ? { lang } : {}) })).catch((err: unknown) => {
+      if (attempt !== this.attempt || this.entity !== ent) return
+      if (!this.lastError) this.lastError = describe(err)
+      this.lost()
+    })
+  }
+
+  /** Listeners, once per entity (a kept client entity keeps them across reconnects). */
+  private wire(e: Entity): void {
+    const cfg = this.cfg
     const mine = (): boolean => this.entity === e
     e.on('error', (err: unknown) => {
       if (!mine()) return
@@ -139,16 +224,30 @@ export class XmppLink {
     })
     e.on('offline', () => { if (mine()) this.lost() })
     e.on('disconnect', () => { if (mine()) this.lost() })
-    e.on('online', (jid: unknown) => {
-      if (!mine()) return
-      this.jid = String(jid)
-      this.isOnline = true
-      this.backoff.reset()
-      this.downLogged = false
-      this.lastError = null
-      this.log.info({ service: this.service, jid: this.jid, mode: cfg.mode }, 'xmpp connected')
-      this.handlers.online?.(this.jid)
-    })
+    e.on('online', (jid: unknown) => { if (mine()) this.up(String(jid), false) })
+    const sm = e.streamManagement
+    if (sm) {
+      sm.on('resumed', () => {
+        if (!mine()) return
+        // xmpp.js marks the entity online right after this event.
+        setImmediate(() => { if (mine() && e.status === 'online') this.up(this.jid, true) })
+      })
+      sm.on('fail', (stanza: Element) => { if (mine() && !this.closed) this.unacked.push(stanza) })
+      e.on('nonza', (el: Element) => {
+        if (!mine()) return
+        if (el.is('enabled', NS_SM)) {
+          this.log.info({ id: el.attrs.id ?? null, resumable: el.attrs.resume === 'true' || el.attrs.resume === '1', max: el.attrs.max ?? null }, 'xmpp stream management enabled (XEP-0198)')
+        } else if (el.is('failed', NS_SM)) {
+          const condition = el.children.find((c): c is Element => typeof c !== 'string')?.name ?? 'unknown'
+          if (this.resuming) this.log.warn({ previd: this.resuming, condition, unacked: sm.outbound_q.length, queued: this.pending.length }, 'xmpp stream resume failed: starting a fresh session')
+          else this.log.warn({ condition }, 'xmpp server refused stream management (XEP-0198): a drop will start a fresh session')
+          this.resuming = ''
+        } else if (el.is('features', 'http://etherx.jabber.org/streams') && el.getChild('bind', 'urn:ietf:params:xml:ns:xmpp-bind') && !el.getChild('sm', NS_SM) && !this.smNoticeLogged) {
+          this.smNoticeLogged = true
+          this.log.warn({ service: this.service }, 'xmpp server offers no stream management (XEP-0198): a drop starts a fresh session, stanzas in flight may be lost')
+        }
+      })
+    }
     e.middleware.use(async (ctx) => {
       if (!mine()) return undefined
       // Stanzas only (the component handshake and stream errors pass through here too).
@@ -165,19 +264,51 @@ export class XmppLink {
       try { this.handlers.stanza?.(s) } catch (err) { this.log.error({ err: describe(err), stanza: s.name }, 'xmpp stanza handler failed') }
       return undefined
     })
-    e.start().catch((err: unknown) => {
-      if (!mine()) return
-      if (!this.lastError) this.lastError = describe(err)
-      this.lost()
-    })
   }
 
-  /** The stream is gone (or never came up): forget the entity, retry after a backoff delay. */
-  private lost(): void {
+  /** Online: a fresh session (`online` event) or a resumed one (the server kept everything, xmpp.js resent the unacked). */
+  private up(jid: string, resumed: boolean): void {
     const e = this.entity
     if (!e) return
-    this.entity = null
-    void this.dispose(e, false)
+    this.jid = jid
+    this.isOnline = true
+    this.backoff.reset()
+    this.downLogged = false
+    this.lastError = null
+    const previd = this.resuming
+    this.resuming = ''
+    this.resumeLogged = false
+    if (resumed) {
+      this.log.info({ service: this.service, jid, previd, resent: e.streamManagement?.outbound_q.length ?? 0, queued: this.pending.length }, 'xmpp stream resumed (XEP-0198)')
+    } else {
+      this.log.info({ service: this.service, jid, mode: this.cfg.mode }, 'xmpp connected')
+    }
+    // A session the server would not resume: its unacknowledged messages (alerts, replies) are sent again — they may
+    // have reached the server before the drop, so a duplicate is possible; the rest (presence, iq) is redone anyway.
+    const unacked = this.unacked
+    this.unacked = []
+    const again = unacked.filter((s) => s.name === 'message')
+    if (unacked.length) this.log.warn({ messagesResent: again.length, otherDropped: unacked.length - again.length }, 'xmpp: stanzas unacknowledged by the lost session')
+    if (this.droppedWhileDown) this.log.warn({ stanzas: this.droppedWhileDown }, this.cfg.mode === 'client' ? 'xmpp: stanzas dropped while the link was down (queue full)' : 'xmpp: stanzas not sent while the link was down')
+    this.droppedWhileDown = 0
+    const queued = [...again, ...this.pending]
+    this.pending = []
+    for (const el of queued) this.write(e, el)
+    this.handlers.online?.(jid, resumed)
+  }
+
+  /** The stream is gone (or never came up): keep a resumable client entity, else forget it; retry after a backoff delay. */
+  private lost(): void {
+    const e = this.entity
+    if (!e || this.retry) return
+    const resumable = this.cfg.mode === 'client' && !this.closed && !!e.streamManagement?.id
+    if (resumable) {
+      // The socket may still be open after a failed open(): the next attempt needs a clean start.
+      if (e.socket) { try { e.socket.destroy?.() } catch { /* gone */ } }
+    } else {
+      this.entity = null
+      void this.dispose(e, false)
+    }
     const wasOnline = this.isOnline
     this.isOnline = false
     if (wasOnline) this.handlers.offline?.(this.lastError ?? 'connection closed')

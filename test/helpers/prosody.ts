@@ -20,6 +20,8 @@ export interface ProsodyOptions {
    * (files: each publish rereads the node, so it slows down as nodes grow) or "memory" (lost on restart).
    */
   pubsubStorage?: 'sql' | 'internal' | 'memory'
+  /** XEP-0198 stream management (mod_smacks) for c2s; default on. */
+  streamManagement?: boolean
 }
 
 export interface Prosody {
@@ -59,7 +61,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
     `c2s_ports = { ${c2sPort} }`,
     `component_ports = { ${componentPort} }`,
     'component_interface = "127.0.0.1"',
-    'modules_enabled = { "roster", "saslauth", "disco", "blocklist", "ping", "presence", "message", "iq" }',
+    `modules_enabled = { "roster", "saslauth", "disco", "blocklist", "ping", "presence", "message", "iq"${opts.streamManagement === false ? '' : ', "smacks"'} }`,
     'modules_disabled = { "s2s", "tls", "offline" }',
     'c2s_require_encryption = false',
     'allow_unencrypted_plain_auth = true',
