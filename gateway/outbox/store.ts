@@ -23,8 +23,8 @@ export interface OutboxStoreOptions {
   now?: () => number
 }
 
-/** Rows deleted per maintenance step, so one step never stalls the commits queued behind it for long. */
-const DELETE_CHUNK = 5000
+/** Rows deleted per maintenance step, so one step never stalls the commits and claims queued behind it for long. */
+const DELETE_CHUNK = 1000
 
 interface Cursor {
   ackedUpto: number
@@ -56,6 +56,8 @@ export class OutboxStore {
   private commits = 0
   private diskFull = false
   private lastError: string | null = null
+  /** The last maintenance step left delivered rows to delete: the caller runs the next one soon. */
+  deleteBehind = false
   /** Highest row id in the priority lane (0: none): lets claims skip that lane's query. */
   private lastPrioId = 0
   private readonly drops: Record<DropReason, number> = { retention_bytes: 0, retention_age: 0 }
@@ -286,6 +288,7 @@ export class OutboxStore {
           // In chunks: the next step (250 ms later) continues, and commits queued behind this one wait less.
           const chunkEnd = this.stmt.nthId.get(delivered, DELETE_CHUNK) as { id: number } | undefined
           this.deleteUpto(chunkEnd ? chunkEnd.id - 1 : delivered)
+          this.deleteBehind = chunkEnd !== undefined
         }
         const byAge = this.ageCutoff()
         if (byAge > 0) dropped.push({ reason: 'retention_age', ...this.dropUpto(byAge) })

@@ -93,6 +93,7 @@ function handleBatch(first: ToWorker): void {
         case 'close':
           closing = true
           clearInterval(timer)
+          if (catchUp) clearTimeout(catchUp)
           if (latestTimer) clearTimeout(latestTimer)
           store.close()
           send({ t: 'closed', id: m.id })
@@ -105,6 +106,7 @@ function handleBatch(first: ToWorker): void {
   }
 }
 
+let catchUp: NodeJS.Timeout | null = null
 function maintain(): void {
   if (closing) return
   try {
@@ -112,6 +114,8 @@ function maintain(): void {
   } catch (err) {
     send({ t: 'error', message: `outbox maintenance: ${(err as Error).message}` })
   }
+  // After a drain, a large delivered backlog is deleted in small steps with commits and claims in between.
+  if (store.deleteBehind && !catchUp) catchUp = setTimeout(() => { catchUp = null; maintain() }, 5)
 }
 
 const timer = setInterval(maintain, init.maintenanceMs)
