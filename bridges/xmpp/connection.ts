@@ -1,4 +1,4 @@
-// The one file that imports xmpp.js (@xmpp/component, @xmpp/client, @xmpp/xml). It keeps one XMPP stream up,
+// The one file that imports xmpp.js (@xmpp/component, @xmpp/client). It keeps one XMPP stream up,
 // reconnecting with our backoff (xmpp.js's own fixed-delay reconnect is switched off), and hands stanzas to the bridge
 // as plain XmlNode trees. Component mode: a fresh entity per attempt. Client mode: while the server keeps a resumable
 // XEP-0198 session, the SAME entity reconnects (its stream-management state: id, h counters, unacked queue) and
