@@ -8,44 +8,33 @@ const script = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'scripts/
 const missing = (ctx: TargetContext): string | undefined =>
   existsSync(script(ctx)) ? undefined : `${script(ctx)} missing`;
 
-/** Bare aedes, in memory, run through tsx exactly like the gateway is (same loader overhead). */
-export const aedesTarget: MqttTarget = {
-  id: 'aedes',
-  label: 'bare aedes',
-  unavailable: missing,
-  async start(ctx: TargetContext): Promise<RunningTarget> {
-    const port = await freePort(ctx.host);
-    const tmpDir = makeTempDir('bench-aedes');
-    return launch(ctx, {
-      command: process.execPath,
-      args: ['--import', 'tsx', script(ctx), String(port), ctx.host],
-      cwd: ctx.repoRoot,
-      port,
-      tmpDir,
-    });
-  },
-};
+/** One bare-aedes.ts process on a free port; `args` choose how node runs it. */
+function bareAedes(id: string, label: string, args: (ctx: TargetContext, port: number) => string[], extra: Partial<MqttTarget> = {}): MqttTarget {
+  return {
+    id,
+    label,
+    unavailable: missing,
+    ...extra,
+    async start(ctx: TargetContext): Promise<RunningTarget> {
+      const port = await freePort(ctx.host);
+      return launch(ctx, {
+        command: process.execPath,
+        args: args(ctx, port),
+        cwd: ctx.repoRoot,
+        env: { ...process.env, BARE_AEDES_PORT: String(port), BARE_AEDES_HOST: ctx.host },
+        port,
+        tmpDir: makeTempDir(`bench-${id}`),
+      });
+    },
+  };
+}
 
 /**
- * The same bare-aedes.ts source under plain node, no tsx loader (start-up and
- * memory only): separates the loader's cost (its hooks thread is a second V8
- * isolate) from aedes' own.
+ * Bare aedes, in memory, run through the tsx loader (the throughput and latency reference). The gateway itself runs
+ * compiled JS, so this row's RSS includes the loader's hooks thread; the plain-node row below shows aedes without it.
  */
-export const aedesPlainNodeTarget: MqttTarget = {
-  id: 'aedes-node',
-  label: 'bare aedes, plain node',
-  startupOnly: true,
-  unavailable: missing,
-  async start(ctx: TargetContext): Promise<RunningTarget> {
-    const port = await freePort(ctx.host);
-    const tmpDir = makeTempDir('bench-aedes-node');
-    return launch(ctx, {
-      command: process.execPath,
-      args: ['--input-type=module', '-e', readFileSync(script(ctx), 'utf8')],
-      cwd: ctx.repoRoot,
-      env: { ...process.env, BARE_AEDES_PORT: String(port), BARE_AEDES_HOST: ctx.host },
-      port,
-      tmpDir,
-    });
-  },
-};
+export const aedesTarget = bareAedes('aedes', 'bare aedes', (ctx, port) => ['--import', 'tsx', script(ctx), String(port), ctx.host]);
+
+/** The same bare-aedes.ts source under plain node, no tsx loader (start-up and memory only). */
+export const aedesPlainNodeTarget = bareAedes('aedes-node', 'bare aedes, plain node',
+  (ctx) => ['--input-type=module', '-e', readFileSync(script(ctx), 'utf8')], { startupOnly: true });
