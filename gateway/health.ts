@@ -10,6 +10,8 @@ export interface HealthInput {
   upstreams: { name: string; status: UpstreamStatus }[]
   maxBytes: number
   now: number
+  /** Reasons from optional parts (e.g. a dead camera source) that degrade the gateway but never fail it. */
+  degraded?: string[]
 }
 
 export interface Health {
@@ -34,5 +36,6 @@ export function evaluateHealth(h: HealthInput): Health {
       reasons.push(`upstream "${u.name}" down for ${Math.round((h.now - u.status.since) / 1000)} s (${lag} readings waiting${u.status.lastError ? `; last error: ${u.status.lastError}` : ''})`)
     }
   }
+  if (h.degraded) reasons.push(...h.degraded)
   return { status: failed ? 'failed' : reasons.length ? 'degraded' : 'ok', reasons }
 }

@@ -79,10 +79,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const registry = new Registry(files.registry)
   const enabled = config.upstreams.filter((u) => u.enabled)
   // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
+  // Which devices exist and which are online, over every link: for the command router and the XMPP bridge.
+  const linkDevices = (): string[] => [...serial.links, ...firmata.links].map((l): string => l.config.device)
+  const isOnline = (d: string): boolean => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false) || (firmata.byDevice(d)?.status().online ?? false)
   const xmpp: XmppBridge | null = config.xmpp.enabled ? new (await import('../bridges/xmpp/bridge.ts')).XmppBridge(config.xmpp, {
     gatewayId: config.gateway.id, dataDir: config.gateway.dataDir, bus, log: log.child({ bridge: 'xmpp' }),
-    devices: (): string[] => [...new Set([...registry.list().map((d) => d.id), ...broker.connectedDevices, ...serial.links.map((l): string => l.config.device)])],
-    isOnline: (d): boolean => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false), dispatch: (cmd): Promise<CommandResult> => commands.dispatch(cmd),
+    devices: (): string[] => [...new Set([...registry.list().map((d) => d.id), ...broker.connectedDevices, ...linkDevices()])],
+    isOnline, dispatch: (cmd): Promise<CommandResult> => commands.dispatch(cmd),
   }) : null
   if (xmpp?.upstream && enabled.some((u) => u.name === xmpp.upstream!.name)) throw new Error(`xmpp.pubsub.upstream "${xmpp.upstream.name}" clashes with an entry of upstreams`)
   const outbox = new OutboxClient({
@@ -100,25 +103,25 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
   // (whose result comes back through the broker hook below).
   const commands = new CommandRouter({
-    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || serial.byDevice(d) !== undefined || firmata.byDevice(d) !== undefined,
-    isOnline: (d) => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false) || (firmata.byDevice(d)?.status().online ?? false),
+    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || linkDevices().includes(d),
+    isOnline,
     send: async (d, name, payload) => {
       const board = firmata.byDevice(d)
-      if (board) {
-        // Firmata actuators act at once: the result is known here.
-        const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
-        const r = board.command(name, args)
-        commands.handleResult(d, name, JSON.stringify(r.ok ? { id, result: r.result } : { id, error: r.error }))
-        return
-      }
       const link = serial.byDevice(d)
-      if (!link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
-      // A serial board answers in-band (COMMAND_RESULT): hand its answer to the router as a device result.
+      if (!board && !link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
+      // Firmata actuators act at once; a serial board answers in-band (COMMAND_RESULT). Either way the answer goes
+      // to the router as the device's result.
       const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
-      const mapped = toSerialCommand(name, args)
-      const reply = mapped.ok
-        ? await link.send(mapped.command).then((r) => (r === 'ok' || r === 'sent' ? { id, result: r } : { id, error: r }))
-        : { id, error: mapped.error }
+      let reply: { id: string; result: unknown } | { id: string; error: string }
+      if (board) {
+        const r = board.command(name, args)
+        reply = r.ok ? { id, result: r.result } : { id, error: r.error }
+      } else {
+        const mapped = toSerialCommand(name, args)
+        reply = mapped.ok
+          ? await link!.send(mapped.command).then((r) => (r === 'ok' || r === 'sent' ? { id, result: r } : { id, error: r }))
+          : { id, error: mapped.error }
+      }
       commands.handleResult(d, name, JSON.stringify(reply))
     },
   })
@@ -173,15 +176,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }
   const health = async () => {
     const stats = await refreshStats()
-    const base = evaluateHealth({
-      outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now: Date.now(),
-      upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-    })
     const cam = camera.status()
-    const camReasons = cameraHealthReasons(cam, Date.now())
+    const now = Date.now()
     return {
-      status: base.status === 'ok' && camReasons.length > 0 ? 'degraded' : base.status,
-      reasons: [...base.reasons, ...camReasons],
+      ...evaluateHealth({
+        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now,
+        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
+        degraded: cameraHealthReasons(cam, now),
+      }),
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
       mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
