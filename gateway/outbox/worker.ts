@@ -27,19 +27,20 @@ const prioDevices = new Set(init.priority?.devices ?? [])
 
 // Each device's newest committed reading, sent at most every latestEveryMs: live views (dashboard, XMPP status)
 // get values without a message per reading crossing threads.
-const latest = new Map<string, LatestReading>()
+// Keeps the decoded rows themselves (no object per reading on this hot path); the message is built at the flush.
+const latest = new Map<string, ReadingInput>()
 let latestTimer: NodeJS.Timeout | null = null
 function noteLatest(rows: ReadingInput[]): void {
   if (init.latestEveryMs <= 0) return
-  for (const r of rows) {
-    latest.set(r.device, { device: r.device, link: r.link, ts: r.ts, seq: r.deviceSeq, payload: r.kind === 'json' ? (r.payload as string) : null })
-  }
+  for (const r of rows) latest.set(r.device, r)
   latestTimer ??= setTimeout(flushLatest, init.latestEveryMs)
 }
 function flushLatest(): void {
   latestTimer = null
   if (latest.size === 0 || closing) return
-  send({ t: 'latest', readings: [...latest.values()] })
+  const readings: LatestReading[] = []
+  for (const r of latest.values()) readings.push({ device: r.device, link: r.link, ts: r.ts, seq: r.deviceSeq, payload: r.kind === 'json' ? (r.payload as string) : null })
+  send({ t: 'latest', readings })
   latest.clear()
 }
 
