@@ -16,7 +16,7 @@ import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
-import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from './policy.ts'
+import { classifyTopic, mayPublish, maySubscribe } from './policy.ts'
 import { TelemetryIntake } from './intake.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
 
@@ -227,16 +227,16 @@ export class MqttBroker {
     const identity = client ? this.identities.get(client) : undefined
     // client === null: a stored will of a client from before a restart; it passed the ACL when it was set.
     if (client && !identity) return cb(new RefusedError('not authenticated'))
+    const t = classifyTopic(topic)
     if (identity && !identity.open) {
-      const d = mayPublish(identity.device, topic)
+      const d = mayPublish(identity.device, topic, t)
       if (!d.ok) {
         this.refuse('acl_publish', d.reason, { device: identity.device, clientId: client!.id, topic })
         return cb(new RefusedError(`publish to "${topic}" refused: ${d.reason}`))
       }
     }
-    const t = parseDeviceTopic(topic)
     if (t && client) {
-      const kind = topicKind(t.rest)
+      const kind = t.kind
       if (kind === 'telemetry') {
         if (!DEVICE_ID_RE.test(t.device)) {
           this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })

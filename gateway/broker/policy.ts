@@ -33,16 +33,23 @@ export function topicKind(rest: string): TopicKind {
   return 'other'
 }
 
+export interface ClassifiedTopic extends DeviceTopic { kind: TopicKind }
+
+/** parseDeviceTopic plus topicKind: the broker classifies each publish once and hands it to mayPublish. */
+export function classifyTopic(topic: string): ClassifiedTopic | null {
+  const t = parseDeviceTopic(topic)
+  return t && { ...t, kind: topicKind(t.rest) }
+}
+
 export type Decision = { ok: true } | { ok: false; reason: string }
 
 const allow: Decision = { ok: true }
 
 /** A device publishes only under its own `devices/<id>/`, and never onto its own downlink or error topics. */
-export function mayPublish(device: string, topic: string): Decision {
+export function mayPublish(device: string, topic: string, t: ClassifiedTopic | null = classifyTopic(topic)): Decision {
   if (topic.startsWith('$')) return { ok: false, reason: 'publishing to $-topics is not allowed' }
-  const t = parseDeviceTopic(topic)
   if (!t || t.device !== device) return { ok: false, reason: `device "${device}" may only publish under devices/${device}/` }
-  const kind = topicKind(t.rest)
+  const kind = t.kind
   if (kind === 'cmd') return { ok: false, reason: 'command topics are downlink only' }
   if (kind === 'errors') return { ok: false, reason: 'the errors topic is written by the gateway only' }
   if (kind === 'ota_downlink') return { ok: false, reason: 'ota announce and chunk topics are written by the gateway only' }
