@@ -41,7 +41,17 @@ test('firmata config: pins and names are checked with clear messages; commands m
   assert.match((toActuatorAction(acts, 'led', 'bright') as { error: string }).error, /led needs true\/false/)
 })
 
-test('StandardFirmata flashed into the simulated Uno: analog readings reach the upstream, LED and relay commands change the pins, a reflash through the gateway pauses the board', async () => {
+test('StandardFirmata flashed into the simulated Uno: analog readings reach the upstream, LED and relay commands change the pins, a reflash through the gateway pauses the board, a hung board goes offline', async () => {
+  // the gateway's log, printed only when the test fails (TEST_LOG=info prints it live instead)
+  const logLines: string[] = []
+  const log = process.env.TEST_LOG ? createLogger(process.env.TEST_LOG) : pino({ level: 'info' }, { write: (l: string) => { logLines.push(l) } })
+  try { await unoScenario(log, logLines) } catch (err) {
+    process.stderr.write(`gateway log (last 80 lines):\n${logLines.slice(-80).join('')}`)
+    throw err
+  }
+})
+
+async function unoScenario(log: ReturnType<typeof createLogger>, logLines: string[]): Promise<void> {
   const hex = standardFirmataHex()
   const boot = requireBootloader()
   const build = buildSimBoard()
@@ -68,12 +78,12 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
     http: { enabled: false },
     upstreams: [{ name: 'ref', type: 'mqtt', url: `mqtt://127.0.0.1:${mosq.port}`, reconnectMinMs: 100, reconnectMaxMs: 1000 }],
     firmata: { boards: [{
-      device: 'uno-1', path, reportIntervalMs: 200, samplingIntervalMs: 50, reopenMinMs: 200,
+      device: 'uno-1', path, reportIntervalMs: 200, samplingIntervalMs: 50, reopenMinMs: 200, silenceTimeoutMs: 2000,
       sensors: [{ type: 'analog', name: 'light', pin: 'A0' }, { type: 'thermometer', name: 'temp', pin: 'A1' }, { type: 'button', name: 'door', pin: 2 }],
       actuators: [{ type: 'led', name: 'led', pin: 13 }, { type: 'relay', name: 'pump', pin: 7 }],
     }] },
   }, 'test')
-  const gw: RunningGateway = await startGateway(config, createLogger(process.env.TEST_LOG ?? 'silent'))
+  const gw: RunningGateway = await startGateway(config, log)
   cleanups.push(() => gw.stop())
 
   interface Telemetry { device: string; link: string; metrics: Record<string, number> }
@@ -123,16 +133,26 @@ test('StandardFirmata flashed into the simulated Uno: analog readings reach the 
   assert.deepEqual(progress[0], { phase: 'paused', device: 'uno-1' })
   assert.ok(progress.some((p) => (p as { phase: string }).phase === 'verify'))
   const afterFlash = readings().length
-  await waitFor('readings after the reflash', () => readings().length >= afterFlash + 3, 20000)
+  await waitFor('readings after the reflash', () => readings().length >= afterFlash + 3 && gw.registry.get('uno-1')!.online, 20000)
+
+  // Hung: the board stops (SIGSTOP on the simulator) but its port stays open, as a browned-out MCU behind a USB
+  // adapter. Silence, an unanswered version query, offline; when it runs again the link reopens and it is back.
+  process.kill(sim.pid, 'SIGSTOP')
+  try {
+    await waitFor('offline after silence', () => gw.registry.get('uno-1')!.online === false, 10000)
+    assert.ok(logLines.length === 0 || logLines.some((l) => l.includes('no data from the board for')), 'the silence is the logged reason')
+  } finally { process.kill(sim.pid, 'SIGCONT') }
+  const m = readings().length
+  await waitFor('online again after the hang, with new readings', () => gw.registry.get('uno-1')!.online && readings().length >= m + 3, 20000)
 
   // Unplugged: offline, and back by itself.
   await sim.stop()
-  await waitFor('offline', () => gw.registry.get('uno-1')!.online === false, 5000)
+  await waitFor('offline', () => gw.registry.get('uno-1')!.online === false, 10000)
   const sim2 = await startSimBoard(build, path, { hex, bootloader: boot, pins: true, adc0mV: 1250, adc1mV: 250 })
   cleanups.push(() => sim2.stop())
   const n = readings().length
   await waitFor('online again with readings', () => gw.registry.get('uno-1')!.online && readings().length >= n + 3, 20000)
-})
+}
 
 test('a port whose board does not speak Firmata: a clear log line, retries, the process keeps running', async () => {
   const build = buildSimBoard({ version: 'not-firmata' })

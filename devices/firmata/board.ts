@@ -15,6 +15,8 @@ export interface ConnectedBoard {
   actuate(name: string, action: ActuatorAction): number
   /** A button changed: the caller reports at once. */
   onChange(cb: () => void): void
+  /** Asks the board for its version: a live board answers, so the port hears from it. */
+  probe(): void
   /** Stops the components' sampling timers (johnny-five keeps them running for a board that is gone). */
   close(): void
 }
@@ -86,6 +88,7 @@ export function connectBoard(cfg: FirmataBoardConfig, transport: SerialTransport
           return a.state()
         },
         onChange: (cb) => { changed.push(cb) },
+        probe: () => { io.reportVersion(() => undefined) },
         close: () => {
           changed.length = 0
           for (const c of sampled) c.freq = null

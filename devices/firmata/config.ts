@@ -36,6 +36,9 @@ export const firmataBoard = z.object({
   samplingIntervalMs: z.number().int().min(10).max(16383).default(100),
   /** No Firmata version/ready within this time after the port opened: close and retry. */
   readyTimeoutMs: z.number().int().min(500).default(10000),
+  /** Nothing heard from a ready board for this long (a version query is sent at half of it): it is treated as gone.
+   *  A hung or browned-out MCU behind a USB adapter that stays plugged in gives no port error of its own. */
+  silenceTimeoutMs: z.number().int().min(200).default(5000),
   reopenMinMs: z.number().int().min(10).default(500),
   reopenMaxMs: z.number().int().min(100).default(10000),
   sensors: z.array(sensor).default([]),

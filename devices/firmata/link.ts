@@ -35,6 +35,7 @@ export class FirmataLink {
   private readonly backoff: Backoff
   private reopenTimer: NodeJS.Timeout | null = null
   private reportTimer: NodeJS.Timeout | null = null
+  private silenceTimer: NodeJS.Timeout | null = null
   private stopped = true
   private firmware: string | null = null
   private readings = 0
@@ -109,8 +110,8 @@ export class FirmataLink {
       const board = await boardP
       if (this.stopped || this.transport !== t) { await t.close(); return }
       this.board = board
-      t.on('close', () => { if (this.transport === t) void this.lost(new Error('port closed')) })
-      t.on('error', (err: Error) => { if (this.transport === t) void this.lost(err) })
+      t.on('close', () => { if (this.transport === t) this.lost(new Error('port closed')) })
+      t.on('error', (err: Error) => { if (this.transport === t) this.lost(err) })
       this.failuresLogged = 0
       this.backoff.reset()
       this.firmware = board.firmware
@@ -125,6 +126,7 @@ export class FirmataLink {
       this.log.info({ firmware: board.firmware, sensors: this.config.sensors.length, actuators: this.config.actuators.length }, 'firmata board ready')
       this.reportTimer = setInterval(() => this.report(), this.config.reportIntervalMs)
       this.reportTimer.unref()
+      this.watchSilence(t, board)
     } catch (err) {
       await t.close()
       if (this.transport === t) this.transport = null
@@ -142,22 +144,52 @@ export class FirmataLink {
     this.reopenTimer.unref()
   }
 
-  private async lost(err: Error): Promise<void> {
+  /** A board that stops talking while its port stays open (hung MCU, USB adapter still plugged in) is lost too:
+   *  quiet for half the timeout, it is asked for its version; quiet for all of it, the port is closed and reopened. */
+  private watchSilence(t: SerialTransport, board: ConnectedBoard): void {
+    const limit = this.config.silenceTimeoutMs
+    const tick = Math.max(50, Math.floor(limit / 4))
+    t.lastDataAt = Math.max(t.lastDataAt, Date.now())
+    let probedAt = 0
+    this.silenceTimer = setInterval(() => {
+      if (this.transport !== t) return
+      const now = Date.now()
+      const quiet = now - t.lastDataAt
+      if (quiet < limit / 2) return
+      // Lost only when a probe went out a tick ago and nothing came back: after a stalled event loop the timer runs
+      // before the poll phase has read what the board sent meanwhile.
+      if (quiet >= limit && probedAt > t.lastDataAt && now - probedAt >= tick) {
+        this.lost(new Error(`no data from the board for ${quiet} ms (silenceTimeoutMs ${limit}): hung, reset or unpowered`))
+        return
+      }
+      if (probedAt <= t.lastDataAt || now - probedAt >= limit / 2) { probedAt = now; board.probe() }
+    }, tick)
+    this.silenceTimer.unref()
+  }
+
+  private lost(err: Error): void {
     this.log.warn({ err: err.message }, 'firmata port lost: board unplugged or gone; reopening with backoff')
-    await this.down('port lost')
-    this.scheduleReopen(this.backoff.next())
+    this.down('port lost').then(
+      () => this.scheduleReopen(this.backoff.next()),
+      (e: Error) => { this.log.error({ err: e.message }, 'firmata link teardown failed; reopening anyway'); this.scheduleReopen(this.backoff.next()) },
+    )
   }
 
   private async down(reason: string): Promise<void> {
     if (this.reportTimer) clearInterval(this.reportTimer)
-    this.reportTimer = null
+    if (this.silenceTimer) clearInterval(this.silenceTimer)
+    this.reportTimer = this.silenceTimer = null
     const t = this.transport
     this.transport = null
     const wasOnline = this.board !== null
-    this.board?.close()
+    // the board's timers are johnny-five's: a throw there must not keep the device "online"
+    try { this.board?.close() } catch (e) { this.log.warn({ err: (e as Error).message }, 'firmata board close failed') }
     this.board = null
+    if (wasOnline) this.markOffline(reason)
     if (t) await t.close()
-    if (!wasOnline) return
+  }
+
+  private markOffline(reason: string): void {
     try { this.d.registry.setOnline(this.config.device, false, FIRMATA_LINK) } catch (e) { this.log.warn({ err: (e as Error).message }, 'registry update failed') }
     this.d.bus.safeEmit('deviceOffline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path, reason })
     this.log.info({ reason }, 'firmata board offline')

@@ -6,6 +6,8 @@ import { openSerialPort, type OpenPort, type PortHandle } from '../serial/port.t
 export class SerialTransport extends EventEmitter {
   private port: PortHandle | null = null
   private closed = false
+  /** When the board last sent anything (the link's silence watch reads it). */
+  lastDataAt = 0
 
   constructor(readonly path: string, private readonly baudRate: number, private readonly opener: OpenPort = openSerialPort) { super() }
 
@@ -13,7 +15,7 @@ export class SerialTransport extends EventEmitter {
   async open(): Promise<void> {
     try {
       const port = await this.opener(this.path, this.baudRate, {
-        data: (chunk) => this.emit('data', chunk),
+        data: (chunk) => { this.lastDataAt = Date.now(); this.emit('data', chunk) },
         lost: (err) => { if (!this.closed) { this.port = null; this.emit('close', { disconnect: true, disconnected: true, err }) } },
       })
       if (this.closed) { await port.close(); return }

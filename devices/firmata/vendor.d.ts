@@ -10,6 +10,8 @@ declare module 'firmata-io' {
     isReady: boolean
     firmware: { name?: string; version?: { major: number; minor: number } }
     setSamplingInterval(ms: number): void
+    /** Sends REPORT_VERSION; the callback runs when the board's answer arrives. */
+    reportVersion(cb: () => void): void
   }
   interface FirmataClass { new (port: FirmataTransport, options?: FirmataOptions, callback?: (err?: Error) => void): FirmataBoard }
   interface Bind { (transport: unknown): FirmataClass; Firmata: FirmataClass }

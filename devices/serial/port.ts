@@ -30,7 +30,11 @@ export const openSerialPort: OpenPort = async (path, baudRate, on) => {
     // A read error (a pty reports EIO when its master went away) leaves the fd open: release it.
     if (port.isOpen) port.close(() => undefined)
   }
-  port.on('data', (chunk: Buffer) => on.data(chunk))
+  // A consumer that throws would stop serialport's read loop for good (and with it the unplug detection): treat the
+  // port as lost instead, so the link reopens it and says why.
+  port.on('data', (chunk: Buffer) => {
+    try { on.data(chunk) } catch (err) { lost(new Error(`reading the port failed: ${(err as Error).message}`)) }
+  })
   port.on('error', (err: Error) => lost(err))
   port.on('close', (err: Error | null) => lost(err ?? new Error('port closed')))
   return {
