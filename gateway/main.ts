@@ -191,7 +191,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       upstreams: upstreams.map((u) => {
         const s = u.status()
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
-        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null }
+        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
       }),
       camera: cam,
     }

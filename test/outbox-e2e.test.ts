@@ -64,6 +64,8 @@ test('upstream down: readings pile up in the outbox, health says so, all arrive 
   assert.ok(h.reasons.some((r) => /upstream "ref" down/.test(r)), h.reasons.join('; '))
   assert.ok(h.outbox.depth >= 1500, `backlog ${h.outbox.depth}`)
   assert.ok((h.upstreams[0]?.lag ?? 0) >= 1500)
+  const stuckAt = h.upstreams[0]?.ackedThrough ?? -1
+  assert.ok(stuckAt >= 20 && stuckAt < 40, `acked through the warm-up rows only (${stuckAt})`)
   assert.ok(await g.metric('edgeway_upstream_lag', { upstream: 'ref' }) >= 1500)
   await mosq.start()
   await waitFor('backlog delivered', () => audit([warm, ...sims], collector.got).missing.length === 0, 60000, 200).catch(() => undefined)
@@ -72,6 +74,7 @@ test('upstream down: readings pile up in the outbox, health says so, all arrive 
   assert.deepEqual(report.outOfOrder, [])
   await waitFor('healthy again', async () => (await g.health()).status === 'ok', 20000)
   await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
+  assert.ok(((await g.health()).upstreams[0]?.ackedThrough ?? 0) >= stuckAt + 1500, 'acked through every row')
   for (const s of sims) await s.stop()
 })
 

@@ -32,7 +32,7 @@ export interface GatewayProc {
   cleanup(): Promise<void>
   waitLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   http(path: string): Promise<{ status: number; body: string }>
-  health(): Promise<{ status: string; reasons: string[]; outbox: { depth: number; diskFull: boolean }; upstreams: { name: string; connected: boolean; lag: number | null }[] }>
+  health(): Promise<{ status: string; reasons: string[]; outbox: { depth: number; diskFull: boolean }; upstreams: { name: string; connected: boolean; lag: number | null; ackedThrough: number | null }[] }>
   metric(name: string, labels?: Record<string, string>): Promise<number>
   cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>
 }
