@@ -47,26 +47,7 @@ export interface BrokerDeps {
   log: Logger
 }
 
-interface Identity {
-  device: string
-  open: boolean
-  /** Telemetry of this connection handed to the outbox and not committed yet (count, bytes): the read-ahead bound. */
-  pending: number
-  pendingBytes: number
-}
-
-/**
- * aedes reads a connection's next chunk only when every packet of the current one has finished, and a telemetry
- * publish finishes after its commit: one commit round trip per chunk per connection, and whatever arrives meanwhile
- * waits in the socket. These are the two fields of aedes 1.x's client that keep that count.
- */
-interface AedesReadBatch { _parsingBatch: number; _nextBatch: () => void }
-const READ_AHEAD_PUBLISHES = 256
-const READ_AHEAD_BYTES = 1 << 20
-function readBatchOf(client: Client): AedesReadBatch | null {
-  const c = client as unknown as Partial<AedesReadBatch>
-  return typeof c._parsingBatch === 'number' && typeof c._nextBatch === 'function' ? c as AedesReadBatch : null
-}
+interface Identity { device: string; open: boolean }
 
 export interface ListenerInfo { kind: 'tcp' | 'tls' | 'ws'; host: string; port: number; path?: string }
 
@@ -230,36 +211,15 @@ export class MqttBroker {
         this.refuse('bad_credentials', `wrong or missing secret for device "${username}"`, { device: username, clientId })
         throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
       }
-      this.identities.set(client, { device: username, open: cfg.openBroker, pending: 0, pendingBytes: 0 })
+      this.identities.set(client, { device: username, open: cfg.openBroker })
       return true
     }
     if (cfg.openBroker || cfg.allowAnonymous) {
-      this.identities.set(client, { device: clientId, open: cfg.openBroker, pending: 0, pendingBytes: 0 })
+      this.identities.set(client, { device: clientId, open: cfg.openBroker })
       return true
     }
     this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
     throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
-  }
-
-  /**
-   * Lets aedes read the connection's next chunk while this publish waits for its commit: the packet's slot in aedes'
-   * read batch is given back now and taken again just before aedes resumes it (ack, then done), so the count stays
-   * exact. Acks still go out only after the commit, in commit order. Bounded per connection: beyond
-   * READ_AHEAD_PUBLISHES / READ_AHEAD_BYTES uncommitted, reading waits for commits as before (backpressure).
-   */
-  private readAhead(client: Client, id: Identity, bytes: number, cb: (err?: Error | null) => void): (err?: Error | null) => void {
-    const batch = readBatchOf(client)
-    if (!batch || id.pending >= READ_AHEAD_PUBLISHES || id.pendingBytes + bytes > READ_AHEAD_BYTES) return cb
-    id.pending++
-    id.pendingBytes += bytes
-    // After the synchronous parse of the current chunk (mqtt-packet's parser is not re-entrant).
-    queueMicrotask(batch._nextBatch)
-    return (err) => {
-      id.pending--
-      id.pendingBytes -= bytes
-      batch._parsingBatch++
-      cb(err)
-    }
   }
 
   private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
@@ -292,7 +252,7 @@ export class MqttBroker {
           )
           return
         }
-        this.intake.handle(t.device, packet.payload as Buffer, identity ? this.readAhead(client, identity, packet.payload.length, cb) : cb)
+        this.intake.handle(t.device, packet.payload as Buffer, cb)
         return
       }
       if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)
