@@ -29,6 +29,31 @@ test('append assigns row ids and per-device sequences; message ids are stable', 
   } finally { cleanup() }
 })
 
+test('a large batch (several multi-row statements and a tail) stores every row with its own fields', () => {
+  const { dir, cleanup } = tempDir()
+  try {
+    const s = store(join(dir, 'o.db'), ['up'])
+    const batch: ReadingInput[] = Array.from({ length: 70 }, (_, i) => i % 7 === 3
+      ? { device: `d${i % 3}`, ts: 5000 + i, deviceSeq: null, kind: 'raw', payload: new Uint8Array([i, 255 - i]), link: 'serial', priority: true }
+      : { ...r(`d${i % 3}`, i), link: i % 2 ? 'mqtt' : 'firmata' })
+    assert.equal(s.appendBatch(batch), 70)
+    const rows = s.claim('up', 100)
+    assert.equal(rows.length, 70)
+    const byId = new Map(rows.map((x) => [x.rowId, x]))
+    const perDevice = new Map<string, number>()
+    batch.forEach((b, i) => {
+      const got = byId.get(i + 1)!
+      const seq = (perDevice.get(b.device) ?? 0) + 1
+      perDevice.set(b.device, seq)
+      assert.deepEqual([got.device, got.seq, got.deviceSeq, got.ts, got.kind, got.link, got.priority], [b.device, seq, b.deviceSeq, b.ts, b.kind, b.link, b.priority === true], `row ${i + 1}`)
+      if (b.kind === 'raw') assert.deepEqual([...(got.payload as Uint8Array)], [...(b.payload as Uint8Array)])
+      else assert.equal(got.payload, b.payload)
+    })
+    assert.equal(s.stats().depth, 70)
+    s.close()
+  } finally { cleanup() }
+})
+
 test('claim respects in-flight and acks; release returns unsettled rows in order', () => {
   const { dir, cleanup } = tempDir()
   try {

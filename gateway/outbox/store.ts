@@ -43,6 +43,8 @@ interface RowRecord {
 }
 
 /** Bytes a row counts for retention: payload plus a fixed estimate of the row's own overhead. */
+/** Rows per multi-row INSERT statement (11 parameters each, far below SQLite's 32766). */
+const INSERT_ROWS = 32
 const ROW_OVERHEAD = 48
 
 export class OutboxStore {
@@ -65,7 +67,7 @@ export class OutboxStore {
   private dead = 0
   private requeued = 0
   private stmt!: {
-    insert: Statement; upsertSeq: Statement; claim: Statement; claimPrio: Statement; rangeStats: Statement; deleteUpto: Statement
+    insert: Statement; insertMany: Statement; upsertSeq: Statement; claim: Statement; claimPrio: Statement; rangeStats: Statement; deleteUpto: Statement
     oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement; nthId: Statement
     getMeta: Statement; setMeta: Statement
   }
@@ -100,6 +102,7 @@ export class OutboxStore {
     db.exec('CREATE INDEX IF NOT EXISTS readings_prio ON readings (id) WHERE prio > 0')
     this.stmt = {
       insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio) VALUES (?,?,?,?,?,?,?,?,?,?,?)'),
+      insertMany: db.prepare(`INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio) VALUES ${Array(INSERT_ROWS).fill('(?,?,?,?,?,?,?,?,?,?,?)').join(',')}`),
       upsertSeq: db.prepare('INSERT INTO device_seq (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = excluded.seq'),
       claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
       claimPrio: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE prio > 0 AND id >= ? ORDER BY id LIMIT ?'),
@@ -150,16 +153,22 @@ export class OutboxStore {
     let prioId = 0
     const tx = this.db.transaction(() => {
       let id = firstId
+      // Rows go in INSERT_ROWS at a time (one statement step instead of one per row), the rest one by one.
+      const params: unknown[] = new Array(INSERT_ROWS * 11)
+      let k = 0
       for (const r of readings) {
         const seq = (touched.get(r.device) ?? this.seqs.get(r.device) ?? 0) + 1
         touched.set(r.device, seq)
         const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
         addBytes += size
         const payload = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)
-        this.stmt.insert.run(id, r.device, seq, r.deviceSeq, r.ts, receivedAt, r.kind === 'json' ? 0 : 1, r.link, payload, size, r.priority ? 1 : 0)
+        params[k++] = id; params[k++] = r.device; params[k++] = seq; params[k++] = r.deviceSeq; params[k++] = r.ts; params[k++] = receivedAt
+        params[k++] = r.kind === 'json' ? 0 : 1; params[k++] = r.link; params[k++] = payload; params[k++] = size; params[k++] = r.priority ? 1 : 0
+        if (k === params.length) { this.stmt.insertMany.run(params); k = 0 }
         if (r.priority) prioId = id
         id++
       }
+      for (let i = 0; i < k; i += 11) this.stmt.insert.run(params.slice(i, i + 11))
       for (const [device, seq] of touched) this.stmt.upsertSeq.run(device, seq)
       this.writeCursors()
     })
