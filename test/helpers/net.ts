@@ -1,6 +1,6 @@
 // Free loopback ports and temp dirs, so tests run in parallel without colliding.
 import { createServer, connect } from 'node:net'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -8,9 +8,44 @@ import { join } from 'node:path'
  * A port below the kernel's ephemeral range (32768+), so that outgoing client connections, which take their local
  * port from that range, can never grab a port a test means to listen on again (restarts reuse their port).
  */
+/**
+ * Ports handed out by any test process on this machine, as files named after the port holding the owner's pid. Test
+ * files run as parallel processes: without this, two of them can pick the same free port in the same instant, or one
+ * can take a port another holds for a gateway it is about to restart.
+ */
+const CLAIMS = join(tmpdir(), 'edgeway-test-ports')
+const mine: string[] = []
+process.once('exit', () => { for (const f of mine) { try { unlinkSync(f) } catch { /* gone */ } } })
+
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+/** Claims the port for this process; false if a live process holds it (a dead owner's claim is taken over). */
+function claim(port: number): boolean {
+  mkdirSync(CLAIMS, { recursive: true })
+  const file = join(CLAIMS, String(port))
+  for (let i = 0; i < 2; i++) {
+    try {
+      const fd = openSync(file, 'wx')
+      writeSync(fd, String(process.pid))
+      closeSync(fd)
+      mine.push(file)
+      return true
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const owner = Number(readFileSync(file, 'utf8'))
+      if (owner && alive(owner)) return false
+      try { unlinkSync(file) } catch { /* someone else took it over */ }
+    }
+  }
+  return false
+}
+
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = 20000 + Math.floor(Math.random() * 12000)
+    if (!claim(port)) continue
     const ok = await new Promise<boolean>((resolve) => {
       const srv = createServer()
       srv.unref()
