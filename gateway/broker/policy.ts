@@ -37,8 +37,10 @@ export interface ClassifiedTopic extends DeviceTopic { kind: TopicKind }
 
 /** parseDeviceTopic plus topicKind: the broker classifies each publish once and hands it to mayPublish. */
 export function classifyTopic(topic: string): ClassifiedTopic | null {
-  const t = parseDeviceTopic(topic)
-  return t && { ...t, kind: topicKind(t.rest) }
+  // one object per publish: this runs for every message on the broker thread
+  const t = parseDeviceTopic(topic) as ClassifiedTopic | null
+  if (t) t.kind = topicKind(t.rest)
+  return t
 }
 
 export type Decision = { ok: true } | { ok: false; reason: string }
