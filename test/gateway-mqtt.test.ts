@@ -38,6 +38,42 @@ test('QoS 0, 1 and 2 publishes are acknowledged, stored and delivered to subscri
   await end(sub, pub)
 })
 
+test('telemetry fast path: stored and acked with nobody subscribed; a live or offline persistent subscriber still gets every reading; keepalive holds for a publish-only client', async () => {
+  const inbox = () => g.metric('edgeway_messages_in_total', { link: 'mqtt' })
+  // Publish-only client with a 1 s keepalive: MQTT.js sends no PINGREQ while it publishes, so only the publishes
+  // themselves keep the connection alive (aedes drops it after 1.5 x keepalive of silence).
+  const pub = await connect(url, { clientId: 'fp1', keepalive: 1 })
+  let closed = false
+  pub.on('close', () => { closed = true })
+  let n0 = await inbox()
+  for (let i = 0; i < 30 && !closed; i++) {
+    // a dropped connection would leave MQTT.js waiting for this ack for good: bounded
+    await Promise.race([pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ i }), { qos: 1 }), new Promise((r) => setTimeout(r, 2000))])
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  assert.equal(closed, false, 'still connected after 3 s of publishing without pings')
+  await waitFor('30 stored', async () => (await inbox()) - n0 === 30)
+
+  // An offline persistent session subscribed to all telemetry: readings queue for it.
+  const sub = await connect(url, { clientId: 'fp-sub', clean: false })
+  await sub.subscribeAsync('devices/+/telemetry', { qos: 1 })
+  await end(sub)
+  n0 = await inbox()
+  for (let i = 0; i < 5; i++) await pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ queued: i }), { qos: 1 })
+  const back = await connect(url, { clientId: 'fp-sub', clean: false })
+  const got = collect(back)
+  await waitFor('5 queued readings delivered', () => got.filter((p) => 'queued' in JSON.parse(p.payload.toString())).length === 5)
+  // Live as well, then unsubscribed: later readings are still stored and acked.
+  for (let i = 0; i < 3; i++) await pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ live: i }), { qos: 1 })
+  await waitFor('3 live readings', () => got.filter((p) => 'live' in JSON.parse(p.payload.toString())).length === 3)
+  await back.unsubscribeAsync('devices/+/telemetry')
+  await end(back)
+  for (let i = 0; i < 4; i++) await pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ after: i }), { qos: 1 })
+  await waitFor('all 12 stored', async () => (await inbox()) - n0 === 12)
+  assert.equal(got.filter((p) => 'after' in JSON.parse(p.payload.toString())).length, 0)
+  await end(pub)
+})
+
 test('retained messages reach later subscribers and survive a restart; empty payload clears them', async () => {
   const pub = await connect(url, { clientId: 'ret-pub' })
   await pub.publishAsync('devices/r1/state', '{"mode":"eco"}', { qos: 1, retain: true })

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { decodeTelemetry, readingMetrics, readingEnvelope, messageId } from '../gateway/readings.ts'
-import { mayPublish, maySubscribe, parseDeviceTopic, topicKind } from '../gateway/broker/policy.ts'
+import { mayMatchTelemetry, mayPublish, maySubscribe, parseDeviceTopic, topicKind } from '../gateway/broker/policy.ts'
 
 const NOW = 1_700_000_000_000
 
@@ -43,6 +43,11 @@ test('payloads that look like JSON but are not valid telemetry are refused with 
   }
   const empty = decodeTelemetry('d1', Buffer.alloc(0), NOW, 'mqtt')
   assert.equal(empty.ok, false)
+})
+
+test('which subscription filters can match a telemetry topic', () => {
+  for (const f of ['#', 'devices/#', 'devices/+/telemetry', 'devices/d1/telemetry', '+/+/telemetry', '+/+/+', 'devices/+/#', '$share/g/devices/+/telemetry']) assert.equal(mayMatchTelemetry(f), true, f)
+  for (const f of ['devices/+/state', 'devices/+', 'devices/+/telemetry/x', 'other/#', '$SYS/#', 'devices//telemetry', '+/+', 'devices/+/cmd/#']) assert.equal(mayMatchTelemetry(f), false, f)
 })
 
 test('message ids are gateway:device:seq', () => {

@@ -20,6 +20,7 @@
 import { createRequire } from 'node:module'
 import type { Readable } from 'node:stream'
 import { openDatabase, type Db, type Statement } from '../store/sqlite.ts'
+import { mayMatchTelemetry } from './policy.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Types at the module boundary
@@ -442,6 +443,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
   readonly file: string
   #db: Db | undefined
   #stmt: Statements | undefined
+  #telemetryWatched: boolean | null = null
 
   constructor(opts: SqlitePersistenceOptions) {
     super()
@@ -466,6 +468,20 @@ export class SqlitePersistence extends MemoryPersistenceBase {
       throw err
     }
     this.#db = db
+    this.#telemetryWatched = null
+  }
+
+  /**
+   * Whether any stored subscription (live or of an offline persistent session) can match a telemetry topic; cached
+   * until the subscriptions change.
+   */
+  get telemetryWatched(): boolean {
+    if (this.#telemetryWatched === null) {
+      const { db } = this.#ready()
+      const topics = db.prepare('SELECT DISTINCT topic FROM mqtt_subscriptions').pluck().all() as string[]
+      this.#telemetryWatched = topics.some(mayMatchTelemetry)
+    }
+    return this.#telemetryWatched
   }
 
   override async destroy(): Promise<void> {
@@ -505,6 +521,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
           typeof sub.subscriptionIdentifier === 'number' ? sub.subscriptionIdentifier : null)
       }
     })()
+    this.#telemetryWatched = null
   }
 
   override async removeSubscriptions(client: PersistenceClient, topics: string[]): Promise<void> {
@@ -514,6 +531,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
       for (const topic of topics) stmt.subDelete.run(client.id, topic)
       stmt.subClientDropIfEmpty.run(client.id, client.id)
     })()
+    this.#telemetryWatched = null
   }
 
   override async cleanSubscriptions(client: PersistenceClient): Promise<void> {
@@ -523,6 +541,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
       stmt.subDeleteClient.run(client.id)
       stmt.subClientDelete.run(client.id)
     })()
+    this.#telemetryWatched = null
   }
 
   // --- outgoing queue --------------------------------------------------------------------------

@@ -68,3 +68,22 @@ export function maySubscribe(device: string, filter: string): Decision {
   }
   return { ok: false, reason: `device "${device}" may only subscribe to ${own}cmd/..., ${own}errors, ${own}state, ${own}ota/announce and ${own}ota/chunk` }
 }
+
+/**
+ * Whether a subscription filter can match some device's telemetry topic (`devices/<id>/telemetry`): the broker
+ * hands telemetry to aedes' publish path only while such a subscriber exists. `$share/<group>/` is looked through.
+ */
+export function mayMatchTelemetry(filter: string): boolean {
+  const f = filter.startsWith('$share/') ? filter.split('/').slice(2) : filter.split('/')
+  if (f[0]?.startsWith('$')) return false
+  const pattern = ['devices', null, 'telemetry']
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= pattern.length) return false
+    if (f[i] === '+') continue
+    const want = pattern[i]
+    if (want !== null && f[i] !== want) return false
+    if (want === null && f[i] === '') return false
+  }
+  return f.length === pattern.length
+}
