@@ -172,3 +172,30 @@ test('a port whose board does not speak Firmata: a clear log line, retries, the 
   assert.deepEqual(online, [], 'never marked online')
   assert.equal(logs.filter((l) => l.msg === 'firmata board not reachable: retrying with backoff').length, 1, 'one warning per outage, retries at debug')
 })
+
+test('a board given by USB identity: looked up at every reopen, a clear message while it is absent, then its port is used', async () => {
+  const cfgs = parseConfig({ firmata: { boards: [{ device: 'by-usb', usb: { vendorId: '0x2341', productId: '43', serialNumber: 'F1' }, sensors: [{ type: 'analog', name: 'a0', pin: 'A0' }] }] } }, 'test').firmata.boards
+  assert.equal(cfgs[0]!.path, 'usb:2341:0043:F1')
+  assert.throws(() => parseConfig({ firmata: { boards: [{ device: 'x' }] } }, 'test'), /either path or usb/)
+  assert.throws(() => parseConfig({ firmata: { boards: [{ device: 'x', path: '/dev/ttyACM0', usb: { vendorId: '2341', productId: '0043' } }] } }, 'test'), /either path or usb/)
+  // A board that answers but not with Firmata: enough to see which port the link opened.
+  const build = buildSimBoard({ version: 'not-firmata' })
+  cleanups.push(build.cleanup)
+  const sim = await startSimBoard(build, join(build.dir, 'uart0'))
+  cleanups.push(() => sim.stop())
+  const logs: { msg: string; err?: string }[] = []
+  const log = pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line) as { msg: string }) } })
+  let plugged = false
+  const listPorts = async () => [{ path: '/dev/ttyS0' }, ...(plugged ? [{ path: sim.path, vendorId: '2341', productId: '0043', serialNumber: 'F1' }] : [])]
+  const cfg = { ...cfgs[0]!, readyTimeoutMs: 800, reopenMinMs: 100, reopenMaxMs: 200 }
+  const link = new FirmataLink(cfg, { outbox: { append: (_r, done) => done(null) }, registry: { setOnline: () => undefined, setFirmware: () => undefined }, bus: new GatewayBus(), log, listPorts })
+  cleanups.push(() => link.stop())
+  link.start()
+  const absent = await waitFor('absence logged', () => logs.find((l) => l.msg === 'firmata board not reachable: retrying with backoff'), 5000)
+  assert.match(absent.err ?? '', /no USB serial device 2341:0043 serial F1 plugged in/)
+  assert.equal(link.devicePath, null)
+  plugged = true
+  await waitFor('the resolved port opened (the board there does not speak Firmata)', () => logs.some((l) => /no Firmata answer within 800 ms/.test(l.err ?? '')), 10000)
+  assert.equal(link.devicePath, sim.path)
+})
+

@@ -1,6 +1,7 @@
 // The `firmata` YAML section: boards running StandardFirmata, each pin described as a sensor or an actuator.
 // Validated here, referenced by one line in gateway/config/schema.ts.
 import { z } from 'zod'
+import { usbIdentity, usbLabel } from '../serial/usb.ts'
 
 const name = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a letter, then letters, digits or "_", at most 32 characters')
 /** Analog inputs of an Uno: A0..A5. */
@@ -27,7 +28,9 @@ export const firmataBoard = z.object({
   /** Registry id: readings, presence and the Firmata firmware name are recorded under it. */
   device: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, "_", "." and "-", 1 to 64 characters'),
   /** Prefer /dev/serial/by-id/...: ttyUSB numbers change when boards are replugged. */
-  path: z.string().min(1),
+  path: z.string().min(1).optional(),
+  /** Or the board's USB identity, looked up among the present ports at every (re)open. */
+  usb: usbIdentity.optional(),
   /** StandardFirmata's rate. */
   baudRate: z.number().int().min(300).max(4000000).default(57600),
   /** One reading with every sensor's latest value this often (a button change is sent at once as well). */
@@ -44,16 +47,19 @@ export const firmataBoard = z.object({
   sensors: z.array(sensor).default([]),
   actuators: z.array(actuator).default([]),
 }).strict().superRefine((b, ctx) => {
+  if ((b.path === undefined) === (b.usb === undefined)) ctx.addIssue({ code: 'custom', message: `give either path or usb (vendorId, productId, serialNumber) for ${b.device}, not both` })
   const names = [...b.sensors, ...b.actuators].map((x) => x.name)
   for (const n of new Set(names.filter((x, i) => names.indexOf(x) !== i))) ctx.addIssue({ code: 'custom', message: `name "${n}" is used twice on ${b.device}` })
   const pins = [...b.sensors, ...b.actuators].map((x) => String(x.pin))
   for (const p of new Set(pins.filter((x, i) => pins.indexOf(x) !== i))) ctx.addIssue({ code: 'custom', message: `pin ${p} is used twice on ${b.device}` })
 })
+  // logs, the flasher and path uniqueness use `path`: a USB identity gets a stable label there (usb:2341:0043:SN)
+  .transform((b) => ({ ...b, path: b.path ?? usbLabel(b.usb!) }))
 
 export const firmataSection = z.object({
   boards: z.array(firmataBoard).default([]).refine((bs) => new Set(bs.map((b) => b.path)).size === bs.length, 'firmata board paths must be unique'),
 }).strict()
 
-export type FirmataBoardConfig = z.infer<typeof firmataBoard>
+export type FirmataBoardConfig = z.output<typeof firmataBoard>
 export type FirmataSensor = z.infer<typeof sensor>
 export type FirmataActuator = z.infer<typeof actuator>

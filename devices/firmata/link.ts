@@ -5,7 +5,8 @@ import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
-import type { OpenPort } from '../serial/port.ts'
+import { listSerialPorts, type ListPorts, type OpenPort } from '../serial/port.ts'
+import { matchUsbPort } from '../serial/usb.ts'
 import type { FirmataBoardConfig } from './config.ts'
 import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
@@ -19,6 +20,8 @@ export interface FirmataLinkDeps {
   bus: GatewayBus
   log: Logger
   openPort?: OpenPort
+  /** The present ports, for a board given by USB identity (default: SerialPort.list()). */
+  listPorts?: ListPorts
 }
 
 export interface FirmataLinkStatus {
@@ -42,6 +45,7 @@ export class FirmataLink {
   private reopens = 0
   private hellos = 0
   private failuresLogged = 0
+  private openPath: string | null = null
   private readonly log: Logger
 
   constructor(readonly config: FirmataBoardConfig, private readonly d: FirmataLinkDeps) {
@@ -79,6 +83,9 @@ export class FirmataLink {
     this.start()
   }
 
+  /** Where the board's port really is (a board given by USB identity): the flasher matches it. */
+  get devicePath(): string | null { return this.openPath ?? (this.config.usb ? null : this.config.path) }
+
   status(): FirmataLinkStatus {
     return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopens, hellos: this.hellos }
   }
@@ -99,7 +106,17 @@ export class FirmataLink {
     // johnny-five is large: a gateway without Firmata boards never loads it.
     const { connectBoard } = await import('./board.ts')
     if (this.stopped) return
-    const t = new SerialTransport(this.config.path, this.config.baudRate, this.d.openPort)
+    let path = this.config.path
+    if (this.config.usb) {
+      // looked up at every (re)open: a replugged board may come back under another ttyACM/ttyUSB name
+      let found: ReturnType<typeof matchUsbPort>
+      try { found = matchUsbPort(await (this.d.listPorts ?? listSerialPorts)(), this.config.usb) } catch (err) { found = { ok: false, error: `listing serial ports failed: ${(err as Error).message}` } }
+      if (!found.ok) { this.notReachable(new Error(found.error)); return }
+      path = found.path
+    }
+    if (this.stopped) return
+    this.openPath = path
+    const t = new SerialTransport(path, this.config.baudRate, this.d.openPort)
     this.transport = t
     const opened = new Promise<void>((resolve, reject) => { t.once('open', resolve); t.once('error', reject) })
     const boardP = connectBoard(this.config, t)
@@ -130,12 +147,16 @@ export class FirmataLink {
     } catch (err) {
       await t.close()
       if (this.transport === t) this.transport = null
-      if (this.stopped) return
-      const delay = this.backoff.next()
-      if (this.failuresLogged++ === 0) this.log.warn({ err: (err as Error).message, retryMs: delay }, 'firmata board not reachable: retrying with backoff')
-      else this.log.debug({ err: (err as Error).message, retryMs: delay }, 'firmata board still not reachable')
-      this.scheduleReopen(delay)
+      this.notReachable(err as Error)
     }
+  }
+
+  private notReachable(err: Error): void {
+    if (this.stopped) return
+    const delay = this.backoff.next()
+    if (this.failuresLogged++ === 0) this.log.warn({ err: err.message, retryMs: delay }, 'firmata board not reachable: retrying with backoff')
+    else this.log.debug({ err: err.message, retryMs: delay }, 'firmata board still not reachable')
+    this.scheduleReopen(delay)
   }
 
   private scheduleReopen(delay: number): void {

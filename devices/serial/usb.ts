@@ -1,5 +1,14 @@
 // Serial ports named by USB identity (vendor id, product id, serial number) instead of a device path: pure matching
-// of a port list (SerialPort.list(), through port.ts) against the configured identity.
+// of a port list (SerialPort.list(), through port.ts) against the configured identity, and its config schema.
+import { z } from 'zod'
+
+/** `usb:` in a serial port's or Firmata board's config: looked up among the present ports at every (re)open. */
+export const usbIdentity = z.object({
+  vendorId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB vendor id in hex, e.g. "2341"'),
+  productId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB product id in hex, e.g. "0043"'),
+  /** Needed when several boards of one kind are plugged in. */
+  serialNumber: z.string().min(1).optional(),
+}).strict()
 
 export interface UsbMatch { vendorId: string; productId: string; serialNumber?: string | undefined }
 export interface PortInfo { path: string; vendorId?: string | undefined; productId?: string | undefined; serialNumber?: string | undefined; manufacturer?: string | undefined }

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
-import { usbLabel } from '../../devices/serial/usb.ts'
+import { usbIdentity, usbLabel } from '../../devices/serial/usb.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
 import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
@@ -45,12 +45,7 @@ const serialPort = z.object({
   /** Prefer a stable name such as /dev/serial/by-id/usb-...: ttyUSB numbers change when boards are replugged. */
   path: z.string().min(1).optional(),
   /** Or the board's USB identity, looked up among the present ports at every (re)open: survives re-enumeration. */
-  usb: z.object({
-    vendorId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB vendor id in hex, e.g. "2341"'),
-    productId: z.string().regex(/^(0x)?[0-9a-fA-F]{1,4}$/, 'a USB product id in hex, e.g. "0043"'),
-    /** Needed when several boards of one kind are plugged in. */
-    serialNumber: z.string().min(1).optional(),
-  }).strict().optional(),
+  usb: usbIdentity.optional(),
   baudRate: z.number().int().min(300).max(4000000).default(115200),
   /** cobs: the sensor-node binary framing (acks, retransmit, commands); json: one JSON object per line. */
   framing: z.enum(['cobs', 'json']).default('cobs'),
