@@ -10,13 +10,13 @@
  * Reuses the test helpers (private RabbitMQ, gateway child process, simulated devices, delivery report).
  */
 import mqtt from 'mqtt';
-import rhea from 'rhea';
+import rhea, { type Message } from 'rhea';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { envNumber, type BenchContext, type BenchSection, type SectionReport } from '../lib/section.ts';
 import { fmt } from '../lib/table.ts';
 import { startRabbitMq } from '../../../test/helpers/rabbitmq.ts';
 import { startGatewayProc } from '../../../test/helpers/gateway.ts';
-import { amqpConsumer, connectAmqp } from '../../../test/helpers/amqp.ts';
+import { amqpConsumer, connectAmqp, type AmqpConsumer } from '../../../test/helpers/amqp.ts';
 import { simulateDevice } from '../../../test/helpers/load.ts';
 import { waitFor } from '../../../test/helpers/net.ts';
 import { deliveryReport, formatReport } from '../../../test/helpers/report.ts';
@@ -28,28 +28,36 @@ function pct(sorted: number[], p: number): number | undefined {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-async function rawReference(port: number, messages: number, window: number, bodyBytes: number): Promise<{ msgsPerS: number; ms: number }> {
+/**
+ * A raw rhea sender: `messages` messages from `make`, unsettled, at most `window` unaccepted; done when all were
+ * accepted and, with a consumer, when the consumer has them all.
+ */
+async function rawSender(port: number, address: string, messages: number, window: number, make: (i: number) => Message, consumer?: AmqpConsumer): Promise<{ msgsPerS: number; ms: number }> {
   const conn = await connectAmqp(port);
-  const sender = conn.open_sender({ target: { address: '/queue/bench-raw', durable: 1 } });
+  const sender = conn.open_sender({ target: { address, durable: 1 } });
   await new Promise<void>((resolve) => sender.once('sendable', () => resolve()));
-  const body = rhea.message.data_section(Buffer.from(JSON.stringify({ pad: 'x'.repeat(Math.max(0, bodyBytes - 12)) })));
   let sent = 0;
   let accepted = 0;
   const t0 = performance.now();
   await new Promise<void>((resolve) => {
+    const finished = (): boolean => accepted >= messages && (!consumer || consumer.messages.length >= messages);
     const pump = (): void => {
-      while (sent < messages && sent - accepted < window && sender.sendable()) {
-        sender.send({ message_id: `raw-${sent}`, durable: true, content_type: 'application/json', body });
-        sent++;
-      }
+      while (sent < messages && sent - accepted < window && sender.sendable()) sender.send(make(sent++));
     };
-    sender.on('accepted', () => { accepted++; if (accepted === messages) resolve(); else pump(); });
+    sender.on('accepted', () => { accepted++; if (finished()) resolve(); else pump(); });
     sender.on('sendable', pump);
     pump();
+    if (consumer) { const check = setInterval(() => { if (finished()) { clearInterval(check); resolve(); } }, 50); }
   });
   const ms = performance.now() - t0;
   conn.close();
   return { msgsPerS: (messages / ms) * 1000, ms };
+}
+
+/** The light reference: `bodyBytes` of padding and three properties, to a queue nobody reads. */
+function rawReference(port: number, messages: number, window: number, bodyBytes: number): Promise<{ msgsPerS: number; ms: number }> {
+  const body = rhea.message.data_section(Buffer.from(JSON.stringify({ pad: 'x'.repeat(Math.max(0, bodyBytes - 12)) })));
+  return rawSender(port, '/queue/bench-raw', messages, window, (i) => ({ message_id: `raw-${i}`, durable: true, content_type: 'application/json', body }));
 }
 
 /**
@@ -61,32 +69,14 @@ async function rawReference(port: number, messages: number, window: number, body
 async function rawShaped(port: number, messages: number, window: number): Promise<{ msgsPerS: number; ms: number }> {
   const address = '/queue/bench-raw-shaped';
   const consumer = await amqpConsumer(port, address);
-  const conn = await connectAmqp(port);
-  const sender = conn.open_sender({ target: { address, durable: 1 } });
-  await new Promise<void>((resolve) => sender.once('sendable', () => resolve()));
   const now = Date.now();
-  const shaped = (i: number) => {
+  const shaped = (i: number): Message => {
     const device = `r${i % 10}`;
     const seq = Math.floor(i / 10) + 1;
     const out = readingToAmqp({ device, ts: now, deviceSeq: seq, kind: 'json', payload: JSON.stringify({ v: i, seq: i }), link: 'mqtt', rowId: i + 1, seq, msgId: messageId('bench', device, seq), receivedAt: now }, 'bench', address);
     return { ...out, body: rhea.message.data_section(out.body) };
   };
-  let sent = 0;
-  let accepted = 0;
-  const t0 = performance.now();
-  await new Promise<void>((resolve) => {
-    const pump = (): void => {
-      while (sent < messages && sent - accepted < window && sender.sendable()) sender.send(shaped(sent++));
-    };
-    sender.on('accepted', () => { accepted++; if (accepted < messages) pump(); });
-    sender.on('sendable', pump);
-    pump();
-    const check = setInterval(() => { if (consumer.messages.length >= messages) { clearInterval(check); resolve(); } }, 50);
-  });
-  const ms = performance.now() - t0;
-  conn.close();
-  await consumer.close();
-  return { msgsPerS: (messages / ms) * 1000, ms };
+  try { return await rawSender(port, address, messages, window, shaped, consumer); } finally { await consumer.close(); }
 }
 
 interface Paced { stop(): Promise<void>; published: number }
