@@ -5,8 +5,7 @@ import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
 import { Backoff } from '../../gateway/upstream/backoff.ts'
-import { listSerialPorts, type ListPorts, type OpenPort } from '../serial/port.ts'
-import { matchUsbPort } from '../serial/usb.ts'
+import { resolvePortPath, type ListPorts, type OpenPort } from '../serial/port.ts'
 import type { FirmataBoardConfig } from './config.ts'
 import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
@@ -106,16 +105,11 @@ export class FirmataLink {
     // johnny-five is large: a gateway without Firmata boards never loads it.
     const { connectBoard } = await import('./board.ts')
     if (this.stopped) return
-    let path = this.config.path
-    if (this.config.usb) {
-      // looked up at every (re)open: a replugged board may come back under another ttyACM/ttyUSB name
-      let found: ReturnType<typeof matchUsbPort>
-      try { found = matchUsbPort(await (this.d.listPorts ?? listSerialPorts)(), this.config.usb) } catch (err) { found = { ok: false, error: `listing serial ports failed: ${(err as Error).message}` } }
-      if (!found.ok) { this.notReachable(new Error(found.error)); return }
-      path = found.path
-    }
+    // looked up at every (re)open: a replugged board may come back under another ttyACM/ttyUSB name
+    const found = await resolvePortPath(this.config, this.d.listPorts)
+    if (!found.ok) { this.notReachable(new Error(found.error)); return }
     if (this.stopped) return
-    this.openPath = path
+    const path = this.openPath = found.path
     const t = new SerialTransport(path, this.config.baudRate, this.d.openPort)
     this.transport = t
     const opened = new Promise<void>((resolve, reject) => { t.once('open', resolve); t.once('error', reject) })

@@ -9,8 +9,8 @@ import {
   CobsDecoder, CommandStatus, FrameType, JsonLineDecoder, decodeReadingPayload, encodeCommand, encodeFrame, frameTypeName,
   type Frame, type FramingStats, type SerialCommand,
 } from './framing.ts'
-import { listSerialPorts, openSerialPort, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
-import { matchUsbPort, type UsbMatch } from './usb.ts'
+import { openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
+import type { UsbMatch } from './usb.ts'
 
 export const SERIAL_LINK = 'serial'
 
@@ -175,13 +175,11 @@ export class SerialLink {
     const opener = this.d.openPort ?? openSerialPort
     const decoder = this.config.framing === 'cobs' ? new CobsDecoder() : new JsonLineDecoder()
     let port: PortHandle
-    let path = this.config.path
+    let path: string
     try {
-      if (this.config.usb) {
-        const found = matchUsbPort(await (this.d.listPorts ?? listSerialPorts)(), this.config.usb)
-        if (!found.ok) throw new Error(found.error)
-        path = found.path
-      }
+      const found = await resolvePortPath(this.config, this.d.listPorts)
+      if (!found.ok) throw new Error(found.error)
+      path = found.path
       port = await opener(path, this.config.baudRate, {
         data: (chunk) => {
           if (this.decoder !== decoder) return

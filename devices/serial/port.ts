@@ -1,6 +1,6 @@
 // The one file that imports serialport: open a port by path, write bytes, hear data and its loss; list ports.
 import { SerialPort } from 'serialport'
-import type { PortInfo } from './usb.ts'
+import { matchUsbPort, type PortInfo, type Resolved, type UsbMatch } from './usb.ts'
 
 export interface PortHandle {
   readonly path: string
@@ -60,3 +60,11 @@ export type ListPorts = () => Promise<PortInfo[]>
 /** The serial ports present, with their USB identity where the OS knows it (udev on Linux). */
 export const listSerialPorts: ListPorts = async () =>
   (await SerialPort.list()).map((p) => ({ path: p.path, vendorId: p.vendorId, productId: p.productId, serialNumber: p.serialNumber, manufacturer: p.manufacturer }))
+
+/** The device path of a port given by path, or by USB identity (looked up now among the present ports). */
+export async function resolvePortPath(port: { path: string; usb?: UsbMatch | undefined }, list: ListPorts = listSerialPorts): Promise<Resolved> {
+  if (!port.usb) return { ok: true, path: port.path }
+  let present: PortInfo[]
+  try { present = await list() } catch (err) { return { ok: false, error: `listing serial ports failed: ${(err as Error).message}` } }
+  return matchUsbPort(present, port.usb)
+}
