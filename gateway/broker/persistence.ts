@@ -361,6 +361,7 @@ interface Statements {
   subUpsert: Statement<[string, string, number, string | null, string | null, string | null, number | null]>
   subDelete: Statement<[string, string]>
   subDeleteClient: Statement<[string]>
+  subTopics: Statement<[]>
   outInsert: Statement<[string, SqlKey, SqlKey, SqlKey, number, string, Blob]>
   outFindForUpdate: Statement<[string, SqlKey, SqlKey, SqlKey, SqlKey], OutgoingMatch>
   outSetMessageId: Statement<[SqlKey, number]>
@@ -388,6 +389,7 @@ function prepareStatements(db: Db): Statements {
         nl = excluded.nl, subscription_identifier = excluded.subscription_identifier`),
     subDelete: db.prepare('DELETE FROM mqtt_subscriptions WHERE client_id = ? AND topic = ?'),
     subDeleteClient: db.prepare('DELETE FROM mqtt_subscriptions WHERE client_id = ?'),
+    subTopics: db.prepare('SELECT DISTINCT topic FROM mqtt_subscriptions').pluck(),
     outInsert: db.prepare(`INSERT INTO mqtt_outgoing
       (client_id, broker_id, broker_counter, message_id, has_message_id, packet, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`),
     // The parent's outgoingUpdate loop, in SQL: the first queued entry that has the same brokerId
@@ -477,8 +479,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
    */
   get telemetryWatched(): boolean {
     if (this.#telemetryWatched === null) {
-      const { db } = this.#ready()
-      const topics = db.prepare('SELECT DISTINCT topic FROM mqtt_subscriptions').pluck().all() as string[]
+      const topics = this.#ready().stmt.subTopics.all() as string[]
       this.#telemetryWatched = topics.some(mayMatchTelemetry)
     }
     return this.#telemetryWatched
