@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
-import { connect, collect, end } from './helpers/mqtt.ts'
+import { connect, connectCollecting, collect, end } from './helpers/mqtt.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { waitFor } from './helpers/net.ts'
@@ -60,8 +60,7 @@ test('telemetry fast path: stored and acked with nobody subscribed; a live or of
   await end(sub)
   n0 = await inbox()
   for (let i = 0; i < 5; i++) await pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ queued: i }), { qos: 1 })
-  const back = await connect(url, { clientId: 'fp-sub', clean: false })
-  const got = collect(back)
+  const { client: back, got } = await connectCollecting(url, { clientId: 'fp-sub', clean: false })
   await waitFor('5 queued readings delivered', () => got.filter((p) => 'queued' in JSON.parse(p.payload.toString())).length === 5)
   // Live as well, then unsubscribed: later readings are still stored and acked.
   for (let i = 0; i < 3; i++) await pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ live: i }), { qos: 1 })
@@ -127,9 +126,8 @@ test('persistent session: subscription and a QoS 1 message queued while offline 
   await end(pub)
   assert.equal(await g.stop(), 0)
   await g.start()
-  const back = await connect(url, { clientId, clean: false, manualConnect: false })
-  const got = collect(back)
-  assert.equal((back as unknown as { connackPacket?: { sessionPresent?: boolean } }).connackPacket?.sessionPresent ?? true, true)
+  const { client: back, got, sessionPresent } = await connectCollecting(url, { clientId, clean: false })
+  assert.equal(sessionPresent, true)
   await waitFor('queued command after restart', () => got.find((p) => p.topic === 'devices/sess-1/cmd/reboot' && p.payload.toString() === '{"id":"c1"}'))
   // and the restored subscription keeps working
   const pub2 = await connect(url, { clientId: 'sess-pub2' })

@@ -22,6 +22,22 @@ export async function connectRefused(url: string, opts: IClientOptions = {}): Pr
   })
 }
 
+/**
+ * Connects with the message collector attached before CONNACK: a resumed session's queued
+ * messages can arrive in the same TCP read as the CONNACK and be emitted before an `await
+ * connect()` resumes, so a collector attached afterwards would miss them.
+ */
+export async function connectCollecting(url: string, opts: IClientOptions = {}): Promise<{ client: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  const got = collect(c)
+  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+    c.once('connect', (connack) => resolve(connack.sessionPresent))
+    c.once('error', (e) => { c.end(true); reject(e) })
+    c.once('close', () => reject(new Error('closed before connack')))
+  })
+  return { client: c, got, sessionPresent }
+}
+
 export function collect(c: MqttClient): IPublishPacket[] {
   const got: IPublishPacket[] = []
   c.on('message', (_t, _p, packet) => { got.push(packet) })
