@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # simavr, libsimavr-dev (+ libelf-dev it links against), gcc-avr, avr-libc: the sensor-node firmware and its simulated board (serial tests); avrdude, socat: flashing and pty tooling.
 # systemd: `systemd-analyze verify` checks the unit scripts/install.sh writes (test/install.test.ts).
 # prosody: XMPP bridge tests; chromium: dashboard and camera tests (playwright-core drives it); ffmpeg: camera test source; arduino-core-avr: the ATmegaBOOT bootloader the simulated board flashes through.
-PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ pkg-config simavr libsimavr-dev libelf-dev gcc-avr avr-libc avrdude socat systemd prosody chromium ffmpeg arduino-core-avr
+PKGS=(mosquitto mosquitto-clients rabbitmq-server python3 make g++ pkg-config simavr libsimavr-dev libelf-dev gcc-avr avr-libc avrdude socat openssl systemd prosody chromium ffmpeg arduino-core-avr
   lua-dbi-sqlite3  # Prosody's SQL storage: the XMPP PubSub tests keep items across a Prosody restart without the file store's O(n) publishes
 )
 

@@ -2,11 +2,13 @@
 // The one product file that imports rhea.
 import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea'
 import { readFileSync } from 'node:fs'
-import type { Socket } from 'node:net'
+import { connect as netConnect, isIP, type Socket } from 'node:net'
+import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'node:tls'
 import type { Logger } from 'pino'
 import type { ClaimedRow } from '../../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
 import { LinkState } from '../../gateway/upstream/link-state.ts'
+import { coalesceWrites } from '../../gateway/net/coalesce.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
 import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut } from './map.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
@@ -119,6 +121,7 @@ export class AmqpUpstream implements Upstream {
     if (mech === 'PLAIN') mechanisms.enable_plain(cfg.username ?? '', cfg.password ?? '')
     else if (mech === 'ANONYMOUS') mechanisms.enable_anonymous(cfg.username ?? 'anonymous')
     else mechanisms.enable_external()
+    const tls = cfg.tls
     const base = {
       host: cfg.host,
       port: cfg.port,
@@ -129,15 +132,22 @@ export class AmqpUpstream implements Upstream {
       hostname: cfg.hostname ?? (cfg.vhost !== undefined ? `vhost:${cfg.vhost}` : cfg.host),
       idle_time_out: 30000,
       sasl_mechanisms: mechanisms,
+      // rhea writes each frame with its own socket.write: the socket is made here, to coalesce them per tick.
+      connect: (port: number, host: string, options: TlsOptions, onConnect: () => void): Socket => {
+        const socket = tls ? tlsConnect({ ...options, port, host }, onConnect) : netConnect({ port, host }, onConnect)
+        coalesceWrites(socket)
+        return socket
+      },
     }
-    const tls = cfg.tls
+    // SNI takes host names only (RFC 6066); an IP host is still verified against the certificate's IP addresses.
+    const servername = tls?.servername ?? (isIP(cfg.host) ? undefined : cfg.host)
     const opts = (tls
       ? {
           ...base, transport: 'tls',
           ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
           ...(tls.cert ? { cert: readFileSync(tls.cert) } : {}),
           ...(tls.key ? { key: readFileSync(tls.key) } : {}),
-          servername: tls.servername ?? cfg.host,
+          ...(servername !== undefined ? { servername } : {}),
           rejectUnauthorized: tls.rejectUnauthorized,
           enable_sasl_external: mech === 'EXTERNAL',
         }

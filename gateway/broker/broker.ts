@@ -16,27 +16,11 @@ import type { OutboxClient } from '../outbox/client.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
+import { coalesceWrites } from '../net/coalesce.ts'
 import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
 import { classifyTopic, mayMatchTelemetry, mayPublish, maySubscribe } from './policy.ts'
 import { TelemetryIntake } from './intake.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
-
-/**
- * aedes writes each packet in several small writes. With Nagle on, a reply waits for the peer's delayed ACK (a 1 MiB
- * OTA transfer in 4 KiB request/chunk round trips: 0.8 s instead of 0.19 s); with Nagle off, every small write is
- * its own segment and a PUBACK flood costs a packet each (bulk QoS 1 throughput fell by a third). So: no Nagle, and
- * the writes of one tick are corked into one writev, which is fewer syscalls and packets than either.
- */
-function coalesceWrites(socket: NetSocket): void {
-  socket.setNoDelay(true)
-  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
-  let corked = false
-  const uncork = (): void => { corked = false; socket.uncork() }
-  socket.write = ((...args: unknown[]): boolean => {
-    if (!corked) { corked = true; socket.cork(); process.nextTick(uncork) }
-    return write(...args)
-  }) as NetSocket['write']
-}
 
 export interface BrokerDeps {
   config: Config['mqtt']

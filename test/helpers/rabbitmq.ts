@@ -28,6 +28,8 @@ export interface RabbitMq {
 export interface RabbitOptions {
   /** Extra lines for rabbitmq.conf (new-style sysctl format). */
   conf?: string[]
+  /** Plugins to enable besides rabbitmq_amqp1_0 (those shipped with the Debian package). */
+  plugins?: string[]
 }
 
 export async function startRabbitMq(opts: RabbitOptions = {}): Promise<RabbitMq> {
@@ -35,7 +37,7 @@ export async function startRabbitMq(opts: RabbitOptions = {}): Promise<RabbitMq>
   const { dir, cleanup } = tempDir('edgeway-rmq-')
   const [port, distPort, epmdPort] = [await freePort(), await freePort(), await freePort()]
   const nodeName = `edgeway${port}@localhost`
-  writeFileSync(join(dir, 'enabled_plugins'), '[rabbitmq_amqp1_0].\n')
+  writeFileSync(join(dir, 'enabled_plugins'), `[${['rabbitmq_amqp1_0', ...(opts.plugins ?? [])].join(',')}].\n`)
   writeFileSync(join(dir, 'rabbitmq.conf'), [
     'loopback_users = none',
     // Tests fill disks and memory on purpose elsewhere; do not let a busy CI box block publishers here.
