@@ -112,7 +112,7 @@ export const amqpSection: BenchSection = {
   async run(ctx: BenchContext): Promise<SectionReport> {
     const messages = envNumber('BENCH_AMQP_MESSAGES', 100_000);
     const window = envNumber('BENCH_AMQP_WINDOW', 500);
-    const backlog = envNumber('BENCH_AMQP_BACKLOG', 200_000);
+    const backlog = envNumber('BENCH_AMQP_BACKLOG', 1_000_000);
     const liveSeconds = envNumber('BENCH_AMQP_LIVE_SECONDS', 8);
     const drainLive = envNumber('BENCH_AMQP_DRAIN_LIVE', 1000);
     const notes: string[] = [];

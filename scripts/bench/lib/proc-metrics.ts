@@ -44,6 +44,17 @@ export function readRssBytes(pid: number): number | undefined {
   }
 }
 
+/** RssAnon in bytes (heaps and other private memory, without the mapped executable and libraries). */
+export function readRssAnonBytes(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^RssAnon:\s+(\d+)\s+kB/m.exec(status);
+    return m?.[1] !== undefined ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function readThreadCount(pid: number): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -12,7 +12,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { envNumber, type BenchContext, type BenchSection, type SectionReport } from '../lib/section.ts';
 import { fmt, type Table } from '../lib/table.ts';
-import { readRssBytes, readThreadCount, startCpuWindow, startRssSampler } from '../lib/proc-metrics.ts';
+import { readRssAnonBytes, readRssBytes, readThreadCount, startCpuWindow, startRssSampler } from '../lib/proc-metrics.ts';
 import { holdIdleClients, runLoad, type LoadResult } from '../loadgen/index.ts';
 import { gatewayTarget } from './targets/gateway.ts';
 import { aedesPlainNodeTarget, aedesTarget } from './targets/aedes.ts';
@@ -30,6 +30,7 @@ export interface MqttBenchConfig {
   generators: number;
   idleClients: number;
   settleMs: number;
+  idleSettledMs: number;
   startTimeoutMs: number;
   halfRateFactor: number;
   targets: string[];
@@ -56,6 +57,7 @@ function readConfig(): MqttBenchConfig {
     generators: Math.max(1, envNumber('BENCH_GENERATORS', 1)),
     idleClients: envNumber('BENCH_IDLE_CLIENTS', 1000),
     settleMs: envNumber('BENCH_SETTLE_MS', 1000),
+    idleSettledMs: envNumber('BENCH_IDLE_SETTLED_MS', 10_000),
     startTimeoutMs: envNumber('BENCH_START_TIMEOUT_MS', 30_000),
     halfRateFactor: 0.5,
     targets,
@@ -66,6 +68,9 @@ interface StartupResult {
   spawnToAcceptMs: number[];
   spawnToReadyMs: number[];
   idleRssBytes?: number;
+  /** After idleSettledMs: V8's memory reducer has run by then (start-up garbage collected, heaps shrunk). */
+  settledRssBytes?: number;
+  settledRssAnonBytes?: number;
   idleClientsRssBytes?: number;
   idleClientsConnected?: number;
   idleClientsConnectMs?: number;
@@ -117,6 +122,11 @@ async function runStartupPhase(target: MqttTarget, tctx: TargetContext, cfg: Mqt
     await sleep(cfg.settleMs);
     r.startup.idleRssBytes = readRssBytes(t.pid);
     r.startup.threads = readThreadCount(t.pid);
+    if (cfg.idleSettledMs > cfg.settleMs) {
+      await sleep(cfg.idleSettledMs - cfg.settleMs);
+      r.startup.settledRssBytes = readRssBytes(t.pid);
+      r.startup.settledRssAnonBytes = readRssAnonBytes(t.pid);
+    }
     if (cfg.idleClients > 0) {
       log(`  ${target.id}: connecting ${cfg.idleClients} idle clients`);
       const idle = await holdIdleClients({
@@ -325,7 +335,8 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
       { header: 'target' },
       { header: 'spawn->accept ms' },
       { header: 'spawn->healthz ms' },
-      { header: 'idle RSS MiB' },
+      { header: `idle RSS MiB ${cfg.settleMs / 1000} s` },
+      { header: `${cfg.idleSettledMs / 1000} s (anon)` },
       { header: `RSS ${cfg.idleClients} clients MiB` },
       { header: `connect ${cfg.idleClients} ms` },
       { header: 'threads' },
@@ -335,11 +346,16 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
       r.startup.spawnToAcceptMs.map((v) => fmt.ms(v)).join(' / ') || 'n/a',
       r.startup.spawnToReadyMs.map((v) => fmt.ms(v)).join(' / ') || '-',
       fmt.mib(r.startup.idleRssBytes),
+      r.startup.settledRssBytes === undefined ? 'n/a' : `${fmt.mib(r.startup.settledRssBytes)} (${fmt.mib(r.startup.settledRssAnonBytes)})`,
       fmt.mib(r.startup.idleClientsRssBytes),
       fmt.ms(r.startup.idleClientsConnectMs),
       fmt.int(r.startup.threads),
     ]),
-    notes: ['spawn->accept: TCP connect polled every 5 ms; two values = the two fresh starts (memory phase / load phase).'],
+    notes: [
+      'spawn->accept: TCP connect polled every 5 ms; two values = the two fresh starts (memory phase / load phase).',
+      `idle RSS: VmRSS ${cfg.settleMs / 1000} s after accepting, and after ${cfg.idleSettledMs / 1000} s (V8 has shrunk its heaps by then);`,
+      '  anon = RssAnon, the private part; the rest is mapped files, mostly the node executable (about 31 MiB for a bare `node`).',
+    ],
   });
   return tables;
 }
