@@ -59,7 +59,7 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, cwd = 
   return { code, stdout, stderr }
 }
 
-export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { dataDir?: string; start?: boolean } = {}): Promise<GatewayProc> {
+export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { dataDir?: string; start?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<GatewayProc> {
   const { dir, cleanup } = tempDir('edgeway-gw-')
   const [mqttPort, wsPort, httpPort] = [await freePort(), await freePort(), await freePort()]
   const dataDir = opts.dataDir ?? join(dir, 'data')
@@ -78,7 +78,7 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
     logs: [],
     async start() {
       g.logs.length = 0
-      const p = spawn(process.execPath, [...NODE_ARGS, EDGEWAY_BIN, 'run', '--config', configFile], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+      const p = spawn(process.execPath, [...NODE_ARGS, EDGEWAY_BIN, 'run', '--config', configFile], { cwd: dir, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
       g.proc = p
       let buf = ''
       p.stdout!.on('data', (d: Buffer) => {

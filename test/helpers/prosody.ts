@@ -22,11 +22,15 @@ export interface ProsodyOptions {
   pubsubStorage?: 'sql' | 'internal' | 'memory'
   /** XEP-0198 stream management (mod_smacks) for c2s; default on. */
   streamManagement?: boolean
+  /** TLS for c2s with this certificate: STARTTLS required on the c2s port, plus a direct-TLS port (XEP-0368). */
+  tls?: { cert: string; key: string }
 }
 
 export interface Prosody {
   domain: string
   c2sPort: number
+  /** With `tls`: the c2s port speaking TLS from the first byte. */
+  directTlsPort: number | null
   componentPort: number
   componentDomain: string
   secret: string
@@ -45,6 +49,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
   if (opts.pubsubStorage === 'sql') requireBinary('/usr/share/lua/5.4/DBI.lua', 'lua-dbi-sqlite3')
   const { dir, cleanup } = tempDir('edgeway-prosody-')
   const [c2sPort, componentPort] = [await freePort(), await freePort()]
+  const directTlsPort = opts.tls ? await freePort() : null
   const domain = 'localhost'
   const componentDomain = opts.componentDomain ?? 'devices.localhost'
   const secret = opts.secret ?? 'component-secret'
@@ -61,9 +66,16 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
     `c2s_ports = { ${c2sPort} }`,
     `component_ports = { ${componentPort} }`,
     'component_interface = "127.0.0.1"',
-    `modules_enabled = { "roster", "saslauth", "disco", "blocklist", "ping", "presence", "message", "iq"${opts.streamManagement === false ? '' : ', "smacks"'} }`,
-    'modules_disabled = { "s2s", "tls", "offline" }',
-    'c2s_require_encryption = false',
+    `modules_enabled = { "roster", "saslauth", "disco", "blocklist", "ping", "presence", "message", "iq"${opts.streamManagement === false ? '' : ', "smacks"'}${opts.tls ? ', "tls"' : ''} }`,
+    ...(opts.tls ? [
+      'modules_disabled = { "s2s", "offline" }',
+      `ssl = { certificate = "${opts.tls.cert}"; key = "${opts.tls.key}"; }`,
+      'c2s_require_encryption = true',
+      `c2s_direct_tls_ports = { ${directTlsPort} }`,
+    ] : [
+      'modules_disabled = { "s2s", "tls", "offline" }',
+      'c2s_require_encryption = false',
+    ]),
     'allow_unencrypted_plain_auth = true',
     'authentication = "internal_plain"',
     'storage = "internal"',
@@ -85,7 +97,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
   ].join('\n') + '\n')
   let out = ''
   const p: Prosody = {
-    domain, c2sPort, componentPort, componentDomain, secret, pubsubJid, dir,
+    domain, c2sPort, directTlsPort, componentPort, componentDomain, secret, pubsubJid, dir,
     proc: undefined as unknown as ChildProcess,
     output: () => out,
     async start() {
@@ -95,7 +107,7 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<Prosody> 
       proc.stdout!.on('data', (d: Buffer) => { out += d.toString() })
       proc.stderr!.on('data', (d: Buffer) => { out += d.toString() })
       const exited = new Promise<never>((_r, reject) => proc.once('exit', (c) => reject(new Error(`prosody exited with ${c}: ${out}`))))
-      await Promise.race([Promise.all([waitForPort(c2sPort), waitForPort(componentPort)]), exited])
+      await Promise.race([Promise.all([waitForPort(c2sPort), waitForPort(componentPort), ...(directTlsPort ? [waitForPort(directTlsPort)] : [])]), exited])
       exited.catch(() => undefined)
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
