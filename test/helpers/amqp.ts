@@ -11,6 +11,8 @@ export interface ConsumedMessage {
 export interface AmqpConsumer {
   got: Received[]
   messages: ConsumedMessage[]
+  /** Off: only the compact `got` records are kept (a bench consuming a million messages needs no full copies). */
+  keepMessages: boolean
   conn: Connection
   receiver: Receiver
   close(): Promise<void>
@@ -52,6 +54,7 @@ export async function connectAmqp(port: number, opts: AmqpTarget = {}): Promise<
 export async function amqpConsumer(port: number, address: string, opts: { reconnect?: boolean; target?: AmqpTarget } = {}): Promise<AmqpConsumer> {
   const got: Received[] = []
   const messages: ConsumedMessage[] = []
+  let keepMessages = true
   let closed = false
   const attach = async (): Promise<{ conn: Connection; receiver: Receiver }> => {
     const conn = await connectAmqp(port, opts.target)
@@ -59,7 +62,7 @@ export async function amqpConsumer(port: number, address: string, opts: { reconn
     receiver.on('message', (ctx) => {
       const m = ctx.message!
       const body = bodyJson(m)
-      messages.push({ message: m, body, at: Date.now() })
+      if (keepMessages) messages.push({ message: m, body, at: Date.now() })
       got.push({ id: String(m.message_id), device: String(body.device), seq: Number(body.seq), deviceSeq: Number(body.deviceSeq) })
     })
     await new Promise<void>((resolve) => receiver.once('receiver_open', () => resolve()))
@@ -82,6 +85,8 @@ export async function amqpConsumer(port: number, address: string, opts: { reconn
   const first = await attach()
   const c: AmqpConsumer = {
     got, messages, conn: first.conn, receiver: first.receiver,
+    get keepMessages() { return keepMessages },
+    set keepMessages(v: boolean) { keepMessages = v },
     async close() {
       closed = true
       const conn = c.conn
