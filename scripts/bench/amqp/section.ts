@@ -115,6 +115,7 @@ export const amqpSection: BenchSection = {
     const window = envNumber('BENCH_AMQP_WINDOW', 500);
     const backlog = envNumber('BENCH_AMQP_BACKLOG', 1_000_000);
     const liveSeconds = envNumber('BENCH_AMQP_LIVE_SECONDS', 8);
+    const liveWarmupSeconds = envNumber('BENCH_AMQP_LIVE_WARMUP_SECONDS', 2);
     const drainLive = envNumber('BENCH_AMQP_DRAIN_LIVE', 1000);
     const notes: string[] = [];
     ctx.log('amqp: starting a private RabbitMQ');
@@ -142,12 +143,16 @@ export const amqpSection: BenchSection = {
       // so it must not include GC pauses over a million kept messages. Half the max rate: half of what RabbitMQ
       // took of the gateway's own messages in the shaped reference.
       const rate = Math.max(100, Math.round(shaped.msgsPerS / 2));
-      ctx.log(`amqp: live forwarding at ${rate} readings/s for ${liveSeconds} s`);
+      ctx.log(`amqp: live forwarding at ${rate} readings/s, ${liveWarmupSeconds} s warm-up + ${liveSeconds} s`);
       const paced = await pacedDevices(url, 'live', 10, rate);
+      // As in the mqtt section: the first seconds (JIT, the queue's first use) are not measured.
+      await sleep(liveWarmupSeconds * 1000);
+      const measureFrom = Date.now();
       await sleep(liveSeconds * 1000);
+      const measureTo = Date.now();
       await paced.stop();
       await sleep(1000);
-      const live = consumer.messages.filter((m) => String(m.body.device).startsWith('live'));
+      const live = consumer.messages.filter((m) => String(m.body.device).startsWith('live') && Number(m.body.receivedAt) >= measureFrom && Number(m.body.receivedAt) < measureTo);
       const lat = live.map((m) => m.at - Number(m.body.receivedAt)).sort((a, b) => a - b);
       const liveRate = (live.length / liveSeconds);
       consumer.messages.length = 0;
