@@ -170,9 +170,10 @@ export const amqpSection: BenchSection = {
       for (const s of sims) await s.stop();
       // Live ingest keeps flowing during the drain (BENCH_AMQP_DRAIN_LIVE readings/s).
       const during = drainLive > 0 ? await pacedDevices(url, 'during', 5, drainLive) : null;
-      const reconnects = g.logs.filter((l) => l.msg === 'upstream connected').length;
+      // The connect after this start, not the one before the live run (same machine clock for both).
+      const restartedAt = Date.now();
       await rmq.start();
-      const connected = await g.waitLog((l) => l.msg === 'upstream connected' && g.logs.filter((x) => x.msg === 'upstream connected').length > reconnects, 60_000);
+      const connected = await g.waitLog((l) => l.msg === 'upstream connected' && Number(l.time) >= restartedAt, 60_000);
       const drainStart = Number(connected.time);
       // Drained = every backlog reading has reached the consumer (live readings keep the outbox from being empty).
       // Counted incrementally: a full report every 50 ms would steal the CPU this process's consumer needs.
