@@ -10,7 +10,7 @@ export const usbIdentity = z.object({
   serialNumber: z.string().min(1).optional(),
 }).strict()
 
-export interface UsbMatch { vendorId: string; productId: string; serialNumber?: string | undefined }
+export type UsbMatch = z.output<typeof usbIdentity>
 export interface PortInfo { path: string; vendorId?: string | undefined; productId?: string | undefined; serialNumber?: string | undefined; manufacturer?: string | undefined }
 
 /** "0x2341", "2341" and "2341 " all mean the same id. */

@@ -42,9 +42,9 @@ interface RowRecord {
   prio?: number
 }
 
-/** Bytes a row counts for retention: payload plus a fixed estimate of the row's own overhead. */
 /** Rows per multi-row INSERT statement (11 parameters each, far below SQLite's 32766). */
 const INSERT_ROWS = 32
+/** Bytes a row counts for retention: payload plus a fixed estimate of the row's own overhead. */
 const ROW_OVERHEAD = 48
 
 export class OutboxStore {

@@ -5,10 +5,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 /**
- * A port below the kernel's ephemeral range (32768+), so that outgoing client connections, which take their local
- * port from that range, can never grab a port a test means to listen on again (restarts reuse their port).
- */
-/**
  * Ports handed out by any test process on this machine, as files named after the port holding the owner's pid. Test
  * files run as parallel processes: without this, two of them can pick the same free port in the same instant, or one
  * can take a port another holds for a gateway it is about to restart.
@@ -42,6 +38,10 @@ function claim(port: number): boolean {
   return false
 }
 
+/**
+ * A port below the kernel's ephemeral range (32768+), so that outgoing client connections, which take their local
+ * port from that range, can never grab a port a test means to listen on again (restarts reuse their port).
+ */
 export async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = 20000 + Math.floor(Math.random() * 12000)
