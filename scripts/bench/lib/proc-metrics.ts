@@ -33,36 +33,31 @@ export function readCpuTicks(pid: number, tid?: number): number | undefined {
   }
 }
 
-/** VmRSS in bytes, undefined when the process is gone. */
-export function readRssBytes(pid: number): number | undefined {
+/** A numeric field of /proc/<pid>/status (the number after `name:`), undefined when the process is gone. */
+function readStatusField(pid: number, name: string): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
-    return m?.[1] !== undefined ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** RssAnon in bytes (heaps and other private memory, without the mapped executable and libraries). */
-export function readRssAnonBytes(pid: number): number | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^RssAnon:\s+(\d+)\s+kB/m.exec(status);
-    return m?.[1] !== undefined ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export function readThreadCount(pid: number): number | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^Threads:\s+(\d+)/m.exec(status);
+    const m = new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(status);
     return m?.[1] !== undefined ? Number(m[1]) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** VmRSS in bytes, undefined when the process is gone. */
+export function readRssBytes(pid: number): number | undefined {
+  const kb = readStatusField(pid, 'VmRSS');
+  return kb === undefined ? undefined : kb * 1024;
+}
+
+/** RssAnon in bytes (heaps and other private memory, without the mapped executable and libraries). */
+export function readRssAnonBytes(pid: number): number | undefined {
+  const kb = readStatusField(pid, 'RssAnon');
+  return kb === undefined ? undefined : kb * 1024;
+}
+
+export function readThreadCount(pid: number): number | undefined {
+  return readStatusField(pid, 'Threads');
 }
 
 export interface CpuWindow {
