@@ -3,15 +3,13 @@
 // EXTERNAL (the certificate is the identity); a CA that does not match fails with a clear line and loses nothing.
 import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
 import { amqpConsumer } from './helpers/amqp.ts'
 import { simulateDevice, audit } from './helpers/load.ts'
 import { waitFor, freePort, tempDir } from './helpers/net.ts'
-import { requireBinary } from './helpers/mosquitto.ts'
+import { makeCa, issueCert, type CertFiles } from './helpers/certs.ts'
 import { parse, stringify } from 'yaml'
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -19,27 +17,18 @@ after(async () => { for (const c of cleanups.reverse()) await c() })
 
 const certs = tempDir('edgeway-amqp-certs-')
 cleanups.push(() => certs.cleanup())
-const file = (name: string): string => join(certs.dir, name)
 const CLIENT_CN = 'edgeway-gw'
+let ca: CertFiles, otherCa: CertFiles, server: CertFiles, client: CertFiles, strangerCert: CertFiles
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-}
-
-/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by that CA. */
+/** A CA, a server certificate for 127.0.0.1/localhost and client certificates signed by it; an unrelated CA. */
 function makeCertificates(): void {
-  requireBinary('/usr/bin/openssl', 'openssl')
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=edgeway test CA', '-days', '2', '-keyout', file('ca.key'), '-out', file('ca.pem')])
-  // A second, unrelated CA: trusting it instead must fail verification.
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=some other CA', '-days', '2', '-keyout', file('other-ca.key'), '-out', file('other-ca.pem')])
-  writeFileSync(file('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
-  writeFileSync(file('client.ext'), 'extendedKeyUsage=clientAuth\n')
-  writeFileSync(file('stranger.ext'), 'extendedKeyUsage=clientAuth\n')
-  for (const [name, cn] of [['server', 'localhost'], ['client', CLIENT_CN], ['stranger', 'stranger']] as const) {
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${cn}`, '-keyout', file(`${name}.key`), '-out', file(`${name}.csr`)])
-    openssl(['x509', '-req', '-in', file(`${name}.csr`), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '2',
-      '-extfile', file(`${name}.ext`), '-out', file(`${name}.pem`)])
-  }
+  ca = makeCa(certs.dir, 'ca', 'edgeway test CA')
+  // Trusting this one instead must fail verification.
+  otherCa = makeCa(certs.dir, 'other-ca', 'some other CA')
+  server = issueCert(certs.dir, ca, 'server', 'localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1')
+  client = issueCert(certs.dir, ca, 'client', CLIENT_CN, 'extendedKeyUsage=clientAuth')
+  // Valid, but its CN is no RabbitMQ user.
+  strangerCert = issueCert(certs.dir, ca, 'stranger', 'stranger', 'extendedKeyUsage=clientAuth')
 }
 
 let rmq: RabbitMq
@@ -51,9 +40,9 @@ before(async () => {
     plugins: ['rabbitmq_auth_mechanism_ssl'],
     conf: [
       `listeners.ssl.1 = 127.0.0.1:${tlsPort}`,
-      `ssl_options.cacertfile = ${file('ca.pem')}`,
-      `ssl_options.certfile = ${file('server.pem')}`,
-      `ssl_options.keyfile = ${file('server.key')}`,
+      `ssl_options.cacertfile = ${ca.cert}`,
+      `ssl_options.certfile = ${server.cert}`,
+      `ssl_options.keyfile = ${server.key}`,
       'ssl_options.verify = verify_peer',
       'ssl_options.fail_if_no_peer_cert = true',
       'auth_mechanisms.1 = PLAIN',
@@ -82,7 +71,7 @@ test('TLS with a verified server certificate and a client certificate, SASL PLAI
   const queue = '/queue/tls-plain'
   const consumer = await amqpConsumer(rmq.port, queue)
   cleanups.push(() => consumer.close())
-  const tls = { ca: file('other-ca.pem'), cert: file('client.pem'), key: file('client.key') }
+  const tls = { ca: otherCa.cert, cert: client.cert, key: client.key }
   const g = await gateway({ address: queue, username: 'guest', password: 'guest', tls })
   const failed = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 15000)
   assert.match(String(failed.err), /certificate/i, 'the log line names the certificate problem')
@@ -93,7 +82,7 @@ test('TLS with a verified server certificate and a client certificate, SASL PLAI
   // The right CA: the same readings go out over TLS.
   await g.stop()
   const cfg = parse(readFileSync(g.configFile, 'utf8')) as { upstreams: Record<string, unknown>[] }
-  cfg.upstreams[0]!.tls = { ...tls, ca: file('ca.pem') }
+  cfg.upstreams[0]!.tls = { ...tls, ca: ca.cert }
   writeFileSync(g.configFile, stringify(cfg))
   await g.start()
   await g.waitLog((l) => l.msg === 'upstream connected', 15000)
@@ -109,12 +98,12 @@ test('SASL EXTERNAL: the client certificate is the identity (no password in the 
   const consumer = await amqpConsumer(rmq.port, queue)
   cleanups.push(() => consumer.close())
   // Same CA, valid certificate, but its CN is no RabbitMQ user: TLS succeeds, SASL EXTERNAL does not.
-  const stranger = await gateway({ address: queue, sasl: 'EXTERNAL', tls: { ca: file('ca.pem'), cert: file('stranger.pem'), key: file('stranger.key') } })
+  const stranger = await gateway({ address: queue, sasl: 'EXTERNAL', tls: { ca: ca.cert, cert: strangerCert.cert, key: strangerCert.key } })
   const refused = await stranger.waitLog((l) => l.msg.startsWith('upstream connect failed'), 15000)
   assert.match(String(refused.err), /auth|unauthori[sz]ed|stranger|EXTERNAL/i)
   await stranger.stop()
 
-  const g = await gateway({ address: queue, sasl: 'EXTERNAL', tls: { ca: file('ca.pem'), cert: file('client.pem'), key: file('client.key') } })
+  const g = await gateway({ address: queue, sasl: 'EXTERNAL', tls: { ca: ca.cert, cert: client.cert, key: client.key } })
   await g.waitLog((l) => l.msg === 'upstream connected', 15000)
   const sim = simulateDevice(`mqtt://127.0.0.1:${g.mqttPort}`, 'x1', { window: 8, max: 100 })
   await waitFor('all acked', () => sim.acked.size === 100, 15000)

@@ -4,31 +4,19 @@
 // Without that CA the link fails with a clear certificate error and retries; it never falls back to plain text.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
-import { requireBinary } from './helpers/mosquitto.ts'
+import { makeCa, issueCert, type CertFiles } from './helpers/certs.ts'
 import { tempDir } from './helpers/net.ts'
 
 const certs = tempDir('edgeway-xmpp-certs-')
-const file = (name: string): string => join(certs.dir, name)
+let ca: CertFiles
 let p: Prosody
 const gateways: GatewayProc[] = []
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-}
-
 before(async () => {
-  requireBinary('/usr/bin/openssl', 'openssl')
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=edgeway test CA', '-days', '2', '-keyout', file('ca.key'), '-out', file('ca.pem')])
-  writeFileSync(file('server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', file('server.key'), '-out', file('server.csr')])
-  openssl(['x509', '-req', '-in', file('server.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '2',
-    '-extfile', file('server.ext'), '-out', file('server.pem')])
-  p = await startProsody({ tls: { cert: file('server.pem'), key: file('server.key') } })
+  ca = makeCa(certs.dir, 'ca', 'edgeway test CA')
+  p = await startProsody({ tls: issueCert(certs.dir, ca, 'server', 'localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1') })
   p.register('gw', 'gwpw')
 })
 
@@ -53,7 +41,7 @@ async function clientGateway(port: number, mode: 'none' | 'direct', env: NodeJS.
 }
 
 test('STARTTLS (required by the server) with the private CA trusted: the gateway comes online; without it, a certificate error and no plain-text fallback', async () => {
-  const trusted = await clientGateway(p.c2sPort, 'none', { NODE_EXTRA_CA_CERTS: file('ca.pem') })
+  const trusted = await clientGateway(p.c2sPort, 'none', { NODE_EXTRA_CA_CERTS: ca.cert })
   await trusted.waitLog((l) => l.msg === 'xmpp presence announced', 15000)
 
   const untrusted = await clientGateway(p.c2sPort, 'none', { NODE_EXTRA_CA_CERTS: '' })
@@ -65,7 +53,7 @@ test('STARTTLS (required by the server) with the private CA trusted: the gateway
 })
 
 test('direct TLS (xmpps://) with the private CA trusted: online; without it, a certificate error', async () => {
-  const trusted = await clientGateway(p.directTlsPort!, 'direct', { NODE_EXTRA_CA_CERTS: file('ca.pem') })
+  const trusted = await clientGateway(p.directTlsPort!, 'direct', { NODE_EXTRA_CA_CERTS: ca.cert })
   await trusted.waitLog((l) => l.msg === 'xmpp presence announced', 15000)
 
   const untrusted = await clientGateway(p.directTlsPort!, 'direct', { NODE_EXTRA_CA_CERTS: '' })

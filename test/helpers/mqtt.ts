@@ -3,13 +3,18 @@ import mqtt, { type MqttClient, type IClientOptions, type IPublishPacket } from 
 
 export type { MqttClient }
 
-export async function connect(url: string, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
-  await new Promise<void>((resolve, reject) => {
-    c.once('connect', () => resolve())
+/** Resolves with the CONNACK's session-present flag; rejects if the connection fails or closes first. */
+function connack(c: MqttClient): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    c.once('connect', (p) => resolve(p.sessionPresent))
     c.once('error', (e) => { c.end(true); reject(e) })
     c.once('close', () => reject(new Error('closed before connack')))
   })
+}
+
+export async function connect(url: string, opts: IClientOptions = {}): Promise<MqttClient> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  await connack(c)
   return c
 }
 
@@ -30,12 +35,7 @@ export async function connectRefused(url: string, opts: IClientOptions = {}): Pr
 export async function connectCollecting(url: string, opts: IClientOptions = {}): Promise<{ client: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> {
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
   const got = collect(c)
-  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
-    c.once('connect', (connack) => resolve(connack.sessionPresent))
-    c.once('error', (e) => { c.end(true); reject(e) })
-    c.once('close', () => reject(new Error('closed before connack')))
-  })
-  return { client: c, got, sessionPresent }
+  return { client: c, got, sessionPresent: await connack(c) }
 }
 
 export function collect(c: MqttClient): IPublishPacket[] {
