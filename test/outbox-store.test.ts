@@ -273,6 +273,34 @@ test('outbox client on its worker thread: group commit, claim after append, clos
   } finally { cleanup() }
 })
 
+test('outbox client: readings settled through an owner by tag; device names survive the name table starting over', async () => {
+  const { dir, cleanup } = tempDir()
+  const file = join(dir, 'o.db')
+  // A table of 3 names starts over every few batches; rows must still carry their own device and link.
+  const c = new OutboxClient({ file, gatewayId: 'gw', upstreams: ['up'], maxBytes: 1e9, maxAgeMs: 1e9, batchRows: 4, maxNames: 3, log: createLogger('silent') })
+  try {
+    await c.start()
+    const settled: { tag: number; err: Error | null; refused?: string }[] = []
+    const owner = { settled: (tag: number, err: Error | null, refused?: string) => { settled.push({ tag, err, refused }) } }
+    const n = 40
+    for (let i = 0; i < n; i++) {
+      const reading = { device: `dev${i % 9}`, link: i % 2 ? 'serial' : 'mqtt', payload: Buffer.from(i === 7 ? '{"v":' : `{"v":${i}}`) }
+      c.appendOwned(reading, owner, 1000 + i)
+    }
+    await waitFor('all settled', () => settled.length === n, 5000)
+    assert.deepEqual(settled.map((s) => s.tag), Array.from({ length: n }, (_, i) => 1000 + i), 'settled in append order, each with its tag')
+    assert.ok(settled.every((s) => s.err === null))
+    assert.match(settled[7]!.refused ?? '', /invalid JSON/)
+    assert.equal(settled.filter((s) => s.refused !== undefined).length, 1)
+    const rows = await c.claim('up', 100)
+    const expected = Array.from({ length: n }, (_, i) => i).filter((i) => i !== 7)
+    assert.deepEqual(rows.map((r) => [r.device, r.link, r.payload]), expected.map((i) => [`dev${i % 9}`, i % 2 ? 'serial' : 'mqtt', `{"v":${i}}`]))
+  } finally {
+    await c.close()
+    cleanup()
+  }
+})
+
 test('outbox client reports each device\'s newest stored reading, coalesced, never a refused one', async () => {
   const { dir, cleanup } = tempDir()
   const log = createLogger('silent')

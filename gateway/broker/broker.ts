@@ -20,13 +20,14 @@ import { coalesceWrites } from '../net/coalesce.ts'
 import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
 import { classifyTopic, mayMatchTelemetry, mayPublish, maySubscribe } from './policy.ts'
 import { TelemetryIntake } from './intake.ts'
+import { FastAcks, ackTag } from './fast-acks.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
 
 export interface BrokerDeps {
   config: Config['mqtt']
   persistenceFile: string
   registry: Registry
-  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
+  outbox: Pick<OutboxClient, 'append' | 'appendOwned' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -35,9 +36,9 @@ export interface BrokerDeps {
 interface Identity {
   device: string
   open: boolean
-  /** Fast-path telemetry of this connection waiting for its commit (count, bytes): beyond the bound, aedes' path. */
-  pending: number
-  pendingBytes: number
+  /** The last topic the fast path took, and its device: a device publishes to one topic, checked once. */
+  fastTopic?: string
+  fastDevice?: string
 }
 
 /** The parts of aedes 1.x's Client the telemetry fast path uses (checked at run time: absent, there is no fast path). */
@@ -226,11 +227,11 @@ export class MqttBroker {
         this.refuse('bad_credentials', `wrong or missing secret for device "${username}"`, { device: username, clientId })
         throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
       }
-      this.identities.set(client, { device: username, open: cfg.openBroker, pending: 0, pendingBytes: 0 })
+      this.identities.set(client, { device: username, open: cfg.openBroker })
       return true
     }
     if (cfg.openBroker || cfg.allowAnonymous) {
-      this.identities.set(client, { device: clientId, open: cfg.openBroker, pending: 0, pendingBytes: 0 })
+      this.identities.set(client, { device: clientId, open: cfg.openBroker })
       return true
     }
     this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
@@ -251,36 +252,38 @@ export class MqttBroker {
     const enqueue = parser?.listeners('packet')[0] as ((this: EventEmitter, p: unknown) => void) | undefined
     if (!parser || !enqueue || typeof c._keepaliveInterval !== 'number' || !c.conn) return
     const internals = c as AedesClientInternals
+    const acks = new FastAcks({
+      get connected() { return internals.connected },
+      write: (b) => internals.conn.write(b),
+      fail: (err) => (client as unknown as EventEmitter).emit('error', err),
+    })
     const broker = this
     parser.removeListener('packet', enqueue)
     parser.on('packet', function (this: EventEmitter, packet: { cmd: string }) {
-      if (packet.cmd !== 'publish' || !broker.fastPublish(client, internals, packet as PublishPacket)) enqueue.call(this, packet)
+      if (packet.cmd !== 'publish' || !broker.fastPublish(client, internals, acks, packet as PublishPacket)) enqueue.call(this, packet)
     })
   }
 
   /** True if the publish was taken (stored, acked after the commit); false: aedes handles it. */
-  private fastPublish(client: Client, c: AedesClientInternals, packet: PublishPacket): boolean {
+  private fastPublish(client: Client, c: AedesClientInternals, acks: FastAcks, packet: PublishPacket): boolean {
     if (packet.qos === 2 || packet.retain || !c.connected) return false
     const id = this.identities.get(client)
-    if (!id || id.pending >= FAST_PENDING || id.pendingBytes >= FAST_PENDING_BYTES) return false
-    const t = classifyTopic(packet.topic)
-    if (!t || t.kind !== 'telemetry' || !DEVICE_ID_RE.test(t.device)) return false
-    if (!id.open && !mayPublish(id.device, packet.topic, t).ok) return false
+    if (!id || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
+    const topic = packet.topic
+    let device = id.fastDevice
+    if (topic !== id.fastTopic || device === undefined) {
+      const t = classifyTopic(topic)
+      if (!t || t.kind !== 'telemetry' || !DEVICE_ID_RE.test(t.device)) return false
+      if (!id.open && !mayPublish(id.device, topic, t).ok) return false
+      id.fastTopic = topic
+      device = id.fastDevice = t.device
+    }
     if (this.liveWatchers.size > 0 || this.persistence?.telemetryWatched !== false) return false
     if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh()
     const payload = packet.payload as Buffer
-    const bytes = payload.length
-    const qos1 = packet.qos === 1
-    const messageId = packet.messageId ?? 0
-    id.pending++
-    id.pendingBytes += bytes
-    this.intake.handle(t.device, payload, (err) => {
-      id.pending--
-      id.pendingBytes -= bytes
-      // as aedes does with a failed publish: the connection ends without an ack, the device resends later
-      if (err) { (client as unknown as EventEmitter).emit('error', err); return }
-      if (qos1 && c.connected) c.conn.write(Buffer.from([0x40, 0x02, messageId >> 8, messageId & 0xff]))
-    })
+    const tag = ackTag(packet.messageId ?? 0, packet.qos === 1, payload.length)
+    acks.take(tag)
+    this.intake.handleOwned(device, payload, acks, tag)
     return true
   }
 

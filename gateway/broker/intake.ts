@@ -4,9 +4,10 @@ import type { Logger } from 'pino'
 import type { OutboxClient } from '../outbox/client.ts'
 import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
+import type { AppendOwner } from '../outbox/types.ts'
 
 export interface IntakeDeps {
-  outbox: Pick<OutboxClient, 'append' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
+  outbox: Pick<OutboxClient, 'append' | 'appendOwned' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
@@ -51,5 +52,10 @@ export class TelemetryIntake {
    */
   handle(device: string, payload: Buffer, done: (err: Error | null) => void): void {
     this.d.outbox.append({ device, link: 'mqtt', payload }, done)
+  }
+
+  /** As handle, settled through `owner` (the broker's fast path: one owner per connection). */
+  handleOwned(device: string, payload: Buffer, owner: AppendOwner, tag: number): void {
+    this.d.outbox.appendOwned({ device, link: 'mqtt', payload }, owner, tag)
   }
 }

@@ -17,8 +17,12 @@ export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
 }
 
 export type ToWorker =
-  /** A batch of raw readings: payloads packed back to back in `data` (transferred, not copied). */
-  | { t: 'append'; id: number; devices: string[]; links: string[]; lengths: Uint32Array; data: Uint8Array; receivedAt: number }
+  /**
+   * A batch of n raw readings: payloads packed back to back in `data`; `meta` holds n lengths, then n device and n
+   * link name numbers (both transferred, not copied). `names` are the numbers' new names, in order from the table's
+   * size; `reset`: the table starts over (before `names`).
+   */
+  | { t: 'append'; id: number; reset: boolean; names: string[]; meta: Uint32Array; data: Uint8Array; receivedAt: number }
   | { t: 'claim'; id: number; upstream: string; limit: number }
   | { t: 'ack'; upstream: string; ids: number[] }
   | { t: 'release'; upstream: string; ids?: number[] }

@@ -1,6 +1,12 @@
 // The outbox seam: device links append, per-upstream forwarders claim and ack.
 import type { Reading, RawReading } from '../readings.ts'
 
+/** Settles readings appended with appendOwned: one object per connection instead of a closure per reading. */
+export interface AppendOwner {
+  /** `tag` is what appendOwned was given; `err` and `refused` as for append's done. */
+  settled(tag: number, err: Error | null, refused?: string): void
+}
+
 export type DropReason = 'retention_bytes' | 'retention_age'
 
 export interface UpstreamCursorStats {
@@ -41,6 +47,8 @@ export interface Outbox {
    * `refused` names why a payload that does not decode was not stored (the device should still be acknowledged).
    */
   append(reading: RawReading, done: (err: Error | null, refused?: string) => void): void
+  /** As append, settled through `owner` with `tag`: for links with many readings in flight (no closure per reading). */
+  appendOwned(reading: RawReading, owner: AppendOwner, tag: number): void
   /** Up to `limit` rows this upstream has neither acked nor in flight, in row order. */
   claim(upstream: string, limit: number): Promise<ClaimedRow[]>
   ack(upstream: string, rowIds: number[]): void

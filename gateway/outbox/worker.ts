@@ -22,6 +22,8 @@ try {
 send({ t: 'ready', lastRowId: store.lastRowId, upstreams: store.upstreamNames })
 
 let closing = false
+/** Device and link names by the numbers the broker thread sends instead of the strings (see client.ts). */
+const names: string[] = []
 const prioMetrics = new Set(init.priority?.metrics ?? [])
 const prioDevices = new Set(init.priority?.devices ?? [])
 
@@ -58,12 +60,16 @@ function handleBatch(first: ToWorker): void {
   for (const m of msgs) {
     if (m.t !== 'append') continue
     ids.push(m.id)
+    if (m.reset) names.length = 0
+    for (const name of m.names) names.push(name)
     const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)
+    const meta = m.meta
+    const n = meta.length / 3
     let off = 0
-    for (let i = 0; i < m.devices.length; i++) {
-      const len = m.lengths[i]!
-      const device = m.devices[i]!
-      const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, m.links[i]!, prioMetrics.size ? prioMetrics : undefined)
+    for (let i = 0; i < n; i++) {
+      const len = meta[i]!
+      const device = names[meta[n + i]!]!
+      const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, names[meta[2 * n + i]!]!, prioMetrics.size ? prioMetrics : undefined)
       off += len
       if (d.ok) {
         if (prioDevices.size && prioDevices.has(device)) d.reading.priority = true
