@@ -1,0 +1,133 @@
+// The outbox's message handler: owns the OutboxStore and answers the broker side's messages (protocol.ts).
+// Runs on the outbox worker thread (worker.ts); every message queued while a commit ran is handled and committed
+// together: group commit without a timer.
+import { OutboxStore } from './store.ts'
+import { isDiskFull } from '../store/sqlite.ts'
+import type { FromWorker, LatestReading, Refusal, ToWorker, WorkerInit } from './protocol.ts'
+import { decodeTelemetry, type ReadingInput } from '../readings.ts'
+
+export class OutboxEngine {
+  private readonly store: OutboxStore
+  private closing = false
+  /** Device and link names by the numbers the broker thread sends instead of the strings (see client.ts). */
+  private readonly names: string[] = []
+  private readonly prioMetrics: Set<string>
+  private readonly prioDevices: Set<string>
+  // Each device's newest committed reading, sent at most every latestEveryMs: live views (dashboard, XMPP status)
+  // get values without a message per reading crossing threads.
+  // Keeps the decoded rows themselves (no object per reading on this hot path); the message is built at the flush.
+  private readonly latest = new Map<string, ReadingInput>()
+  private latestTimer: NodeJS.Timeout | null = null
+  private maintenanceTimer: NodeJS.Timeout | null = null
+  private catchUp: NodeJS.Timeout | null = null
+
+  constructor(private readonly init: WorkerInit, private readonly send: (m: FromWorker) => void) {
+    this.store = new OutboxStore(init)
+    this.prioMetrics = new Set(init.priority?.metrics ?? [])
+    this.prioDevices = new Set(init.priority?.devices ?? [])
+  }
+
+  /** Opens the database (throws if it cannot), says 'ready' and starts maintenance. */
+  open(): void {
+    this.store.open()
+    this.send({ t: 'ready', lastRowId: this.store.lastRowId, upstreams: this.store.upstreamNames })
+    this.maintenanceTimer = setInterval(() => this.maintain(), this.init.maintenanceMs)
+  }
+
+  /** Handles messages in arrival order, except that the appends among them are committed first, together. */
+  handle(msgs: ToWorker[]): void {
+    const { store } = this
+    // Phase 1: decode every reading of this drain; the valid ones go into one transaction.
+    const ids: number[] = []
+    const rows: ReadingInput[] = []
+    const refused: Refusal[] = []
+    const prioMetrics = this.prioMetrics.size ? this.prioMetrics : undefined
+    const prioDevices = this.prioDevices
+    const names = this.names
+    for (const m of msgs) {
+      if (m.t !== 'append') continue
+      ids.push(m.id)
+      if (m.reset) names.length = 0
+      for (const name of m.names) names.push(name)
+      const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)
+      const meta = m.meta
+      const n = meta.length / 3
+      let off = 0
+      for (let i = 0; i < n; i++) {
+        const len = meta[i]!
+        const device = names[meta[n + i]!]!
+        const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, names[meta[2 * n + i]!]!, prioMetrics)
+        off += len
+        if (d.ok) {
+          if (prioDevices.size && prioDevices.has(device)) d.reading.priority = true
+          rows.push(d.reading)
+        }
+        else refused.push({ id: m.id, index: i, device, reason: d.reason })
+      }
+    }
+    if (ids.length > 0) {
+      try {
+        const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
+        this.send({ t: 'appended', ids, lastRowId, refused })
+        this.noteLatest(rows)
+      } catch (err) {
+        this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
+      }
+    }
+    // Phase 2: the rest in arrival order; claims see the rows just committed.
+    for (const m of msgs) {
+      try {
+        switch (m.t) {
+          case 'append': break
+          case 'claim': this.send({ t: 'claimed', id: m.id, rows: store.claim(m.upstream, m.limit) }); break
+          case 'ack': store.ack(m.upstream, m.ids); break
+          case 'release': store.release(m.upstream, m.ids); break
+          case 'dead': store.deadLetter(m.upstream, m.id, m.reason); break
+          case 'stats': this.send({ t: 'stats', id: m.id, stats: store.stats() }); break
+          case 'close':
+            this.close()
+            this.send({ t: 'closed', id: m.id })
+            return
+        }
+      } catch (err) {
+        this.send({ t: 'error', id: m.t === 'claim' || m.t === 'stats' ? m.id : undefined, message: `${m.t}: ${(err as Error).message}` })
+      }
+    }
+  }
+
+  get closed(): boolean { return this.closing }
+
+  private close(): void {
+    this.closing = true
+    if (this.maintenanceTimer) clearInterval(this.maintenanceTimer)
+    if (this.catchUp) clearTimeout(this.catchUp)
+    if (this.latestTimer) clearTimeout(this.latestTimer)
+    this.store.close()
+  }
+
+  private noteLatest(rows: ReadingInput[]): void {
+    if (this.init.latestEveryMs <= 0) return
+    for (const r of rows) this.latest.set(r.device, r)
+    this.latestTimer ??= setTimeout(() => this.flushLatest(), this.init.latestEveryMs)
+  }
+
+  private flushLatest(): void {
+    this.latestTimer = null
+    if (this.latest.size === 0 || this.closing) return
+    const readings: LatestReading[] = []
+    for (const r of this.latest.values()) readings.push({ device: r.device, link: r.link, ts: r.ts, seq: r.deviceSeq, payload: r.kind === 'json' ? (r.payload as string) : null })
+    this.send({ t: 'latest', readings })
+    this.latest.clear()
+  }
+
+  private maintain(): void {
+    if (this.closing) return
+    try {
+      for (const d of this.store.maintain()) this.send({ t: 'dropped', ...d })
+    } catch (err) {
+      this.send({ t: 'error', message: `outbox maintenance: ${(err as Error).message}` })
+    }
+    // After a drain, a large delivered backlog is deleted in small steps with commits and claims in between.
+    if (this.store.deleteBehind && !this.catchUp) this.catchUp = setTimeout(() => { this.catchUp = null; this.maintain() }, 5)
+  }
+}
