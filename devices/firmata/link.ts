@@ -4,8 +4,8 @@
 import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
-import { Backoff } from '../../gateway/upstream/backoff.ts'
-import { resolvePortPath, type ListPorts, type OpenPort } from '../serial/port.ts'
+import { Reopener } from '../reopen.ts'
+import { knownPortPath, resolvePortPath, type ListPorts, type OpenPort } from '../serial/port.ts'
 import type { FirmataBoardConfig } from './config.ts'
 import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
@@ -34,21 +34,18 @@ export type ActuatorResult = { ok: true; result: { actuator: string; state: numb
 export class FirmataLink {
   private transport: SerialTransport | null = null
   private board: ConnectedBoard | null = null
-  private readonly backoff: Backoff
-  private reopenTimer: NodeJS.Timeout | null = null
+  private readonly reopener: Reopener
   private reportTimer: NodeJS.Timeout | null = null
   private silenceTimer: NodeJS.Timeout | null = null
   private stopped = true
   private firmware: string | null = null
   private readings = 0
-  private reopens = 0
   private hellos = 0
-  private failuresLogged = 0
   private openPath: string | null = null
   private readonly log: Logger
 
   constructor(readonly config: FirmataBoardConfig, private readonly d: FirmataLinkDeps) {
-    this.backoff = new Backoff(config.reopenMinMs, config.reopenMaxMs)
+    this.reopener = new Reopener(config.reopenMinMs, config.reopenMaxMs, () => void this.open(), () => this.stopped)
     this.log = d.log.child({ link: FIRMATA_LINK, device: config.device, port: config.path })
   }
 
@@ -60,8 +57,7 @@ export class FirmataLink {
 
   async stop(): Promise<void> {
     this.stopped = true
-    if (this.reopenTimer) clearTimeout(this.reopenTimer)
-    this.reopenTimer = null
+    this.reopener.cancel()
     await this.down('gateway stopping')
   }
 
@@ -70,23 +66,22 @@ export class FirmataLink {
     if (this.stopped) return
     this.log.info({ reason }, 'firmata link paused: port released')
     this.stopped = true
-    if (this.reopenTimer) clearTimeout(this.reopenTimer)
-    this.reopenTimer = null
+    this.reopener.cancel()
     await this.down(reason)
   }
 
   resume(): void {
     if (!this.stopped) return
     this.log.info('firmata link resumed')
-    this.backoff.reset()
+    this.reopener.reset()
     this.start()
   }
 
   /** Where the board's port really is (a board given by USB identity): the flasher matches it. */
-  get devicePath(): string | null { return this.openPath ?? (this.config.usb ? null : this.config.path) }
+  get devicePath(): string | null { return knownPortPath(this.config, this.openPath) }
 
   status(): FirmataLinkStatus {
-    return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopens, hellos: this.hellos }
+    return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopener.count, hellos: this.hellos }
   }
 
   /** A routed command: its name is an actuator's name. */
@@ -123,8 +118,7 @@ export class FirmataLink {
       this.board = board
       t.on('close', () => { if (this.transport === t) this.lost(new Error('port closed')) })
       t.on('error', (err: Error) => { if (this.transport === t) this.lost(err) })
-      this.failuresLogged = 0
-      this.backoff.reset()
+      this.reopener.opened()
       this.firmware = board.firmware
       this.hellos++
       board.onChange(() => this.report())
@@ -147,16 +141,9 @@ export class FirmataLink {
 
   private notReachable(err: Error): void {
     if (this.stopped) return
-    const delay = this.backoff.next()
-    if (this.failuresLogged++ === 0) this.log.warn({ err: err.message, retryMs: delay }, 'firmata board not reachable: retrying with backoff')
-    else this.log.debug({ err: err.message, retryMs: delay }, 'firmata board still not reachable')
-    this.scheduleReopen(delay)
-  }
-
-  private scheduleReopen(delay: number): void {
-    if (this.stopped || this.reopenTimer) return
-    this.reopenTimer = setTimeout(() => { this.reopenTimer = null; this.reopens++; void this.open() }, delay)
-    this.reopenTimer.unref()
+    const { delayMs, first } = this.reopener.failed()
+    if (first) this.log.warn({ err: err.message, retryMs: delayMs }, 'firmata board not reachable: retrying with backoff')
+    else this.log.debug({ err: err.message, retryMs: delayMs }, 'firmata board still not reachable')
   }
 
   /** A board that stops talking while its port stays open (hung MCU, USB adapter still plugged in) is lost too:
@@ -185,8 +172,8 @@ export class FirmataLink {
   private lost(err: Error): void {
     this.log.warn({ err: err.message }, 'firmata port lost: board unplugged or gone; reopening with backoff')
     this.down('port lost').then(
-      () => this.scheduleReopen(this.backoff.next()),
-      (e: Error) => { this.log.error({ err: e.message }, 'firmata link teardown failed; reopening anyway'); this.scheduleReopen(this.backoff.next()) },
+      () => this.reopener.lost(),
+      (e: Error) => { this.log.error({ err: e.message }, 'firmata link teardown failed; reopening anyway'); this.reopener.lost() },
     )
   }
 

@@ -4,12 +4,12 @@
 import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
-import { Backoff } from '../../gateway/upstream/backoff.ts'
+import { Reopener } from '../reopen.ts'
 import {
   CobsDecoder, CommandStatus, FrameType, JsonLineDecoder, decodeReadingPayload, encodeCommand, encodeFrame, frameTypeName,
   type Frame, type FramingStats, type SerialCommand,
 } from './framing.ts'
-import { openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
+import { knownPortPath, openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
 import type { UsbMatch } from './usb.ts'
 
 export const SERIAL_LINK = 'serial'
@@ -64,8 +64,7 @@ export class SerialLink {
   /** The device path of the open port (the USB lookup's answer when configured by identity). */
   private openPath: string | null = null
   private decoder: CobsDecoder | JsonLineDecoder | null = null
-  private readonly backoff: Backoff
-  private reopenTimer: NodeJS.Timeout | null = null
+  private readonly reopener: Reopener
   private livenessTimer: NodeJS.Timeout | null = null
   private noiseTimer: NodeJS.Timeout | null = null
   private stopped = true
@@ -77,9 +76,7 @@ export class SerialLink {
   private readonly framing: FramingStats = { frames: 0, badFrames: 0, resyncs: 0 }
   private readings = 0
   private duplicates = 0
-  private reopens = 0
   private hellos = 0
-  private openFailuresLogged = 0
   private readonly pendingSeqs = new Set<number>()
   private recentSeqs: number[] = []
   private cmdSeq = 0
@@ -87,7 +84,7 @@ export class SerialLink {
   private readonly log: Logger
 
   constructor(readonly config: SerialPortConfig, private readonly d: SerialLinkDeps) {
-    this.backoff = new Backoff(config.reopenMinMs, config.reopenMaxMs)
+    this.reopener = new Reopener(config.reopenMinMs, config.reopenMaxMs, () => void this.open(), () => this.stopped)
     this.log = d.log.child({ link: SERIAL_LINK, device: config.device, port: config.path })
   }
 
@@ -108,21 +105,20 @@ export class SerialLink {
   resume(): void {
     if (!this.stopped) return
     this.log.info('serial link resumed')
-    this.backoff.reset()
+    this.reopener.reset()
     this.start()
   }
 
   get paused(): boolean { return this.stopped }
 
   /** The device path last opened (for a port configured by USB identity, where it was found). */
-  get devicePath(): string | null { return this.openPath ?? (this.config.usb ? null : this.config.path) }
+  get devicePath(): string | null { return knownPortPath(this.config, this.openPath) }
 
   async stop(reason = 'gateway stopping'): Promise<void> {
     this.stopped = true
     if (this.noiseTimer) clearTimeout(this.noiseTimer)
     this.noiseTimer = null
-    if (this.reopenTimer) clearTimeout(this.reopenTimer)
-    this.reopenTimer = null
+    this.reopener.cancel()
     const p = this.port
     this.detach()
     if (p) await p.close()
@@ -136,7 +132,7 @@ export class SerialLink {
     return {
       device: this.config.device, path: this.config.path, open: this.port !== null, online: this.online, firmware: this.firmware,
       framing: { frames: this.framing.frames + (f?.frames ?? 0), badFrames: this.framing.badFrames + (f?.badFrames ?? 0), resyncs: this.framing.resyncs + (f?.resyncs ?? 0) },
-      readings: this.readings, duplicates: this.duplicates, reopens: this.reopens, hellos: this.hellos,
+      readings: this.readings, duplicates: this.duplicates, reopens: this.reopener.count, hellos: this.hellos,
     }
   }
 
@@ -190,19 +186,16 @@ export class SerialLink {
         lost: (err) => { if (this.port === port) this.lost(err) },
       })
     } catch (err) {
-      const delay = this.backoff.next()
-      // The first failure is news; repeating it every few seconds while a board is unplugged is not.
-      if (this.openFailuresLogged++ === 0) this.log.warn({ err: (err as Error).message, retryMs: delay }, 'serial port cannot be opened: retrying with backoff')
-      else this.log.debug({ err: (err as Error).message, retryMs: delay }, 'serial port still cannot be opened')
-      this.scheduleReopen(delay)
+      const { delayMs, first } = this.reopener.failed()
+      if (first) this.log.warn({ err: (err as Error).message, retryMs: delayMs }, 'serial port cannot be opened: retrying with backoff')
+      else this.log.debug({ err: (err as Error).message, retryMs: delayMs }, 'serial port still cannot be opened')
       return
     }
     if (this.stopped) { await port.close(); return }
     this.port = port
     this.openPath = path
     this.decoder = decoder
-    this.openFailuresLogged = 0
-    this.backoff.reset()
+    this.reopener.opened()
     // A fresh line: the board may have rebooted or been swapped, so forget what it had in flight.
     this.pendingSeqs.clear()
     this.recentSeqs = []
@@ -225,17 +218,11 @@ export class SerialLink {
     this.noiseTimer.unref()
   }
 
-  private scheduleReopen(delay: number): void {
-    if (this.stopped || this.reopenTimer) return
-    this.reopenTimer = setTimeout(() => { this.reopenTimer = null; this.reopens++; void this.open() }, delay)
-    this.reopenTimer.unref()
-  }
-
   private lost(err: Error): void {
     this.log.warn({ err: err.message }, 'serial port lost: board unplugged or gone; reopening with backoff')
     this.detach()
     this.setOffline('port lost')
-    this.scheduleReopen(this.backoff.next())
+    this.reopener.lost()
   }
 
   private detach(): void {

@@ -61,6 +61,11 @@ export type ListPorts = () => Promise<PortInfo[]>
 export const listSerialPorts: ListPorts = async () =>
   (await SerialPort.list()).map((p) => ({ path: p.path, vendorId: p.vendorId, productId: p.productId, serialNumber: p.serialNumber, manufacturer: p.manufacturer }))
 
+/** Where a configured port is known to be: where it was last opened, else its path unless it is found by USB identity. */
+export function knownPortPath(port: { path: string; usb?: UsbMatch | undefined }, openPath: string | null): string | null {
+  return openPath ?? (port.usb ? null : port.path)
+}
+
 /** The device path of a port given by path, or by USB identity (looked up now among the present ports). */
 export async function resolvePortPath(port: { path: string; usb?: UsbMatch | undefined }, list: ListPorts = listSerialPorts): Promise<Resolved> {
   if (!port.usb) return { ok: true, path: port.path }
