@@ -34,10 +34,13 @@ class PendingBatch {
   get size(): number { return this.devices.length }
 
   settle(i: number, err: Error | null, refused?: string): void {
-    const o = this.owners[i]!
-    if (typeof o === 'function') o(err, refused)
-    else o.settled(this.tags[i]!, err, refused)
+    settle(this.owners[i]!, this.tags[i]!, err, refused)
   }
+}
+
+function settle(owner: Done | AppendOwner, tag: number, err: Error | null, refused?: string): void {
+  if (typeof owner === 'function') owner(err, refused)
+  else owner.settled(tag, err, refused)
 }
 
 /**
@@ -133,9 +136,7 @@ export class OutboxClient implements Outbox {
 
   private add(reading: RawReading, owner: Done | AppendOwner, tag: number): void {
     if (this.closed || this.fatal) {
-      const err = new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed')
-      if (typeof owner === 'function') owner(err)
-      else owner.settled(tag, err)
+      settle(owner, tag, new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
       return
     }
     const p = this.pending
@@ -149,11 +150,9 @@ export class OutboxClient implements Outbox {
     else if (!this.flushScheduled) {
       this.flushScheduled = true
       // setImmediate: after every packet of this socket read has been parsed, so one read = one batch.
-      setImmediate(this.flushSoon)
+      setImmediate(() => this.flush())
     }
   }
-
-  private readonly flushSoon = (): void => this.flush()
 
   private flush(): void {
     this.flushScheduled = false
@@ -285,13 +284,6 @@ export class OutboxClient implements Outbox {
       case 'appended': {
         this.lastRowId = m.lastRowId
         this.ensureCheckpointer()
-        const done: { id: number; batch: PendingBatch; sentAt: number }[] = []
-        for (const id of m.ids) {
-          const entry = this.inflightAppends.get(id)
-          if (!entry) continue
-          this.inflightAppends.delete(id)
-          done.push({ id, ...entry })
-        }
         const refused = new Map<string, string>()
         for (const r of m.refused) refused.set(`${r.id}:${r.index}`, r.reason)
         const devices = new Map<string, string>()
@@ -300,9 +292,12 @@ export class OutboxClient implements Outbox {
         let runLink: string | null = null
         let run = 0
         let latencyMs = 0
-        const now = performance.now()
-        for (const { id, batch: b, sentAt } of done) {
-          latencyMs = Math.max(latencyMs, now - sentAt)
+        for (const id of m.ids) {
+          const entry = this.inflightAppends.get(id)
+          if (!entry) continue
+          this.inflightAppends.delete(id)
+          const b = entry.batch
+          latencyMs = Math.max(latencyMs, performance.now() - entry.sentAt)
           for (let i = 0; i < b.size; i++) {
             const why = refused.size > 0 ? refused.get(`${id}:${i}`) : undefined
             if (why !== undefined) {

@@ -1,6 +1,5 @@
 // The outbox's message handler: owns the OutboxStore and answers the broker side's messages (protocol.ts).
-// Runs on the outbox worker thread (worker.ts); every message queued while a commit ran is handled and committed
-// together: group commit without a timer.
+// Runs on the outbox worker thread; worker.ts hands it each drain of the port (group commit).
 import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
 import type { FromWorker, LatestReading, Refusal, ToWorker, WorkerInit } from './protocol.ts'
