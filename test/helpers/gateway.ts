@@ -4,7 +4,7 @@ import { writeFileSync, mkdirSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { freePort, tempDir } from './net.ts'
+import { freePort, tempDir, scaled } from './net.ts'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const EDGEWAY_BIN = join(ROOT, 'bin', 'edgeway.js')
@@ -32,7 +32,7 @@ export interface GatewayProc {
   cleanup(): Promise<void>
   waitLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
   http(path: string): Promise<{ status: number; body: string }>
-  health(): Promise<{ status: string; reasons: string[]; outbox: { depth: number; diskFull: boolean }; upstreams: { name: string; connected: boolean; lag: number | null; ackedThrough: number | null }[] }>
+  health(): Promise<{ status: string; reasons: string[]; mqtt: { clients: number; devices: number }; outbox: { depth: number; diskFull: boolean }; upstreams: { name: string; connected: boolean; lag: number | null; ackedThrough: number | null }[] }>
   metric(name: string, labels?: Record<string, string>): Promise<number>
   cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>
 }
@@ -118,6 +118,7 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
       cleanup()
     },
     async waitLog(pred, timeoutMs = 10000) {
+      timeoutMs = scaled(timeoutMs)
       const deadline = Date.now() + timeoutMs
       for (;;) {
         const hit = g.logs.find(pred)

@@ -62,8 +62,18 @@ export function tempDir(prefix = 'edgeway-test-'): { dir: string; cleanup: () =>
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) }
 }
 
+/**
+ * The one scale factor every wait in the tests derives from: TEST_TIME_SCALE=3 npm test on a loaded machine gives
+ * every timeout three times as long. (Not EDGEWAY_*: those are read as gateway config.)
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.TEST_TIME_SCALE ?? '1') || 1)
+
+/** A timeout in ms, scaled by TIME_SCALE. */
+export function scaled(ms: number): number { return Math.round(ms * TIME_SCALE) }
+
 /** Resolves once something accepts TCP connections on the port. */
 export async function waitForPort(port: number, timeoutMs = 10000, host = '127.0.0.1'): Promise<void> {
+  timeoutMs = scaled(timeoutMs)
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -78,6 +88,7 @@ export async function waitForPort(port: number, timeoutMs = 10000, host = '127.0
 }
 
 export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10000, everyMs = 50): Promise<T> {
+  timeoutMs = scaled(timeoutMs)
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await fn()
