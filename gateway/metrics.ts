@@ -27,6 +27,8 @@ export class Metrics {
   /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */
   private serialSource: () => SerialLineStats[] = () => []
   private cameraSource: (() => CameraStats) | null = null
+  /** Command replies per upstream, read at scrape time (the upstreams keep running totals). */
+  private replySource: () => { upstream: string; sent: number; failed: number }[] = () => []
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgeway_process_' })
@@ -41,6 +43,18 @@ export class Metrics {
           this.inc({ device: s.device, result: 'ok' }, s.frames)
           this.inc({ device: s.device, result: 'bad' }, s.badFrames)
           this.inc({ device: s.device, result: 'resync' }, s.resyncs)
+        }
+      },
+    })
+    const replies = (): { upstream: string; sent: number; failed: number }[] => this.replySource()
+    new Counter({
+      name: 'edgeway_upstream_replies_total', help: 'Command replies sent back over an upstream, by result: sent (accepted by the broker) or failed (lost, logged)',
+      labelNames: ['upstream', 'result'] as const, registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const r of replies()) {
+          this.inc({ upstream: r.upstream, result: 'sent' }, r.sent)
+          this.inc({ upstream: r.upstream, result: 'failed' }, r.failed)
         }
       },
     })
@@ -65,6 +79,8 @@ export class Metrics {
   }
 
   setSerialSource(fn: () => SerialLineStats[]): void { this.serialSource = fn }
+
+  setReplySource(fn: () => { upstream: string; sent: number; failed: number }[]): void { this.replySource = fn }
 
   async text(): Promise<string> { return this.registry.metrics() }
   get contentType(): string { return this.registry.contentType }

@@ -6,7 +6,9 @@ import mqtt from 'mqtt'
 import rhea, { type Message } from 'rhea'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
-import { connectAmqp, amqpSender, bodyJson } from './helpers/amqp.ts'
+import { connectAmqp, amqpConsumer, amqpSender, bodyJson } from './helpers/amqp.ts'
+import { simulateDevice } from './helpers/load.ts'
+import { deliveryReport, formatReport } from './helpers/report.ts'
 import { waitFor } from './helpers/net.ts'
 import { endClient } from './helpers/mqtt.ts'
 
@@ -69,6 +71,51 @@ test('commands reach the MQTT device and its result comes back to reply_to with 
   assert.deepEqual(bodyJson(by.get('c5')!), { ok: true, result: { echo: { on: true } } })
   assert.equal((bodyJson(by.get('c6')!) as { code: string }).code, 'bad_request')
   assert.deepEqual(seenByDevice.sort(), ['fail:c4', 'ping:c1', 'set:c5'], 'expired and unknown commands never reach a device')
+})
+
+test('a reply_to naming a non-durable queue gets its reply and a refused one is only logged: the telemetry link never bounces', async (t) => {
+  const dev = mqtt.connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev2', reconnectPeriod: 0 })
+  cleanups.push(() => endClient(dev))
+  await new Promise<void>((resolve) => dev.once('connect', () => resolve()))
+  dev.on('message', (topic, payload) => {
+    const cmd = JSON.parse(payload.toString()) as { id: string; args: unknown }
+    dev.publish(`${topic}/result`, JSON.stringify({ id: cmd.id, result: { echo: cmd.args } }), { qos: 1 })
+  })
+  await dev.subscribeAsync('devices/dev2/cmd/+', { qos: 1 })
+  const consumer = await amqpConsumer(rmq.port, '/queue/tele')
+  // The verify test below consumes /queue/tele too: a second consumer would take every other reading from it.
+  t.after(() => consumer.close())
+  // The reply queue as a Qpid-Proton-like requester declares it: non-durable.
+  const conn = await connectAmqp(rmq.port)
+  cleanups.push(() => conn.close())
+  const replies: Message[] = []
+  const rcv = conn.open_receiver({ source: { address: '/queue/replies-nd', durable: 0 }, autoaccept: true })
+  rcv.on('message', (ctx) => { replies.push(ctx.message!) })
+  await new Promise<void>((resolve) => rcv.once('receiver_open', () => resolve()))
+  assert.match((await rmq.ctl(['list_queues', 'name', 'durable'])).out, /^replies-nd\tfalse$/m)
+  const upstreamSince = async (): Promise<string> => ((await g.health()) as unknown as { upstreams: { since: string }[] }).upstreams[0]!.since
+  const since = await upstreamSince()
+  const sim = simulateDevice(`mqtt://127.0.0.1:${g.mqttPort}`, 'tele1', { window: 1, intervalMs: 5, max: 300 })
+  await waitFor('telemetry flowing', () => consumer.got.length >= 20, 10000)
+
+  const s = await amqpSender(conn, '/queue/cmd.test-gw')
+  const send = (id: string, replyTo: string): void => { void s.send({ message_id: id, reply_to: replyTo, subject: 'dev2/ping', body: rhea.message.data_section(Buffer.from(JSON.stringify({ n: id }))) }) }
+  send('n1', '/queue/replies-nd')
+  send('x1', '/exchange/nope/x')
+  send('n2', '/queue/replies-nd')
+  await waitFor('both replies on the non-durable queue', () => replies.length >= 2, 10000)
+    .catch(() => { throw new Error(`replies ${replies.length}; logs ${JSON.stringify(g.logs.filter((l) => l.level >= 40))}`) })
+  await waitFor('the refused reply logged', () => g.logs.some((l) => l.msg === 'command reply could not be delivered' && l.replyTo === '/exchange/nope/x'), 10000)
+  assert.deepEqual(replies.map((m) => [m.correlation_id, bodyJson(m)]), [['n1', { ok: true, result: { echo: { n: 'n1' } } }], ['n2', { ok: true, result: { echo: { n: 'n2' } } }]])
+
+  await waitFor('all readings acked', () => sim.acked.size === 300, 20000)
+  await waitFor('all readings delivered', () => deliveryReport([sim], consumer.got).lost === 0, 10000).catch(() => undefined)
+  const report = deliveryReport([sim], consumer.got)
+  assert.equal(report.lost, 0, formatReport(report))
+  assert.equal(await upstreamSince(), since, 'the upstream link never went down')
+  assert.deepEqual(g.logs.filter((l) => l.msg === 'upstream link down: readings stay in the outbox'), [])
+  assert.equal(g.logs.filter((l) => l.msg === 'upstream connected').length, 1)
+  await sim.stop()
 })
 
 test('heartbeat: a status message per interval with backlog, devices online and version', async () => {

@@ -1,6 +1,6 @@
 // The amqp upstream: sends readings to an AMQP 1.0 broker, each settled by the broker's disposition.
 // The one product file that imports rhea.
-import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea'
+import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender, type Session } from 'rhea'
 import { readFileSync } from 'node:fs'
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'node:tls'
@@ -11,7 +11,8 @@ import { LinkState } from '../../gateway/upstream/link-state.ts'
 import { coalesceWrites } from '../../gateway/net/coalesce.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
 import { encodeReadingMessage } from './encode.ts'
-import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut } from './map.ts'
+import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut, type AmqpReplyOut } from './map.ts'
+import { FailureLog, retryWithOtherDurability } from './replies.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 type Settle = (rowId: number, outcome: Outcome, detail?: string) => void
@@ -32,6 +33,267 @@ function describe(e: unknown): string {
   return String(e)
 }
 
+/** The common upstream status plus the command-reply counters (since start; for health and metrics). */
+export interface AmqpUpstreamStatus extends UpstreamStatus {
+  /** Command replies the broker accepted. */
+  repliesSent: number
+  /** Command replies that could not be delivered: attach refused, connection lost, rejected/released, timeout. */
+  repliesFailed: number
+}
+
+/** A reply not accepted within this time (reply connection, attach and outcome together) counts as failed. */
+const REPLY_TIMEOUT_MS = 10_000
+/** Reply links unused this long are detached; the reply connection closes once it has none left for as long. */
+const REPLY_IDLE_MS = 60_000
+/** Reply links kept attached at most (least recently used idle ones are detached first). */
+const MAX_REPLY_LINKS = 64
+/** Durabilities learned per reply address (bounded, and only for addresses of a sane length). */
+const MAX_DURABILITY_HINTS = 1024
+const MAX_REMEMBERED_ADDRESS = 512
+/** reply_to is the requester's text: logs and the warning limiter see at most this much of it. */
+const MAX_LOGGED_ADDRESS = 256
+
+/** One command reply on its way: settled exactly once, by the broker's outcome, a failure or the timeout. */
+interface PendingReply { id: string; replyTo: string; out: AmqpReplyOut; done: boolean; timer: NodeJS.Timeout; link: ReplyLink | null; delivery: Delivery | null }
+/** The sender for one reply_to address, alone on its session of the reply connection. */
+interface ReplyLink {
+  address: string
+  durable: boolean
+  /** Already the second attach (with the other durability). */
+  retried: boolean
+  session: Session
+  sender: Sender
+  open: boolean
+  gone: boolean
+  queue: PendingReply[]
+  unsettled: Map<Delivery, PendingReply>
+  lastUsed: number
+}
+
+/**
+ * Command replies. reply_to is chosen by whoever sent the command, so nothing about it may touch the connection that
+ * carries telemetry and commands: RabbitMQ 3.10 ends a whole session when an attach is refused (durability mismatch,
+ * no such exchange, bad address) and resets the whole connection on some addresses (`/temp-queue/...`). Replies go
+ * over a connection of their own (opened on demand, closed when idle), each reply_to address on its own session, with
+ * the durability the queue has (the configured one first, the other after a precondition-failed refusal; what
+ * worked is remembered). A reply that cannot be delivered is counted and warned about at a limited rate.
+ */
+class ReplyChannel {
+  sent = 0
+  failed = 0
+  private conn: Connection | null = null
+  private readonly links = new Map<string, ReplyLink>()
+  private readonly durability = new Map<string, boolean>()
+  private readonly failures = new FailureLog()
+  private sweep: NodeJS.Timeout | null = null
+  private lastUsed = 0
+  private closed = false
+
+  constructor(
+    private readonly container: () => Container | null,
+    private readonly options: () => ConnectionOptions,
+    private readonly durableFirst: boolean,
+    private readonly log: Logger,
+  ) {}
+
+  send(replyTo: string, out: AmqpReplyOut): void {
+    const p: PendingReply = { id: out.correlation_id, replyTo, out, done: false, link: null, delivery: null, timer: setTimeout(() => this.timedOut(p), REPLY_TIMEOUT_MS) }
+    if (this.closed) { this.fail(p, 'upstream closed'); return }
+    const conn = this.connection()
+    if (typeof conn === 'string') { this.fail(p, `reply connection: ${conn}`); return }
+    const now = Date.now()
+    let l = this.links.get(replyTo)
+    if (l) this.links.delete(replyTo) // re-inserted below: the map is kept in least-recently-used order
+    else { this.evict(); l = this.attach(conn, replyTo, this.durability.get(replyTo) ?? this.durableFirst, false) }
+    this.links.set(replyTo, l)
+    l.lastUsed = now
+    this.lastUsed = now
+    p.link = l
+    l.queue.push(p)
+    this.flush(l)
+  }
+
+  /** Fails what is still on its way and closes the reply connection. */
+  close(): void {
+    this.closed = true
+    if (this.conn) this.connectionGone(this.conn, 'upstream closed')
+  }
+
+  private connection(): Connection | string {
+    if (this.conn) return this.conn
+    const container = this.container()
+    if (!container) return 'upstream not started'
+    let conn: Connection
+    try { conn = container.connect(this.options()) } catch (err) { return describe(err) }
+    this.conn = conn
+    const gone = (why: string): void => { if (this.conn === conn) this.connectionGone(conn, why) }
+    conn.on('connection_open', () => { if (this.conn === conn) this.log.debug('reply connection open') })
+    conn.on('connection_error', (ctx: EventContext) => gone(`reply connection refused: ${describe((ctx as EventContext & { error?: unknown }).error ?? ctx.connection.error)}`))
+    conn.on('connection_close', (ctx: EventContext) => gone(`reply connection closed by the broker${ctx.connection.error ? `: ${describe(ctx.connection.error)}` : ''}`))
+    conn.on('disconnected', (ctx: EventContext) => gone(`reply connection lost: ${describe(ctx.error ?? 'disconnected')}`))
+    conn.on('protocol_error', (err: unknown) => gone(`reply connection protocol error: ${describe(err)}`))
+    conn.on('error', (err: unknown) => this.log.debug({ err: describe(err) }, 'amqp error on the reply connection'))
+    // Sessions and links have handlers of their own; whatever still bubbles up to the connection stops here.
+    for (const ev of ['session_open', 'session_error', 'session_close', 'sender_open', 'sender_error', 'sender_close', 'sendable', 'accepted', 'released', 'rejected', 'modified', 'settled']) conn.on(ev, () => undefined)
+    this.sweep = setInterval(() => this.idle(conn), REPLY_IDLE_MS / 2)
+    this.sweep.unref()
+    return conn
+  }
+
+  private attach(conn: Connection, address: string, durable: boolean, retried: boolean): ReplyLink {
+    const session = conn.create_session()
+    session.begin()
+    const sender = session.open_sender({ target: durable ? { address, durable: 1 } : { address }, autosettle: true })
+    const l: ReplyLink = { address, durable, retried, session, sender, open: false, gone: false, queue: [], unsettled: new Map(), lastUsed: Date.now() }
+    sender.on('sender_open', () => {
+      // A null target in the answer is a refusal (AMQP 1.0 2.6.3): the detach with the reason follows.
+      if (l.gone || !(sender as Sender & { remote?: { attach?: { target?: unknown } } }).remote?.attach?.target) return
+      l.open = true
+      this.remember(address, durable)
+      this.flush(l)
+    })
+    sender.on('sendable', () => this.flush(l))
+    sender.on('accepted', (ctx: EventContext) => this.outcome(l, ctx.delivery, null))
+    // rhea reports `modified` as `released` too.
+    sender.on('released', (ctx: EventContext) => this.outcome(l, ctx.delivery, 'released by the broker'))
+    sender.on('rejected', (ctx: EventContext) => {
+      const state = ctx.delivery?.remote_state as { error?: unknown } | undefined
+      this.outcome(l, ctx.delivery, `rejected by the broker: ${state?.error ? describe(state.error) : 'no reason given'}`)
+    })
+    sender.on('settled', (ctx: EventContext) => this.outcome(l, ctx.delivery, 'settled by the broker without an outcome'))
+    sender.on('sender_error', () => this.linkGone(l, sender.error))
+    sender.on('sender_close', () => this.linkGone(l, sender.error))
+    session.on('session_open', () => undefined)
+    session.on('session_error', () => this.linkGone(l, session.error))
+    session.on('session_close', () => this.linkGone(l, session.error))
+    return l
+  }
+
+  private flush(l: ReplyLink): void {
+    while (l.open && !l.gone && l.queue.length > 0 && l.sender.sendable()) {
+      const p = l.queue.shift()!
+      if (p.done) continue
+      const d = l.sender.send({ ...p.out, body: rhea.message.data_section(p.out.body) })
+      p.delivery = d
+      l.unsettled.set(d, p)
+    }
+  }
+
+  private outcome(l: ReplyLink, d: Delivery | undefined, error: string | null): void {
+    const p = d && l.unsettled.get(d)
+    if (!p) return
+    l.unsettled.delete(d)
+    if (error) { this.fail(p, error); return }
+    if (p.done) return
+    p.done = true
+    clearTimeout(p.timer)
+    this.sent++
+    this.log.debug({ id: p.id, replyTo: p.replyTo }, 'command reply accepted')
+  }
+
+  /** The broker ended the link or its session: a refused attach may be retried once, the rest fails. */
+  private linkGone(l: ReplyLink, err: unknown): void {
+    if (l.gone) return
+    this.discard(l)
+    const conn = this.conn
+    const condition = (err as { condition?: unknown } | undefined)?.condition
+    const waiting = l.queue.filter((p) => !p.done)
+    if (conn && waiting.length > 0 && retryWithOtherDurability(condition, l.open, l.retried)) {
+      this.log.debug({ address: l.address, durable: !l.durable, err: describe(err) }, 'reply address refused: attaching again with the other durability')
+      const next = this.attach(conn, l.address, !l.durable, true)
+      next.queue = waiting
+      for (const p of waiting) p.link = next
+      this.links.set(l.address, next)
+      return
+    }
+    const reason = `reply link refused: ${describe(err ?? 'closed by the broker')}`
+    for (const p of [...l.queue, ...l.unsettled.values()]) this.fail(p, reason)
+    l.queue = []
+    l.unsettled.clear()
+  }
+
+  /** Forgets the link and ends its session (which detaches it); what waits on it is the caller's. */
+  private discard(l: ReplyLink): void {
+    l.gone = true
+    if (this.links.get(l.address) === l) this.links.delete(l.address)
+    try { l.session.close() } catch { /* already gone */ }
+  }
+
+  private timedOut(p: PendingReply): void {
+    if (p.done) return
+    const why = `no outcome within ${REPLY_TIMEOUT_MS} ms`
+    const l = p.link
+    const conn = this.conn
+    if (conn && !conn.is_open()) {
+      // The reply connection never opened: start over on the next reply.
+      this.connectionGone(conn, `reply connection not open: ${why}`)
+      return
+    }
+    if (l && !l.gone) {
+      if (p.delivery) l.unsettled.delete(p.delivery)
+      else if (!l.open) {
+        // An attach without an answer: what waits on it fails with it, the next reply attaches afresh.
+        this.discard(l)
+        for (const q of l.queue) this.fail(q, `reply link not attached: ${why}`)
+        l.queue = []
+        return
+      } else l.queue = l.queue.filter((q) => q !== p)
+    }
+    this.fail(p, why)
+  }
+
+  private fail(p: PendingReply, reason: string): void {
+    if (p.done) return
+    p.done = true
+    clearTimeout(p.timer)
+    this.failed++
+    const replyTo = p.replyTo.length > MAX_LOGGED_ADDRESS ? `${p.replyTo.slice(0, MAX_LOGGED_ADDRESS)}...` : p.replyTo
+    const suppressed = this.failures.take(replyTo, Date.now())
+    const fields = { id: p.id, replyTo, err: reason.length > 2 * MAX_LOGGED_ADDRESS ? `${reason.slice(0, 2 * MAX_LOGGED_ADDRESS)}...` : reason, repliesFailed: this.failed }
+    if (suppressed === null) this.log.debug(fields, 'command reply could not be delivered (warned about recently)')
+    else this.log.warn(suppressed > 0 ? { ...fields, suppressedSinceLastWarning: suppressed } : fields, 'command reply could not be delivered')
+  }
+
+  /** Detaches the least recently used idle link once MAX_REPLY_LINKS are attached. */
+  private evict(): void {
+    if (this.links.size < MAX_REPLY_LINKS) return
+    for (const l of this.links.values()) {
+      if (l.queue.length === 0 && l.unsettled.size === 0) { this.discard(l); return }
+    }
+  }
+
+  private remember(address: string, durable: boolean): void {
+    if (address.length > MAX_REMEMBERED_ADDRESS) return
+    this.durability.delete(address)
+    this.durability.set(address, durable)
+    if (this.durability.size > MAX_DURABILITY_HINTS) this.durability.delete(this.durability.keys().next().value!)
+  }
+
+  private idle(conn: Connection): void {
+    const now = Date.now()
+    for (const l of [...this.links.values()]) {
+      if (now - l.lastUsed >= REPLY_IDLE_MS && l.queue.length === 0 && l.unsettled.size === 0) this.discard(l)
+    }
+    if (this.links.size === 0 && now - this.lastUsed >= REPLY_IDLE_MS) this.connectionGone(conn, 'idle')
+  }
+
+  /** The reply connection is gone (or closed here): everything on it fails; the next reply opens a new one. */
+  private connectionGone(conn: Connection, why: string): void {
+    if (this.conn !== conn) return
+    this.conn = null
+    if (this.sweep) { clearInterval(this.sweep); this.sweep = null }
+    const links = [...this.links.values()]
+    this.links.clear()
+    for (const l of links) {
+      l.gone = true
+      for (const p of [...l.queue, ...l.unsettled.values()]) this.fail(p, why)
+    }
+    const socket = (conn as unknown as { socket?: Socket }).socket
+    try { conn.close() } catch { /* already gone */ }
+    if (socket) setTimeout(() => socket.destroy(), 1000).unref()
+  }
+}
+
 export class AmqpUpstream implements Upstream {
   readonly name: string
   private container: Container | null = null
@@ -48,8 +310,8 @@ export class AmqpUpstream implements Upstream {
   private readonly url: string
   private commandHandler: ((cmd: Command) => Promise<CommandResult>) | null = null
   private commandReceiver: Receiver | null = null
-  /** Reply senders of the current connection, by reply_to address. */
-  private replySenders = new Map<string, Sender>()
+  /** Command replies: their own connection, never this one (see ReplyChannel). */
+  private readonly replies: ReplyChannel
   private statusSource: (() => Promise<Record<string, unknown>>) | null = null
   private statusSender: Sender | null = null
   private heartbeat: NodeJS.Timeout | null = null
@@ -59,6 +321,7 @@ export class AmqpUpstream implements Upstream {
     this.perDevice = addressUsesDevice(cfg.address)
     this.url = `amqp${cfg.tls ? 's' : ''}://${cfg.host}:${cfg.port}`
     this.linkState = new LinkState(log, { url: this.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.replies = new ReplyChannel(() => this.container, () => this.connectionOptions('-replies'), cfg.durableTarget, log)
   }
 
   async start(): Promise<void> {
@@ -68,7 +331,7 @@ export class AmqpUpstream implements Upstream {
     this.connect()
   }
 
-  status(): UpstreamStatus { return this.linkState.status() }
+  status(): AmqpUpstreamStatus { return { ...this.linkState.status(), repliesSent: this.replies.sent, repliesFailed: this.replies.failed } }
   onChange(listener: () => void): void { this.linkState.onChange(listener) }
   onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
   setStatusSource(source: () => Promise<Record<string, unknown>>): void { this.statusSource = source }
@@ -100,6 +363,7 @@ export class AmqpUpstream implements Upstream {
   async close(): Promise<void> {
     this.closed = true
     this.linkState.cancelRetry()
+    this.replies.close()
     const conn = this.conn
     if (conn) {
       const closed = new Promise<void>((resolve) => {
@@ -114,8 +378,11 @@ export class AmqpUpstream implements Upstream {
     this.linkState.down(() => undefined, true)
   }
 
-  private connect(): void {
-    if (this.closed || !this.container) return
+  /**
+   * Options for one connection to the broker (may throw, e.g. on an unreadable TLS file). `suffix` makes the container
+   * id of a second connection distinct: some brokers (ActiveMQ) refuse two connections with one container id.
+   */
+  private connectionOptions(suffix = ''): ConnectionOptions {
     const cfg = this.cfg
     const mech = saslMechanism(cfg)
     const mechanisms = rhea.sasl.client_mechanisms() as unknown as { enable_plain(u: string, p: string): void; enable_anonymous(u?: string): void; enable_external(): void }
@@ -129,7 +396,7 @@ export class AmqpUpstream implements Upstream {
       // One connection per attempt and no rhea reconnect: rhea would keep unsettled deliveries half-owned across
       // links; here the outbox owns them and the forwarder resends after a new link is up.
       reconnect: false,
-      container_id: cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`,
+      container_id: `${cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`}${suffix}`,
       hostname: cfg.hostname ?? (cfg.vhost !== undefined ? `vhost:${cfg.vhost}` : cfg.host),
       idle_time_out: 30000,
       sasl_mechanisms: mechanisms,
@@ -142,7 +409,7 @@ export class AmqpUpstream implements Upstream {
     }
     // SNI takes host names only (RFC 6066); an IP host is still verified against the certificate's IP addresses.
     const servername = tls?.servername ?? (isIP(cfg.host) ? undefined : cfg.host)
-    const opts = (tls
+    return (tls
       ? {
           ...base, transport: 'tls',
           ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
@@ -153,10 +420,14 @@ export class AmqpUpstream implements Upstream {
           enable_sasl_external: mech === 'EXTERNAL',
         }
       : { ...base, transport: 'tcp' }) as unknown as ConnectionOptions
+  }
 
+  private connect(): void {
+    if (this.closed || !this.container) return
+    const cfg = this.cfg
     let conn: Connection
     try {
-      conn = this.container.connect(opts)
+      conn = this.container.connect(this.connectionOptions())
     } catch (err) {
       // e.g. an unreadable TLS file: same path as a failed attempt, so it is logged and retried, never fatal.
       this.linkState.noteError(describe(err))
@@ -188,7 +459,7 @@ export class AmqpUpstream implements Upstream {
     conn.on('message', (ctx: EventContext) => {
       if (!mine() || !ctx.receiver || ctx.receiver !== this.commandReceiver || !ctx.message) return
       ctx.delivery?.accept()
-      this.onCommandMessage(conn, ctx.message)
+      this.onCommandMessage(ctx.message)
     })
     conn.on('receiver_error', (ctx: EventContext) => {
       if (mine()) this.log.error({ address: cfg.commandAddress, err: describe(ctx.receiver?.error) }, 'broker refused the command link: no commands until the next connection')
@@ -242,38 +513,30 @@ export class AmqpUpstream implements Upstream {
     })
   }
 
-  private onCommandMessage(conn: Connection, message: NonNullable<EventContext['message']>): void {
+  private onCommandMessage(message: NonNullable<EventContext['message']>): void {
     const raw = message.body as unknown
     // A data section arrives as a section object; anything else is an AMQP value already.
     const body = raw && typeof raw === 'object' && (raw as { typecode?: unknown }).typecode === 0x75 ? (raw as { content: Buffer }).content : raw
     const parsed = amqpToCommand({ ...(message as unknown as AmqpCommandIn), body }, Date.now())
     if (!parsed.ok) {
       this.log.warn({ id: parsed.id, err: parsed.error }, 'bad command message')
-      this.reply(conn, parsed.replyTo, { id: parsed.id, device: parsed.device, name: parsed.name, ok: false, code: 'bad_request', error: parsed.error })
+      this.reply(parsed.replyTo, { id: parsed.id, device: parsed.device, name: parsed.name, ok: false, code: 'bad_request', error: parsed.error })
       return
     }
     const cmd = parsed.command
     this.log.info({ id: cmd.id, device: cmd.device, command: cmd.name }, 'command received')
     this.commandHandler!(cmd).then((r) => {
       if (!r.ok) this.log.warn({ id: r.id, device: r.device, command: r.name, code: r.code, err: r.error }, 'command failed')
-      this.reply(conn, parsed.replyTo, r)
+      this.reply(parsed.replyTo, r)
     }, (err: unknown) => {
-      this.reply(conn, parsed.replyTo, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: describe(err) })
+      this.reply(parsed.replyTo, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: describe(err) })
     })
   }
 
-  /** Sends a command result to `replyTo` (on this connection only: a reply whose link is gone is logged and dropped). */
-  private reply(conn: Connection, replyTo: string | null, r: CommandResult): void {
+  /** Sends a command result to `replyTo`, over the reply connection (see ReplyChannel): never this one. */
+  private reply(replyTo: string | null, r: CommandResult): void {
     if (!replyTo) { this.log.info({ id: r.id, ok: r.ok }, 'command had no reply_to: result not sent'); return }
-    if (this.conn !== conn || !conn.is_open()) { this.log.warn({ id: r.id, replyTo }, 'link went down before the command result could be sent'); return }
-    let sender = this.replySenders.get(replyTo)
-    if (!sender) {
-      sender = conn.open_sender({ target: this.cfg.durableTarget ? { address: replyTo, durable: 1 } : { address: replyTo } })
-      this.replySenders.set(replyTo, sender)
-    }
-    const out = commandReply(r, replyTo, this.gatewayId)
-    // rhea queues it until the link has credit.
-    sender.send({ ...out, body: rhea.message.data_section(out.body) })
+    this.replies.send(replyTo, commandReply(r, replyTo, this.gatewayId))
   }
 
   private link(address: string): Link {
@@ -393,7 +656,6 @@ export class AmqpUpstream implements Upstream {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
     this.links.clear()
     this.unsettled.clear()
-    this.replySenders.clear()
     this.commandReceiver = null
     this.statusSender = null
     if (this.heartbeat) { clearInterval(this.heartbeat); this.heartbeat = null }

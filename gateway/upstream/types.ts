@@ -10,6 +10,9 @@ export interface UpstreamStatus {
   /** When the link last changed state (ms since epoch). */
   since: number
   lastError: string | null
+  /** Upstreams that answer commands on a reply address: replies the broker accepted, and ones that were lost. */
+  repliesSent?: number
+  repliesFailed?: number
 }
 
 export interface Upstream {
