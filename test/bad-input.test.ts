@@ -108,3 +108,26 @@ test('publishing to a topic with wildcards or an invalid device id closes that c
   await d.closed
   await othersUnaffected()
 })
+
+test('spec-mandated closes (bad UTF-8 topic, packet id 0, DUP on QoS 0) close that connection only, are counted, store nothing', async () => {
+  const frame = (first: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([first, body.length]), body]) // bodies < 128 bytes
+  const str = (b: Buffer): Buffer => Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
+  const bad: [string, (id: string) => Buffer][] = [
+    ['invalid UTF-8 topic', (id) => frame(0x32, Buffer.concat([str(Buffer.concat([Buffer.from(`devices/${id}/telemetry`), Buffer.from([0xc0, 0x80])])), Buffer.from([0, 1]), Buffer.from('{"t":1}')]))],
+    ['QoS 1 with packet id 0', (id) => frame(0x32, Buffer.concat([str(Buffer.from(`devices/${id}/telemetry`)), Buffer.from([0, 0]), Buffer.from('{"t":1}')]))],
+    ['DUP on QoS 0', (id) => frame(0x38, Buffer.concat([str(Buffer.from(`devices/${id}/telemetry`)), Buffer.from('{"t":1}')]))],
+  ]
+  for (const [what, build] of bad) {
+    const [inBefore, refusedBefore] = [await g.metric('edgeway_messages_in_total', { link: 'mqtt' }), await g.metric('edgeway_refusals_total', { reason: 'malformed_packet' })]
+    const id = `strict-${++n}`
+    const c = await rawConnect(g.mqttPort)
+    c.send(connectPacket(id))
+    await c.next('connack')
+    c.write(build(id))
+    await c.closed
+    assert.equal(c.packets.filter((p) => p.cmd === 'puback').length, 0, what)
+    await waitFor(`${what} counted`, async () => (await g.metric('edgeway_refusals_total', { reason: 'malformed_packet' })) > refusedBefore)
+    assert.equal(await g.metric('edgeway_messages_in_total', { link: 'mqtt' }), inBefore, `${what}: nothing stored`)
+  }
+  await othersUnaffected()
+})
