@@ -1,11 +1,11 @@
-// Pure parts of the dashboard: coalescing under backpressure, sessions and cookies, access decisions, login
-// throttling, the chart history rings, and editing the password hash into a YAML file.
+// Pure parts of the dashboard: coalescing under backpressure, sessions and cookies, access decisions, Host and
+// Origin checks, the chart history rings, and editing the password hash into a YAML file.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync, statSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
 import { LiveQueue, mergeReadings, mergeLists, type Sink } from '../gateway/dashboard/live-queue.ts'
-import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, isLoopback, originAllowed, LoginThrottle } from '../gateway/dashboard/access.ts'
+import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, isLoopback, originAllowed, checkHost, hostPolicy } from '../gateway/dashboard/access.ts'
 import { History } from '../gateway/dashboard/history.ts'
 import { writePasswordHash, passwordProblem, hashPassword, hashSnippet } from '../gateway/dashboard/password.ts'
 import { assetFile } from '../gateway/dashboard/assets.ts'
@@ -141,26 +141,54 @@ test('access: loopback-only without a password, login required with one', () => 
   assert.equal(isLoopback('127.0.0.1.evil'), false)
 })
 
-test('origin check: same host, configured extras, no Origin (not a browser)', () => {
-  assert.equal(originAllowed('http://gw:8080', 'gw:8080'), true)
-  assert.equal(originAllowed('https://gw:8080', 'gw:8080'), true)
-  assert.equal(originAllowed('http://evil.example', 'gw:8080'), false)
-  assert.equal(originAllowed('null', 'gw:8080'), false)
-  assert.equal(originAllowed('http://gw:8080', undefined), false)
-  assert.equal(originAllowed(undefined, 'gw:8080'), true)
-  assert.equal(originAllowed('https://gw.example.com', 'localhost:8080', ['https://gw.example.com']), true)
+/** A machine called "gw-1" with a LAN address, a link-local IPv6 one, and a reverse proxy in front. */
+const policy = hostPolicy(
+  { hostnames: ['GW-1'], addresses: ['127.0.0.1', '::1', '192.168.7.20', 'fe80::1c2:3ff:fe44:5566%eth0', '2001:DB8::7'] },
+  ['https://gw.example.com'])
+
+test('host check (DNS rebinding): only loopback, the machine\'s names and addresses, and allowedOrigins hosts, any port', () => {
+  for (const h of ['localhost', 'localhost:8080', 'LOCALHOST:8080', 'localhost.:80', 'app.localhost:3000', '127.0.0.1:8080', '127.3.4.5', '[::1]:8080',
+    'gw-1:8080', 'gw-1.local:8080', '192.168.7.20:8080', '[fe80::1c2:3ff:fe44:5566]:8080', '[2001:db8::7]', '[2001:db8:0:0:0:0:0:7]:1', 'gw.example.com', 'gw.example.com:443']) {
+    assert.deepEqual(checkHost(h, policy).ok, true, h)
+  }
+  const evil = checkHost('evil.example:8080', policy)
+  assert.ok(!evil.ok && evil.status === 403)
+  assert.match(evil.reason, /"evil\.example" is not a name of this gateway.*dashboard\.allowedOrigins/)
+  for (const h of ['evil.example', 'localhost.evil.example', '127.0.0.1.evil.example', 'gw-1.evil.example', 'example.com', '10.0.0.1:8080', '0.0.0.0:8080', '[::]:8080', '[2001:db8::8]']) {
+    const r = checkHost(h, policy)
+    assert.ok(!r.ok && r.status === 403, h)
+  }
+  // Nothing a URL parser could read as userinfo, a path or a second host.
+  for (const h of ['127.0.0.1@evil.example', 'evil.example#@127.0.0.1', 'evil.example/127.0.0.1', '127.0.0.1 evil.example', 'localhost:80:80', '[::1', '']) {
+    const r = checkHost(h, policy)
+    assert.ok(!r.ok && r.status === 400, JSON.stringify(h))
+  }
+  const missing = checkHost(undefined, policy)
+  assert.ok(!missing.ok && missing.status === 400)
+  // Without the machine's names (before start) only loopback is served.
+  const bare = hostPolicy({ hostnames: [], addresses: [] }, [])
+  assert.equal(checkHost('localhost:1', bare).ok, true)
+  assert.equal(checkHost('gw-1:1', bare).ok, false)
 })
 
-test('login throttle: five failures in a minute block that address only, until the minute has passed', () => {
-  let now = 0
-  const t = new LoginThrottle(5, 60_000, () => now)
-  for (let i = 0; i < 5; i++) { assert.equal(t.blocked('a'), false); t.fail('a') }
-  assert.equal(t.blocked('a'), true)
-  assert.equal(t.blocked('b'), false)
-  now = 60_001
-  assert.equal(t.blocked('a'), false)
-  t.fail('a'); t.succeed('a')
-  assert.equal(t.blocked('a'), false)
+test('origin check: an own name on the very host and port the request went to, or a configured origin; no Origin is not a browser', () => {
+  assert.equal(originAllowed('http://127.0.0.1:8080', '127.0.0.1:8080', policy), true)
+  assert.equal(originAllowed('https://gw-1:8080', 'gw-1:8080', policy), true)
+  assert.equal(originAllowed('http://[::1]:8080', '[::1]:8080', policy), true)
+  assert.equal(originAllowed('https://gw-1', 'gw-1:443', policy), true, 'default port')
+  assert.equal(originAllowed(undefined, 'gw-1:8080', policy), true)
+  assert.equal(originAllowed('https://gw.example.com', 'localhost:8080', policy), true, 'configured (reverse proxy)')
+  // A rebinding page sends its own name as Origin and as Host: equal, but not this gateway's.
+  assert.equal(originAllowed('http://evil.example:8080', 'evil.example:8080', policy), false)
+  assert.equal(originAllowed('http://evil.example:8080', '127.0.0.1:8080', policy), false)
+  // Another port of this machine is another site; so is another of its names.
+  assert.equal(originAllowed('http://127.0.0.1:3000', '127.0.0.1:8080', policy), false)
+  assert.equal(originAllowed('http://localhost:8080', '127.0.0.1:8080', policy), false)
+  assert.equal(originAllowed('http://gw.example.com', 'localhost:8080', policy), false, 'a configured origin is matched exactly (scheme too)')
+  for (const o of ['null', 'file://', 'ftp://127.0.0.1:8080', 'http://127.0.0.1:8080/', 'http://u@127.0.0.1:8080', 'garbage']) {
+    assert.equal(originAllowed(o, '127.0.0.1:8080', policy), false, o)
+  }
+  assert.equal(originAllowed('http://127.0.0.1:8080', undefined, policy), false)
 })
 
 test('history: ring per metric keeps the newest points in order; strings and booleans only in latest', () => {

@@ -2,10 +2,11 @@
 // live state (devices, readings, outbox, upstreams, refusals), commands, device registration and plug-in channels.
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { hostname, networkInterfaces } from 'node:os'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import type { HttpServer } from '../http/server.ts'
+import type { HttpServer, Route } from '../http/server.ts'
 import { messageSocketServer, refuseUpgrade, type MessageSocket, type MessageSocketServer } from '../net/websocket.ts'
 import type { GatewayBus, GatewayEvents } from '../events.ts'
 import type { Device } from '../registry/registry.ts'
@@ -13,7 +14,8 @@ import type { Command, CommandResult } from '../commands/router.ts'
 import { verifySecret } from '../registry/secrets.ts'
 import type { DashboardConfig } from './config.ts'
 import type { ChannelConnection, ChannelMessage, DashboardChannel } from './channel.ts'
-import { Sessions, LoginThrottle, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, SESSION_COOKIE, type Access } from './access.ts'
+import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
+import { LoginThrottle } from '../security/login-throttle.ts'
 import { LiveQueue, mergeReadings, mergeLists } from './live-queue.ts'
 import { History } from './history.ts'
 import { assetDirs, assetFile, sendFile, type AssetDirs } from './assets.ts'
@@ -85,7 +87,11 @@ class Connection {
 
 export class DashboardServer {
   private readonly sessions: Sessions
-  private readonly throttle = new LoginThrottle()
+  private readonly throttle: LoginThrottle
+  /** The names this gateway answers to (DNS-rebinding guard); loopback only until start() lists the machine's. */
+  private hosts: HostPolicy
+  /** Host names already warned about, so a rebinding page hammering the port does not flood the log. */
+  private readonly hostsWarned = new Set<string>()
   private readonly history: History
   private readonly conns = new Set<Connection>()
   private readonly channels: DashboardChannel[] = []
@@ -101,6 +107,8 @@ export class DashboardServer {
   constructor(private readonly d: DashboardDeps) {
     this.sessions = new Sessions(d.config.sessionHours * 3600_000)
     this.history = new History(d.config.historyPoints)
+    this.throttle = new LoginThrottle({ budget: d.config.loginThrottle.budget, baseLockMs: d.config.loginThrottle.lockSeconds * 1000 })
+    this.hosts = hostPolicy({ hostnames: [], addresses: [] }, d.config.allowedOrigins)
     this.log = d.log.child({ component: 'dashboard' })
   }
 
@@ -116,11 +124,14 @@ export class DashboardServer {
   /** Registers routes and bus listeners; the HttpServer must not be listening yet. */
   start(): void {
     this.dirs = assetDirs()
+    // Listed once: an address the machine gets later is not a dashboard name until a restart (or allowedOrigins).
+    this.hosts = hostPolicy(machineNames(), this.d.config.allowedOrigins)
     const h = this.d.http
-    h.route('/', (req, res) => this.page(req, res))
-    h.route('/login', (req, res) => this.login(req, res))
-    h.route('/logout', (req, res) => this.logout(req, res))
-    h.route('/ui/*', (req, res) => this.asset(req, res))
+    const own = (route: Route): Route => (req, res) => (this.hostOk(req, res) ? route(req, res) : undefined)
+    h.route('/', own((req, res) => this.page(req, res)))
+    h.route('/login', own((req, res) => this.login(req, res)))
+    h.route('/logout', own((req, res) => this.logout(req, res)))
+    h.route('/ui/*', own((req, res) => this.asset(req, res)))
     this.wss = messageSocketServer({
       maxPayload: MAX_MESSAGE,
       onError: (err) => this.log.warn({ err: err.message }, 'dashboard socket closed on bad input'),
@@ -172,7 +183,23 @@ export class DashboardServer {
   }
 
   private originOk(req: IncomingMessage): boolean {
-    return originAllowed(req.headers.origin, req.headers.host, this.d.config.allowedOrigins)
+    return originAllowed(req.headers.origin, req.headers.host, this.hosts)
+  }
+
+  /** DNS rebinding: answers (and returns false) unless the request is addressed to one of the gateway's own names. */
+  private hostOk(req: IncomingMessage, res: ServerResponse): boolean {
+    const h = checkHost(req.headers.host, this.hosts)
+    if (h.ok) return true
+    this.warnHost(req, h.reason)
+    res.writeHead(h.status, { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' }).end(h.reason + '\n')
+    return false
+  }
+
+  private warnHost(req: IncomingMessage, reason: string): void {
+    const host = String(req.headers.host ?? '').slice(0, 100)
+    if (this.hostsWarned.has(host) || this.hostsWarned.size >= 100) return
+    this.hostsWarned.add(host)
+    this.log.warn({ from: req.socket.remoteAddress, host, path: (req.url ?? '').slice(0, 100), reason }, 'dashboard request refused: Host is not one of this gateway\'s names')
   }
 
   private deny(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
@@ -200,21 +227,27 @@ export class DashboardServer {
     if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
     const addr = req.socket.remoteAddress ?? '?'
     if (!this.passwordSet) { this.deny(res, { ok: false, status: 403, reason: 'no dashboard password is set: run `edgeway dashboard set-password`' }, false); return }
-    if (this.throttle.blocked(addr)) {
-      this.log.warn({ from: addr }, 'dashboard login refused: too many failed attempts')
-      res.writeHead(429, { 'content-type': 'text/plain', 'retry-after': '60' }).end('too many failed logins; try again in a minute\n')
+    // Counted before the body is read and the hash checked: parallel attempts cannot all get past the throttle.
+    const attempt = this.throttle.begin([`addr:${addr}`])
+    if (!attempt.ok) {
+      const seconds = Math.max(1, Math.ceil(attempt.retryAfterMs / 1000))
+      if (attempt.newLockout) this.log.warn({ from: addr, retryAfterSeconds: seconds }, 'dashboard login refused: too many failed attempts')
+      const headers = { 'retry-after': String(seconds), 'cache-control': 'no-store' }
+      const page = /\btext\/html\b/.test(req.headers.accept ?? '') ? lockoutPage(seconds, new Date(Date.now() + seconds * 1000)) : null
+      if (page) res.writeHead(429, { ...headers, ...page.headers }).end(page.body)
+      else res.writeHead(429, { ...headers, 'content-type': 'text/plain; charset=utf-8' }).end(`too many failed logins; try again in ${seconds} s\n`)
+      req.resume()
       return
     }
     const body = await readBody(req, 4096)
     const password = body === null ? null : new URLSearchParams(body).get('password')
     const ok = password !== null && password.length > 0 && await verifySecret(password, this.d.config.passwordHash!)
+    attempt.settle(ok)
     if (!ok) {
-      this.throttle.fail(addr)
       this.log.warn({ from: addr }, 'dashboard login failed: wrong password')
       res.writeHead(303, { location: '/login?failed=1', 'cache-control': 'no-store' }).end()
       return
     }
-    this.throttle.succeed(addr)
     const s = this.sessions.create('admin')
     this.log.info({ from: addr }, 'dashboard login')
     const secure = req.headers['x-forwarded-proto'] === 'https' || 'encrypted' in req.socket
@@ -243,6 +276,14 @@ export class DashboardServer {
   // ------------------------------------------------------------------------------------------------ websocket
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const h = checkHost(req.headers.host, this.hosts)
+    if (!h.ok) {
+      this.warnHost(req, h.reason)
+      const body = h.reason + '\n'
+      socket.end(`HTTP/1.1 ${h.status} ${h.status === 400 ? 'Bad Request' : 'Forbidden'}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy())
+      return
+    }
     const a = this.access(req)
     if (!a.ok) {
       this.log.warn({ from: req.socket.remoteAddress, status: a.status }, 'dashboard websocket refused: ' + a.reason)
@@ -394,6 +435,39 @@ export class DashboardServer {
       this.broadcast({ type: 'status', at: Date.now(), ...s }, 'status')
     } catch (err) { this.log.warn({ err: (err as Error).message }, 'dashboard: status failed') } finally { this.statusBusy = false }
   }
+}
+
+/** The browser's answer to a locked-out login: when to try again, and the way back to the form. */
+function lockoutPage(seconds: number, at: Date): { headers: Record<string, string>; body: string } {
+  const when = at.toISOString().slice(11, 19) + ' UTC'
+  return {
+    headers: {
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+      'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY',
+    },
+    body: `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>edgeway: too many failed logins</title>
+<link rel="stylesheet" href="/ui/style.css"><link rel="icon" href="/ui/favicon.svg" type="image/svg+xml"></head>
+<body class="login"><main class="panel form login-box">
+<h1>edgeway</h1>
+<p class="error">Too many failed logins from this address.</p>
+<p>Try again in ${seconds} second${seconds === 1 ? '' : 's'} (after ${when}).</p>
+<p><a href="/login">Back to the login</a></p>
+</main></body>
+</html>
+`,
+  }
+}
+
+/** This machine's names and interface addresses, for the Host check. */
+function machineNames(): { hostnames: string[]; addresses: string[] } {
+  const addresses: string[] = []
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) addresses.push(a.address)
+  let name = ''
+  try { name = hostname() } catch { /* no name: addresses and loopback still work */ }
+  return { hostnames: name ? [name] : [], addresses }
 }
 
 async function readBody(req: IncomingMessage, max: number): Promise<string | null> {
