@@ -17,6 +17,7 @@ import { registerXmppCli } from '../bridges/xmpp/cli.ts'
 import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
 import { controlCall, GatewayNotRunning } from './control/client.ts'
 import { registerOtaCommands } from './ota/cli.ts'
+import { resolveRoles, maySubscribeAs, type Role } from './broker/roles.ts'
 
 /** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function findPackageJson(): string {
@@ -68,6 +69,53 @@ function printCredentials(id: string, secret: string, config: Config): void {
     `  mosquitto_pub -h ${hostname()} -p ${port} -u ${id} -P '${secret}' -q 1 -t devices/${id}/telemetry -m '{"temperature":21.5}'`,
     '',
   ].join('\n'))
+}
+
+/** A subscription the client's role allows, for the example: telemetry when it may, else its first allowed filter. */
+function exampleFilter(role: Role, name: string): string | null {
+  if (maySubscribeAs(role, name, 'devices/+/telemetry').ok) return 'devices/+/telemetry'
+  const r = role.rules.find((x) => x.effect === 'allow' && x.action !== 'publish' && maySubscribeAs(role, name, x.topic.replaceAll('%u', name)).ok)
+  return r ? r.topic.replaceAll('%u', name) : null
+}
+
+function printClientCredentials(name: string, role: Role, secret: string, config: Config): void {
+  // a wildcard bind address is not something to connect to; the same machine is the likely place to try it
+  const h = config.mqtt.tcp.host
+  const host = h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h
+  const filter = exampleFilter(role, name)
+  process.stdout.write([
+    `client: ${name}`,
+    `role: ${role.name}`,
+    `secret: ${secret}`,
+    `(the secret is shown only now; \`edgeway client rotate-secret ${name}\` makes a new one)`,
+    ...(filter ? ['', 'try it:', `  mosquitto_sub -h ${host} -p ${config.mqtt.tcp.port} -u ${name} -P '${secret}' -t '${filter}' -v`] : []),
+    '',
+  ].join('\n'))
+}
+
+const REVOKE_TIMEOUT_MS = 5000
+
+/**
+ * After a remove or rotate-secret in the registry: asks the running gateway to drop the live connections of that
+ * identity at once. The registry change is already done, so nothing here changes the exit code: a gateway that is
+ * not running has nothing to drop, any other failure is a warning.
+ */
+async function revokeLive(config: Config, kind: 'device' | 'client', id: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_r, reject) => {
+    // controlCall itself has no deadline: a hung gateway must not hang the CLI
+    timer = setTimeout(() => reject(new Error(`no answer within ${REVOKE_TIMEOUT_MS / 1000} s`)), REVOKE_TIMEOUT_MS)
+  })
+  try {
+    const res = await Promise.race([controlCall(config.gateway.dataDir, 'access.revoke', { kind, id }), timeout])
+    const n = res && typeof res === 'object' && 'disconnected' in res && typeof res.disconnected === 'number' ? res.disconnected : 0
+    if (n > 0) process.stdout.write(`disconnected ${n} live connection${n === 1 ? '' : 's'}\n`)
+  } catch (err) {
+    if (err instanceof GatewayNotRunning) return
+    process.stderr.write(`edgeway: warning: could not ask the running gateway to disconnect ${kind} "${id}" (${(err as Error).message}); its live connections stay up until they reconnect or the gateway restarts\n`)
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 const program = new Command('edgeway').version(pkg.version).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
@@ -179,12 +227,50 @@ device.command('show').argument('<id>').addOption(configOpt()).description('show
   if (!d) throw new RegistryError(`no device "${id}"`)
   process.stdout.write(JSON.stringify(d, null, 2) + '\n')
 }))
-device.command('remove').argument('<id>').addOption(configOpt()).description('remove a device (it can no longer connect)').action((id: string, opts: { config?: string }) => withRegistry(opts, (r) => {
+device.command('remove').argument('<id>').addOption(configOpt()).description('remove a device (it can no longer connect; a running gateway drops its connections)').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
   if (!r.remove(id)) throw new RegistryError(`no device "${id}"`)
   process.stdout.write(`removed ${id}\n`)
+  await revokeLive(c, 'device', id)
 }))
-device.command('rotate-secret').argument('<id>').addOption(configOpt()).description('issue a new secret; the old one stops working').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
+device.command('rotate-secret').argument('<id>').addOption(configOpt()).description('issue a new secret; the old one stops working (a running gateway drops its connections)').action((id: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
   printCredentials(id, await r.rotateSecret(id), c)
+  await revokeLive(c, 'device', id)
+}))
+
+const client = program.command('client').description('manage integration clients (Home Assistant, Node-RED, Telegraf, scripts): MQTT users bound by a role')
+client.command('add').argument('<name>').addOption(configOpt())
+  .requiredOption('-r, --role <role>', 'a built-in role (observer, operator) or one defined under roles: in the config')
+  .description('register an integration client and print its secret (shown once)')
+  .action((name: string, opts: { config?: string; role: string }) => withRegistry(opts, async (r, c) => {
+    const roles = resolveRoles(c.roles)
+    const role = roles.get(opts.role)
+    if (!role) throw new RegistryError(`unknown role "${opts.role}"; known roles: ${[...roles.keys()].sort().join(', ')}`)
+    printClientCredentials(name, role, await r.addClient(name, role.name), c)
+  }))
+client.command('list').addOption(configOpt()).option('--json', 'JSON output').description('list integration clients').action((opts: { config?: string; json?: boolean }) => withRegistry(opts, (r) => {
+  const list = r.listClients()
+  if (opts.json) { process.stdout.write(JSON.stringify(list, null, 2) + '\n'); return }
+  if (list.length === 0) process.stdout.write('no integration clients; add one with `edgeway client add <name> --role observer`\n')
+  else console.table(list.map((x) => ({ name: x.name, role: x.role, created: new Date(x.createdAt).toISOString() })))
+}))
+client.command('show').argument('<name>').addOption(configOpt()).description('show one integration client').action((name: string, opts: { config?: string }) => withRegistry(opts, (r) => {
+  const x = r.getClient(name)
+  if (!x) throw new RegistryError(`no client "${name}"`)
+  process.stdout.write(JSON.stringify(x, null, 2) + '\n')
+}))
+client.command('remove').argument('<name>').addOption(configOpt()).description('remove an integration client (it can no longer connect; a running gateway drops its connections)').action((name: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
+  if (!r.removeClient(name)) throw new RegistryError(`no client "${name}"`)
+  process.stdout.write(`removed ${name}\n`)
+  await revokeLive(c, 'client', name)
+}))
+client.command('rotate-secret').argument('<name>').addOption(configOpt()).description('issue a new secret; the old one stops working (a running gateway drops its connections)').action((name: string, opts: { config?: string }) => withRegistry(opts, async (r, c) => {
+  const x = r.getClient(name)
+  if (!x) throw new RegistryError(`no client "${name}"`)
+  const secret = await r.rotateClientSecret(name)
+  const role = resolveRoles(c.roles).get(x.role)
+  if (role) printClientCredentials(name, role, secret, c)
+  else process.stdout.write(`client: ${name}\nrole: ${x.role} (no such role in this config)\nsecret: ${secret}\n`)
+  await revokeLive(c, 'client', name)
 }))
 
 const dashboard = program.command('dashboard').description('the web dashboard on the http port')

@@ -8,6 +8,7 @@ import { Registry } from './registry/registry.ts'
 import { OutboxClient } from './outbox/client.ts'
 import type { OutboxStats } from './outbox/types.ts'
 import { MqttBroker } from './broker/broker.ts'
+import { resolveRoles } from './broker/roles.ts'
 import { Metrics } from './metrics.ts'
 import { GatewayBus } from './events.ts'
 import { HttpServer, sendJson } from './http/server.ts'
@@ -93,12 +94,16 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, priority: config.outbox.priority, log,
   })
-  const broker = new MqttBroker({ config: config.mqtt, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
+  const broker = new MqttBroker({ config: config.mqtt, roles: resolveRoles(config.roles), persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
   if (xmpp?.upstream) upstreams.push(xmpp.upstream)
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })
+  metrics.setReplySource(() => upstreams.flatMap((u) => {
+    const s = u.status()
+    return s.repliesFailed === undefined ? [] : [{ upstream: u.name, sent: s.repliesSent ?? 0, failed: s.repliesFailed }]
+  }))
   metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
   // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
   // (whose result comes back through the broker hook below).
@@ -191,7 +196,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       upstreams: upstreams.map((u) => {
         const s = u.status()
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
-        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
+        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, ...(s.repliesFailed !== undefined ? { repliesFailed: s.repliesFailed } : {}), lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
       }),
       camera: cam,
     }
@@ -222,6 +227,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
   control.handle('ota.push', (params, progress) => ota.push(params, progress))
   control.handle('ota.cancel', async (params) => ota.cancel(params))
+  // `device remove|rotate-secret`, `client remove|rotate-secret` changed the registry: the running broker acts on it.
+  control.handle('access.revoke', async (params) => {
+    const p = params as { kind?: unknown; id?: unknown } | null
+    if ((p?.kind !== 'device' && p?.kind !== 'client') || typeof p.id !== 'string') throw new Error('access.revoke needs { kind: "device" | "client", id }')
+    return broker.revoke(p.kind, p.id)
+  })
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()

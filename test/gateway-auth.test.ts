@@ -26,7 +26,7 @@ before(async () => {
 })
 after(async () => { await g?.cleanup(); certs.cleanup() })
 
-const creds = (id: string, extra: object = {}) => ({ clientId: `${id}-${Math.random().toString(16).slice(2, 8)}`, username: id, password: secrets[id]!, ...extra })
+const creds = (id: string, extra: object = {}) => ({ clientId: `${id}:${Math.random().toString(16).slice(2, 8)}`, username: id, password: secrets[id]!, ...extra })
 
 test('a registered device connects with its secret; the registry shows it online, then offline', async () => {
   const c = await connect(url, creds('alice'))
@@ -87,7 +87,7 @@ test('publishing under another device is refused: the connection closes, nothing
 test('subscribing to # or another device is refused with SUBACK 0x80; own commands are granted', async () => {
   const before = await g.metric('edgeway_refusals_total', { reason: 'acl_subscribe' })
   const c = await rawConnect(g.mqttPort)
-  c.send(connectPacket('alice-raw', { username: 'alice', password: Buffer.from(secrets.alice!) }))
+  c.send(connectPacket('alice:raw', { username: 'alice', password: Buffer.from(secrets.alice!) }))
   assert.equal(((await c.next('connack')) as { returnCode: number }).returnCode, 0)
   c.send({ cmd: 'subscribe', messageId: 7, subscriptions: [{ topic: '#', qos: 1 }, { topic: 'devices/bob/cmd/#', qos: 1 }, { topic: 'devices/alice/cmd/#', qos: 1 }] })
   const suback = (await c.next('suback')) as { granted: number[]; messageId: number }

@@ -160,11 +160,11 @@ test('a node that comes back unhealthy is rolled back at the deadline; one that 
 test('ota topics: a device may not read another device\'s chunks, nor publish downlink or for others; refused and counted', async () => {
   const sa = await addDevice(g, 'acl-a')
   const sb = await addDevice(g, 'acl-b')
-  const b = await connect(url, { clientId: 'acl-b-1', username: 'acl-b', password: sb })
+  const b = await connect(url, { clientId: 'acl-b:1', username: 'acl-b', password: sb })
   const gotB = collect(b)
   await b.subscribeAsync(['devices/acl-b/ota/announce', 'devices/acl-b/ota/chunk'], { qos: 1 })
   const raw = await rawConnect(g.mqttPort)
-  raw.send(connectPacket('acl-a-raw', { username: 'acl-a', password: Buffer.from(sa) }))
+  raw.send(connectPacket('acl-a:raw', { username: 'acl-a', password: Buffer.from(sa) }))
   assert.equal(((await raw.next('connack')) as { returnCode: number }).returnCode, 0)
   raw.send({ cmd: 'subscribe', messageId: 3, subscriptions: ['devices/acl-b/ota/chunk', 'devices/acl-b/ota/announce', 'devices/acl-a/ota/#', 'devices/acl-a/ota/chunk'].map((topic) => ({ topic, qos: 1 as const })) })
   assert.deepEqual(((await raw.next('suback')) as { granted: number[] }).granted, [128, 128, 128, 1])
@@ -172,7 +172,7 @@ test('ota topics: a device may not read another device\'s chunks, nor publish do
   const before = await g.metric('edgeway_refusals_total', { reason: 'acl_publish' })
   // A device forging the gateway's downlink to another device (or to itself) is refused and disconnected.
   for (const topic of ['devices/acl-b/ota/chunk', 'devices/acl-a/ota/announce', 'devices/acl-b/ota/request']) {
-    const c = await connect(url, { clientId: `acl-a-${Math.random().toString(16).slice(2, 6)}`, username: 'acl-a', password: sa })
+    const c = await connect(url, { clientId: `acl-a:${Math.random().toString(16).slice(2, 6)}`, username: 'acl-a', password: sa })
     const closed = new Promise<void>((resolve) => c.once('close', () => resolve()))
     c.publish(topic, Buffer.from('EWO1\0\0\0\x01\0\0\0\0evil'), { qos: 1 })
     await closed
@@ -187,7 +187,7 @@ test('ota topics: a device may not read another device\'s chunks, nor publish do
 
 test('bad OTA input from a device is logged and answered on its errors topic; the job is untouched', async () => {
   const s = await addDevice(g, 'esp-bad')
-  const c = await connect(url, { clientId: 'esp-bad-1', username: 'esp-bad', password: s })
+  const c = await connect(url, { clientId: 'esp-bad:1', username: 'esp-bad', password: s })
   const got = collect(c)
   await c.subscribeAsync('devices/esp-bad/errors', { qos: 1 })
   await c.publishAsync('devices/esp-bad/ota/request', 'not json', { qos: 1 })

@@ -19,7 +19,7 @@ const D = (dev: string): string => `${dev}@devices.localhost`
 
 /** A simulated device: answers every command on .../result ("fail" fails, "slow" never answers). */
 async function device(id: string): Promise<MqttClient & { commands: string[] }> {
-  const c = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: `${id}-${Math.random().toString(36).slice(2, 6)}`, username: id, password: secrets.get(id)! }) as MqttClient & { commands: string[] }
+  const c = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: `${id}:${Math.random().toString(36).slice(2, 6)}`, username: id, password: secrets.get(id)! }) as MqttClient & { commands: string[] }
   c.commands = []
   await c.subscribeAsync(`devices/${id}/cmd/#`, { qos: 1 })
   c.on('message', (topic, payload) => {

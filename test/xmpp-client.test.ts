@@ -37,7 +37,7 @@ after(async () => {
 
 test('client mode: subscribe to the gateway account, "<device> <command>" round-trips, alerts arrive', async () => {
   const secret = await addDevice(g, 'dev1')
-  const dev = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev1-c', username: 'dev1', password: secret })
+  const dev = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev1:c', username: 'dev1', password: secret })
   mqtts.push(dev)
   await dev.subscribeAsync('devices/dev1/cmd/#', { qos: 1 })
   dev.on('message', (topic, payload) => {

@@ -86,7 +86,7 @@ async function setup(streamManagement: boolean): Promise<{ p: Prosody; px: Proxy
 /** dev1 reporting over MQTT, alice subscribed to the gateway account and seeing "1 of 1 devices online". */
 async function deviceAndSubscriber(p: Prosody, g: GatewayProc, fullJid: string): Promise<{ dev: MqttClient; alice: XmppUser }> {
   const secret = await addDevice(g, 'dev1')
-  const dev = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev1-c', username: 'dev1', password: secret })
+  const dev = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'dev1:c', username: 'dev1', password: secret })
   mqtts.push(dev)
   await dev.publishAsync('devices/dev1/telemetry', '{"temperature":20.5}', { qos: 1 })
   const alice = await xmppUser(p, 'alice')

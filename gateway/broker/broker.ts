@@ -17,14 +17,20 @@ import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
-import { guardPacketSize, PacketTooLargeError } from './packet-guard.ts'
-import { classifyTopic, mayMatchTelemetry, mayPublish, maySubscribe } from './policy.ts'
+import { guardPackets, MalformedPacketError, PacketTooLargeError } from './packet-guard.ts'
+import { RefusalLog } from '../log/refusals.ts'
+import { classifyTopic, mayMatchTelemetry } from './policy.ts'
+import { clientIdAllowed, clientIdNamespace, mayPublishAsPrincipal, maySubscribeAsPrincipal, ownerKey, parseOwnerKey, presenceDevice, ANONYMOUS_ROLE, type Principal } from './identity.ts'
+import type { Role } from './roles.ts'
 import { TelemetryIntake } from './intake.ts'
+import { LoginThrottle, type LoginAttempt } from '../security/login-throttle.ts'
 import { FastAcks, ackTag } from './fast-acks.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
 
 export interface BrokerDeps {
   config: Config['mqtt']
+  /** Roles of integration clients (built-ins and the config's), by name. */
+  roles: ReadonlyMap<string, Role>
   persistenceFile: string
   registry: Registry
   outbox: Pick<OutboxClient, 'append' | 'appendOwned' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
@@ -34,12 +40,20 @@ export interface BrokerDeps {
 }
 
 interface Identity {
-  device: string
-  open: boolean
+  principal: Principal
+  /** ownerKey(principal): what stored wills and sessions of this connection are stamped with. */
+  key: string
+  /** The device whose presence this connection counts for (null: an integration client). */
+  device: string | null
+  /** Set when the identity was removed or its secret rotated: nothing more is done on its behalf. */
+  revoked: boolean
   /** The last topic the fast path took, and its device: a device publishes to one topic, checked once. */
   fastTopic?: string
   fastDevice?: string
 }
+
+/** What the CONNECT asked for, kept from preConnect (aedes has replaced an empty client id by then). */
+interface ConnectRequest { clientId: string; will: PublishPacket | undefined; address: string }
 
 /** The parts of aedes 1.x's Client the telemetry fast path uses (checked at run time: absent, there is no fast path). */
 interface AedesClientInternals {
@@ -62,6 +76,11 @@ const NOT_AUTHORIZED = 5
 /** An error the gateway raised on purpose (already logged and counted): aedes closes the connection with it. */
 class RefusedError extends Error {}
 
+/** Log and refusal context of a principal. */
+function ctxOf(p: Principal): { device?: string; client?: string } {
+  return p.kind === 'client' ? { client: p.name } : { device: p.id }
+}
+
 function authError(code: number, message: string): AuthenticateError {
   return Object.assign(new RefusedError(message), { returnCode: code }) as AuthenticateError
 }
@@ -77,16 +96,28 @@ export class MqttBroker {
   private readonly liveWatchers = new Map<Client, Set<string>>()
   private readonly rejectEmptyId = new WeakSet<Client>()
   private readonly gone = new WeakSet<Client>()
-  /** Connections per device: a device is offline only when its last connection ends. */
-  private readonly deviceConns = new Map<string, number>()
+  private readonly requests = new WeakMap<Client, ConnectRequest>()
+  private readonly addresses = new WeakMap<Client, string>()
+  /** Live connections per device: a device is online while this set is not empty (see addPresence). */
+  private readonly deviceConns = new Map<string, Set<Client>>()
+  /** Authenticated, not yet closed connections by client id: a takeover is only allowed to the same identity. */
+  private readonly claims = new Map<string, Client>()
   private readonly intake: TelemetryIntake
+  private readonly refusalLog: RefusalLog
+  /** Failed logins per name, and per address (many devices may share one address: a larger budget). */
+  private readonly idThrottle: LoginThrottle
+  private readonly addrThrottle: LoginThrottle
   private commandResult: ((device: string, name: string, payload: Buffer) => void) | null = null
   private otaUplink: ((device: string, kind: 'request' | 'status', payload: Buffer) => void) | null = null
   readonly listeners: ListenerInfo[] = []
 
   constructor(private readonly d: BrokerDeps) {
+    const t = d.config.loginThrottle
+    this.idThrottle = new LoginThrottle({ budget: t.budget, baseLockMs: t.lockSeconds * 1000 })
+    this.addrThrottle = new LoginThrottle({ budget: t.addressBudget, baseLockMs: t.lockSeconds * 1000 })
+    this.refusalLog = new RefusalLog(d.log)
     this.intake = new TelemetryIntake({
-      outbox: d.outbox, metrics: d.metrics, bus: d.bus, log: d.log,
+      outbox: d.outbox, metrics: d.metrics, bus: d.bus, log: d.log, refusals: this.refusalLog,
       reportError: (device, e) => this.publish(`devices/${device}/errors`, JSON.stringify({ ...e, at: new Date().toISOString() }), 0, false),
     })
   }
@@ -118,6 +149,7 @@ export class MqttBroker {
       preConnect: (client, packet, cb) => {
         // MQTT-3.1.3-8: a zero-length client id with clean session off must be rejected with code 2; aedes accepts it.
         if ((packet.clientId ?? '').length === 0 && packet.clean === false) this.rejectEmptyId.add(client)
+        this.requests.set(client, { clientId: packet.clientId ?? '', will: packet.will as PublishPacket | undefined, address: this.addresses.get(client) ?? '?' })
         cb(null, true)
       },
       authenticate: (client, username, password, cb) => { this.authenticate(client, username, password).then((r) => cb(null, r), (e: AuthenticateError) => cb(e, false)) },
@@ -127,6 +159,8 @@ export class MqttBroker {
     this.aedes = aedes
     aedes.on('clientReady', (client) => this.onClientReady(client))
     aedes.on('clientDisconnect', (client) => { this.liveWatchers.delete(client); this.onClientGone(client, 'disconnect') })
+    // aedes reports failures of its periodic will publication here; without a listener they would end the process.
+    ;(aedes as unknown as EventEmitter).on('error', (err: Error) => { if (!(err instanceof RefusedError)) log.warn({ err: err.message }, 'mqtt broker error') })
     aedes.on('subscribe', (subs, client) => {
       const watching = subs.filter((x) => mayMatchTelemetry(x.topic)).map((x) => x.topic)
       if (client && watching.length) { const set = this.liveWatchers.get(client) ?? new Set<string>(); for (const f of watching) set.add(f); this.liveWatchers.set(client, set) }
@@ -141,14 +175,18 @@ export class MqttBroker {
     aedes.on('clientError', (client, err) => this.onClientError(client, err))
     aedes.on('connectionError', (client, err) => this.onClientError(client, err))
 
-    const handle = (stream: Duplex | import('node:net').Socket): void => {
+    await this.sweepStoredWills()
+    const handle = (stream: Duplex | import('node:net').Socket, address: string | undefined): void => {
       if (stream instanceof NetSocket) coalesceWrites(stream)
       const client = aedes.handle(stream)
-      guardPacketSize(client, cfg.maxPacketSize)
+      this.addresses.set(client, address ?? '?')
+      // The connection's end is the one event every path (DISCONNECT, error, takeover, keepalive, revocation) ends in.
+      stream.once('close', () => this.onClientGone(client, 'closed'))
+      guardPackets(client, { maxPacketSize: cfg.maxPacketSize })
       this.installFastPath(client)
     }
     if (cfg.tcp.enabled) {
-      const srv = createNetServer(handle)
+      const srv = createNetServer((s) => handle(s, s.remoteAddress))
       await this.listen(srv, cfg.tcp.host, cfg.tcp.port, 'tcp')
     }
     if (cfg.tls.enabled) {
@@ -156,13 +194,13 @@ export class MqttBroker {
         cert: readFileSync(cfg.tls.cert!), key: readFileSync(cfg.tls.key!),
         ...(cfg.tls.ca ? { ca: readFileSync(cfg.tls.ca) } : {}),
         requestCert: cfg.tls.requestCert, rejectUnauthorized: cfg.tls.requestCert,
-      }, handle)
+      }, (s) => handle(s, s.remoteAddress))
       srv.on('tlsClientError', (err) => { this.d.metrics.refusals.inc({ reason: 'tls' }); log.warn({ err: err.message }, 'mqtt tls handshake failed') })
       await this.listen(srv, cfg.tls.host, cfg.tls.port, 'tls')
     }
     if (cfg.ws.enabled) {
       const srv = createHttpServer((_req, res) => { res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect with a WebSocket client\n') })
-      this.closeWs = acceptWebSocketStreams(srv, { path: cfg.ws.path, maxPayload: cfg.maxPacketSize + 5, protocols: ['mqtt', 'mqttv3.1'] }, (stream) => handle(stream))
+      this.closeWs = acceptWebSocketStreams(srv, { path: cfg.ws.path, maxPayload: cfg.maxPacketSize + 5, protocols: ['mqtt', 'mqttv3.1'] }, (stream, req) => handle(stream, req.socket.remoteAddress))
       await this.listen(srv, cfg.ws.host, cfg.ws.port, 'ws', cfg.ws.path)
     }
   }
@@ -181,6 +219,7 @@ export class MqttBroker {
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()))
     await closing
     if (this.persistence) await this.persistence.destroy().catch((err: Error) => this.d.log.warn({ err: err.message }, 'broker persistence close'))
+    this.refusalLog.flush()
     this.aedes = null
   }
 
@@ -204,38 +243,195 @@ export class MqttBroker {
     this.listeners.push({ kind, host, port: actual, ...(path ? { path } : {}) })
   }
 
-  private refuse(reason: string, detail: string, ctx: { device?: string; clientId?: string; topic?: string }): void {
+  /** Counted exactly; logged through the RefusalLog (a flood from one client writes a line per window, not per packet). */
+  private refuse(reason: string, detail: string, ctx: { device?: string; client?: string; clientId?: string; topic?: string; address?: string }): void {
     this.d.metrics.refusals.inc({ reason })
-    this.d.log.warn({ reason, ...ctx }, `refused: ${detail}`)
+    this.refusalLog.note(reason, ctx.clientId ?? ctx.address ?? ctx.device ?? '-', detail, ctx)
     this.d.bus.safeEmit('refusal', { reason, detail, ...(ctx.device ? { device: ctx.device } : {}), ...(ctx.clientId ? { clientId: ctx.clientId } : {}) })
   }
 
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<boolean> {
     const cfg = this.d.config
+    const req = this.requests.get(client) ?? { clientId: client.id, will: undefined, address: '?' }
     const clientId = client.id
     if (this.rejectEmptyId.has(client)) {
       this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', {})
       throw authError(IDENTIFIER_REJECTED, 'identifier rejected: a persistent session needs a client id')
     }
-    if (username !== undefined && username !== '') {
-      if (!DEVICE_ID_RE.test(username)) {
-        this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId })
-        throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
-      }
-      const ok = password !== undefined && await this.d.registry.verify(username, password.toString('utf8'))
-      if (!ok) {
-        this.refuse('bad_credentials', `wrong or missing secret for device "${username}"`, { device: username, clientId })
-        throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
-      }
-      this.identities.set(client, { device: username, open: cfg.openBroker })
-      return true
+    const principal = await this.login(client, username, password, req.address)
+    const key = ownerKey(principal)
+    const allowed = clientIdAllowed(principal, req.clientId, (id) => this.reserved(id))
+    if (!allowed.ok) {
+      this.refuse('client_id', allowed.reason, { ...ctxOf(principal), clientId })
+      throw authError(NOT_AUTHORIZED, 'not authorized: ' + allowed.reason)
     }
-    if (cfg.openBroker || cfg.allowAnonymous) {
-      this.identities.set(client, { device: clientId, open: cfg.openBroker })
-      return true
+    // Taking over a live connection or a stored session is for the same identity only (MQTT-3.1.4-2 assumes one).
+    const holder = this.claims.get(clientId)
+    const holderKey = holder && holder !== client && !holder.closed ? this.identities.get(holder)?.key : undefined
+    const storedKey = this.persistence?.sessionOwner(clientId)
+    const ownNamespace = principal.kind === 'device' && clientIdNamespace(clientId) === principal.id
+    const other = holderKey !== undefined && holderKey !== key ? holderKey : !ownNamespace && storedKey !== undefined && storedKey !== key ? storedKey : undefined
+    if (other !== undefined) {
+      this.refuse('client_id', `client id "${clientId.slice(0, 80)}" is in use by another identity`, { ...ctxOf(principal), clientId })
+      throw authError(NOT_AUTHORIZED, 'not authorized: this client id belongs to another identity')
     }
-    this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
-    throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
+    // A will is a publish made later on this identity's behalf: checked now, and stamped so a restart checks it again.
+    const will = req.will
+    if (will) {
+      const d = mayPublishAsPrincipal(principal, will.topic, classifyTopic(will.topic), this.anonymousRole)
+      if (!d.ok) {
+        this.refuse('acl_will', `will on "${will.topic.slice(0, 120)}" refused: ${d.reason}`, { ...ctxOf(principal), clientId, topic: will.topic })
+        throw authError(NOT_AUTHORIZED, 'not authorized: will topic not allowed')
+      }
+      ;(will as PublishPacket & { owner?: string }).owner = key
+    }
+    if (!client.clean) this.persistence?.setSessionOwner(clientId, key)
+    this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
+    this.claims.set(clientId, client)
+    return true
+  }
+
+  /** Who the credentials name; throws the CONNACK refusal. Every guess is counted before any hash is checked. */
+  private async login(client: Client, username: string | undefined, password: Buffer | undefined, address: string): Promise<Principal> {
+    const cfg = this.d.config
+    const clientId = client.id
+    if (username === undefined || username === '') {
+      if (cfg.openBroker || cfg.allowAnonymous) {
+        // An anonymous client never speaks as a registered identity: that name needs its secret.
+        // It acts as the device its client id's namespace names (`dev` for `dev` and `dev:2`).
+        const ns = clientIdNamespace(clientId)
+        if (this.reserved(ns)) {
+          this.refuse('anonymous', `anonymous client uses the client id of the registered identity "${ns.slice(0, 80)}"`, { clientId })
+          throw authError(NOT_AUTHORIZED, 'not authorized: this client id belongs to a registered identity; log in with its secret')
+        }
+        return cfg.openBroker ? { kind: 'open', id: ns } : { kind: 'anonymous', id: ns }
+      }
+      this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
+      throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
+    }
+    if (!DEVICE_ID_RE.test(username)) {
+      this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId })
+      throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
+    }
+    const attempt = this.beginLogin(username, address)
+    if (!attempt.ok) {
+      this.refuse('login_throttled', `too many failed logins for "${username}" or from ${address}: retry in ${Math.ceil(attempt.retryAfterMs / 1000)} s`, { device: username, clientId })
+      throw authError(NOT_AUTHORIZED, 'not authorized: too many failed logins, retry later')
+    }
+    const secret = password?.toString('utf8') ?? ''
+    const registry = this.d.registry
+    // One hash check on every path (a dummy one for an unknown name): timing tells nothing about which names exist.
+    const integration = registry.get(username) === undefined ? registry.getClient(username) : undefined
+    const ok = integration ? await registry.verifyClient(username, secret) : await registry.verify(username, secret)
+    attempt.settle(ok)
+    if (!ok) {
+      // The device gets the same answer either way (nothing tells a guesser which names exist); the log says which.
+      const what = integration ? `wrong or missing secret for client "${username}"`
+        : registry.get(username)?.hasSecret ? `wrong or missing secret for device "${username}"` : `unknown (or removed) device or client "${username}"`
+      this.refuse('bad_credentials', what, { device: username, clientId })
+      throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
+    }
+    if (!integration) return { kind: 'device', id: username }
+    const role = this.d.roles.get(integration.role)
+    if (!role) {
+      this.refuse('unknown_role', `client "${username}" has role "${integration.role}", which the config does not define`, { clientId })
+      throw authError(NOT_AUTHORIZED, 'not authorized: unknown role')
+    }
+    return { kind: 'client', name: username, role }
+  }
+
+  /** Counted before any hash is checked, so parallel guesses cannot all be tried. */
+  private beginLogin(username: string, address: string): LoginAttempt {
+    const byAddr = this.addrThrottle.begin([address])
+    if (!byAddr.ok) return byAddr
+    const byId = this.idThrottle.begin([username])
+    if (!byId.ok) { byAddr.settle(false); return byId }
+    return { ok: true, settle: (success) => { byAddr.settle(success); byId.settle(success) } }
+  }
+
+  /** A name that needs its secret: a registered device or integration client. */
+  private reserved(id: string): boolean {
+    return this.d.registry.isReserved(id)
+  }
+
+  private get anonymousRole(): Role | undefined { return this.d.roles.get(ANONYMOUS_ROLE) }
+
+  /** The principal a stored will's owner key names today (null: gone, revoked or not allowed in this mode). */
+  private resolveOwner(owner: unknown, clientId: string): Principal | null {
+    const cfg = this.d.config
+    const ref = parseOwnerKey(owner)
+    if (!ref) {
+      // A will stored before owners were recorded: its client id's namespace is the only owner it can have.
+      const ns = clientIdNamespace(clientId)
+      if (this.d.registry.get(ns)?.hasSecret) return { kind: 'device', id: ns }
+      if (cfg.openBroker) return { kind: 'open', id: ns }
+      return cfg.allowAnonymous && !this.reserved(ns) ? { kind: 'anonymous', id: ns } : null
+    }
+    switch (ref.kind) {
+      case 'device': return this.d.registry.get(ref.id)?.hasSecret ? { kind: 'device', id: ref.id } : null
+      case 'client': {
+        const c = this.d.registry.getClient(ref.id)
+        const role = c && this.d.roles.get(c.role)
+        return role ? { kind: 'client', name: ref.id, role } : null
+      }
+      case 'anonymous': return cfg.allowAnonymous && !cfg.openBroker && !this.reserved(clientIdNamespace(ref.id)) ? { kind: 'anonymous', id: ref.id } : null
+      case 'open': return cfg.openBroker ? { kind: 'open', id: ref.id } : null
+    }
+  }
+
+  /** A will restored from disk is published on its owner's behalf: checked as that owner; refused ones are deleted. */
+  private checkStoredWill(will: PublishPacket & { owner?: unknown; clientId?: string }): Principal | null {
+    const clientId = will.clientId ?? ''
+    const owner = this.resolveOwner(will.owner, clientId)
+    const d = owner ? mayPublishAsPrincipal(owner, will.topic, classifyTopic(will.topic), this.anonymousRole) : { ok: false as const, reason: 'its owner is gone or unknown' }
+    if (d.ok) return owner
+    this.refuse('acl_will', `stored will of "${clientId.slice(0, 80)}" on "${will.topic.slice(0, 120)}" dropped: ${d.reason}`, { clientId, topic: will.topic })
+    void this.persistence?.delWill({ id: clientId }).catch(() => undefined)
+    return null
+  }
+
+  /** At start, before any listener: stored wills that their owner may no longer publish are dropped. */
+  private async sweepStoredWills(): Promise<void> {
+    const p = this.persistence
+    if (!p) return
+    const refused: string[] = []
+    for await (const will of p.streamWill({})) {
+      const w = will as PublishPacket & { owner?: unknown; clientId?: string }
+      if (!this.checkStoredWill(w)) refused.push(w.clientId ?? '')
+    }
+    for (const id of refused) await p.delWill({ id })
+  }
+
+  /**
+   * Revocation (`edgeway device remove|rotate-secret`, `client remove|rotate-secret` through the control socket):
+   * the identity's live connections close now, without their wills; a removed identity's stored sessions and
+   * retained messages go too.
+   */
+  async revoke(kind: 'device' | 'client', id: string): Promise<{ disconnected: number; purgedSessions: number }> {
+    const key = kind === 'device' ? `device:${id}` : `client:${id}`
+    let disconnected = 0
+    for (const client of [...this.claims.values()]) {
+      const identity = this.identities.get(client)
+      if (!identity || identity.key !== key || client.closed) continue
+      identity.revoked = true
+      client.close()
+      disconnected++
+    }
+    const removed = kind === 'device' ? !this.d.registry.get(id)?.hasSecret : this.d.registry.getClient(id) === undefined
+    let purgedSessions = 0
+    const p = this.persistence
+    if (removed && p) {
+      const ids = new Set(p.sessionsOwnedBy(key))
+      if (kind === 'device') for (const c of p.storedClientIds()) if (clientIdNamespace(c) === id) ids.add(c)
+      for (const c of ids) await p.purgeClient(c)
+      purgedSessions = ids.size
+      if (kind === 'device') {
+        const retained = await p.createRetainedStream(`devices/${id}/#`).toArray() as PublishPacket[]
+        for (const r of retained) await p.storeRetained({ ...r, payload: Buffer.alloc(0) })
+      }
+    }
+    this.d.log.info({ kind, id, disconnected, purgedSessions, removed }, 'mqtt access revoked')
+    return { disconnected, purgedSessions }
   }
 
   /**
@@ -268,13 +464,13 @@ export class MqttBroker {
   private fastPublish(client: Client, c: AedesClientInternals, acks: FastAcks, packet: PublishPacket): boolean {
     if (packet.qos === 2 || packet.retain || !c.connected) return false
     const id = this.identities.get(client)
-    if (!id || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
+    if (!id || id.revoked || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
     const topic = packet.topic
     let device = id.fastDevice
     if (topic !== id.fastTopic || device === undefined) {
       const t = classifyTopic(topic)
       if (!t || t.kind !== 'telemetry' || !DEVICE_ID_RE.test(t.device)) return false
-      if (!id.open && !mayPublish(id.device, topic, t).ok) return false
+      if (id.revoked || !mayPublishAsPrincipal(id.principal, topic, t, this.anonymousRole).ok) return false
       id.fastTopic = topic
       device = id.fastDevice = t.device
     }
@@ -289,18 +485,18 @@ export class MqttBroker {
 
   private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
     const topic = packet.topic
-    const identity = client ? this.identities.get(client) : undefined
-    // client === null: a stored will of a client from before a restart; it passed the ACL when it was set.
-    if (client && !identity) return cb(new RefusedError('not authenticated'))
+    // client === null: a will stored before a restart, published on its owner's behalf: checked as that owner.
+    if (!client) return cb(this.checkStoredWill(packet) ? null : new RefusedError('stored will refused'))
+    const identity = this.identities.get(client)
+    if (!identity) return cb(new RefusedError('not authenticated'))
+    if (identity.revoked) return cb(new RefusedError('access revoked'))
     const t = classifyTopic(topic)
-    if (identity && !identity.open) {
-      const d = mayPublish(identity.device, topic, t)
-      if (!d.ok) {
-        this.refuse('acl_publish', d.reason, { device: identity.device, clientId: client!.id, topic })
-        return cb(new RefusedError(`publish to "${topic}" refused: ${d.reason}`))
-      }
+    const d = mayPublishAsPrincipal(identity.principal, topic, t, this.anonymousRole)
+    if (!d.ok) {
+      this.refuse('acl_publish', d.reason, { ...ctxOf(identity.principal), clientId: client.id, topic })
+      return cb(new RefusedError(`publish to "${topic}" refused: ${d.reason}`))
     }
-    if (t && client) {
+    if (t) {
       const kind = t.kind
       if (kind === 'telemetry') {
         if (!DEVICE_ID_RE.test(t.device)) {
@@ -320,13 +516,15 @@ export class MqttBroker {
         this.intake.handle(t.device, packet.payload as Buffer, cb)
         return
       }
-      if (kind === 'state') this.noteState(t.device, packet.payload as Buffer)
-      if (kind === 'cmd_result' && this.commandResult) {
+      // What the device itself reports: its firmware (the registry, for registered devices only) and its results.
+      const self = identity.device === t.device && identity.principal.kind !== 'client'
+      if (kind === 'state' && self && identity.principal.kind === 'device') this.noteState(t.device, packet.payload as Buffer)
+      if (kind === 'cmd_result' && self && this.commandResult) {
         try { this.commandResult(t.device, t.rest.split('/')[1]!, packet.payload as Buffer) } catch (err) {
           this.d.log.error({ device: t.device, err: (err as Error).message }, 'command result listener failed')
         }
       }
-      if ((kind === 'ota_request' || kind === 'ota_status') && this.otaUplink) {
+      if ((kind === 'ota_request' || kind === 'ota_status') && self && this.otaUplink) {
         try { this.otaUplink(t.device, kind === 'ota_request' ? 'request' : 'status', packet.payload as Buffer) } catch (err) {
           this.d.log.error({ device: t.device, err: (err as Error).message }, 'ota listener failed')
         }
@@ -338,12 +536,10 @@ export class MqttBroker {
   private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {
     const identity = this.identities.get(client)
     if (!identity) return cb(new Error('not authenticated'))
-    if (!identity.open) {
-      const d = maySubscribe(identity.device, sub.topic)
-      if (!d.ok) {
-        this.refuse('acl_subscribe', d.reason, { device: identity.device, clientId: client.id, topic: sub.topic })
-        return cb(null, null) // SUBACK 0x80 for this filter; the connection stays up
-      }
+    const d = identity.revoked ? { ok: false as const, reason: 'access revoked' } : maySubscribeAsPrincipal(identity.principal, sub.topic, this.anonymousRole)
+    if (!d.ok) {
+      this.refuse('acl_subscribe', d.reason, { ...ctxOf(identity.principal), clientId: client.id, topic: sub.topic })
+      return cb(null, null) // SUBACK 0x80 for this filter; the connection stays up
     }
     cb(null, sub)
   }
@@ -361,42 +557,60 @@ export class MqttBroker {
   private onClientReady(client: Client): void {
     this.d.metrics.clientsConnected.set(this.connectedClients)
     const identity = this.identities.get(client)
-    if (!identity) return
-    const n = (this.deviceConns.get(identity.device) ?? 0) + 1
-    this.deviceConns.set(identity.device, n)
+    // A connection can end while aedes is still connecting it (its ready event comes after its close): never counted.
+    if (!identity || client.closed || this.gone.has(client)) return
+    this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), clean: client.clean }, 'mqtt client connected')
+    const device = identity.device
+    if (!device) return
+    let conns = this.deviceConns.get(device)
+    if (!conns) this.deviceConns.set(device, conns = new Set())
+    conns.add(client)
     this.d.metrics.devicesConnected.set(this.deviceConns.size)
-    if (n === 1 && DEVICE_ID_RE.test(identity.device)) {
-      try { this.d.registry.setOnline(identity.device, true, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
-      this.d.bus.safeEmit('deviceOnline', { device: identity.device, link: 'mqtt', clientId: client.id })
+    if (conns.size === 1) {
+      // Only a registered device's presence is written to the registry (anonymous clients never change it).
+      if (identity.principal.kind === 'device') {
+        try { this.d.registry.setOnline(device, true, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
+      }
+      this.d.bus.safeEmit('deviceOnline', { device, link: 'mqtt', clientId: client.id })
     }
-    this.d.log.info({ clientId: client.id, device: identity.device, clean: client.clean }, 'mqtt client connected')
   }
 
+  /** Idempotent: every way a connection ends comes here, possibly more than once. */
   private onClientGone(client: Client, reason: string): void {
     this.d.metrics.clientsConnected.set(this.connectedClients)
-    const identity = this.identities.get(client)
-    // The identity stays (WeakMap): aedes may still publish this client's will through authorizePublish.
-    if (!identity || this.gone.has(client)) return
+    if (this.gone.has(client)) return
     this.gone.add(client)
-    const n = (this.deviceConns.get(identity.device) ?? 1) - 1
-    if (n > 0) { this.deviceConns.set(identity.device, n); return }
-    this.deviceConns.delete(identity.device)
+    if (this.claims.get(client.id) === client) this.claims.delete(client.id)
+    // The identity stays (WeakMap): aedes may still publish this client's will through authorizePublish.
+    const identity = this.identities.get(client)
+    const device = identity?.device
+    if (identity) this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), reason }, 'mqtt client disconnected')
+    const conns = device ? this.deviceConns.get(device) : undefined
+    if (!identity || !device || !conns?.delete(client)) return
+    if (conns.size > 0) return
+    this.deviceConns.delete(device)
     this.d.metrics.devicesConnected.set(this.deviceConns.size)
-    if (DEVICE_ID_RE.test(identity.device)) {
-      try { this.d.registry.setOnline(identity.device, false, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
-      this.d.bus.safeEmit('deviceOffline', { device: identity.device, link: 'mqtt', clientId: client.id, reason })
+    if (identity.principal.kind === 'device') {
+      try { this.d.registry.setOnline(device, false, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
     }
-    this.d.log.info({ clientId: client.id, device: identity.device, reason }, 'mqtt client disconnected')
+    this.d.bus.safeEmit('deviceOffline', { device, link: 'mqtt', clientId: client.id, reason })
+  }
+
+  /** Before its CONNECT a client has no id yet: its refusals are keyed by its address. */
+  private errorCtx(client: Client): { clientId?: string; address?: string } {
+    return client.id ? { clientId: client.id } : { address: this.addresses.get(client) ?? '?' }
   }
 
   private onClientError(client: Client, err: Error): void {
     if (err instanceof RefusedError) {
       // already logged and counted where it was raised
     } else if (err instanceof PacketTooLargeError) {
-      this.refuse('packet_too_large', err.message, { clientId: client.id })
+      this.refuse('packet_too_large', err.message, this.errorCtx(client))
+    } else if (err instanceof MalformedPacketError) {
+      this.refuse('malformed_packet', err.message, this.errorCtx(client))
     } else {
       const reason = /parse|invalid|malformed|header|protocol|packet|length|must/i.test(err.message) ? 'malformed_packet' : 'client_error'
-      if (reason === 'malformed_packet') this.refuse(reason, err.message, { clientId: client.id })
+      if (reason === 'malformed_packet') this.refuse(reason, err.message, this.errorCtx(client))
       else this.d.log.info({ clientId: client.id, err: err.message }, 'mqtt client error: connection closed')
     }
     // aedes closes the connection; only that client is affected.

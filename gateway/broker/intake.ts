@@ -5,12 +5,15 @@ import type { OutboxClient } from '../outbox/client.ts'
 import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
 import type { AppendOwner } from '../outbox/types.ts'
+import type { RefusalLog } from '../log/refusals.ts'
 
 export interface IntakeDeps {
   outbox: Pick<OutboxClient, 'append' | 'appendOwned' | 'onCommitted' | 'onRefused' | 'onAppendFailed'>
   metrics: Metrics
   bus: GatewayBus
   log: Logger
+  /** Refusal lines, a first one per device at once and repeats summed up (a flood writes a few lines). */
+  refusals: Pick<RefusalLog, 'note'>
   /** Tells the device why its payload was refused (devices/<id>/errors). */
   reportError: (device: string, error: { topic: string; reason: string }) => void
 }
@@ -32,7 +35,7 @@ export class TelemetryIntake {
       // Acked so the device does not resend an unreadable payload forever; it learns why on its errors topic.
       const topic = `devices/${device}/telemetry`
       d.metrics.refusals.inc({ reason: 'decode' })
-      d.log.warn({ device, topic, reason }, 'telemetry refused: payload does not decode')
+      d.refusals.note('decode', device, reason, { device, topic, reason }, 'telemetry refused: payload does not decode')
       d.bus.safeEmit('refusal', { reason: 'decode', detail: reason, device })
       d.reportError(device, { topic, reason })
     })

@@ -322,6 +322,11 @@ CREATE TABLE IF NOT EXISTS mqtt_wills (
   packet    TEXT NOT NULL,
   payload   BLOB
 );
+-- Who a client id's persistent session belongs to (the broker's principal key): only that identity may resume it.
+CREATE TABLE IF NOT EXISTS mqtt_session_owners (
+  client_id TEXT PRIMARY KEY,
+  owner     TEXT NOT NULL
+);
 `
 
 function migrate(db: Db): void {
@@ -372,6 +377,9 @@ interface Statements {
   incomingDeleteClient: Statement<[string]>
   willUpsert: Statement<[string, SqlKey, string, Blob]>
   willDelete: Statement<[string]>
+  ownerUpsert: Statement<[string, string]>
+  ownerDelete: Statement<[string]>
+  outgoingDeleteClient: Statement<[string]>
 }
 
 function prepareStatements(db: Db): Statements {
@@ -410,6 +418,10 @@ function prepareStatements(db: Db): Statements {
       ON CONFLICT (client_id) DO UPDATE SET broker_id = excluded.broker_id, packet = excluded.packet,
         payload = excluded.payload`),
     willDelete: db.prepare('DELETE FROM mqtt_wills WHERE client_id = ?'),
+    ownerUpsert: db.prepare(`INSERT INTO mqtt_session_owners (client_id, owner) VALUES (?, ?)
+      ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner`),
+    ownerDelete: db.prepare('DELETE FROM mqtt_session_owners WHERE client_id = ?'),
+    outgoingDeleteClient: db.prepare('DELETE FROM mqtt_outgoing WHERE client_id = ?'),
   }
 }
 
@@ -446,6 +458,8 @@ export class SqlitePersistence extends MemoryPersistenceBase {
   #db: Db | undefined
   #stmt: Statements | undefined
   #telemetryWatched: boolean | null = null
+  /** client id -> owner of its persistent session, as in mqtt_session_owners (read once at setup). */
+  readonly #owners = new Map<string, string>()
 
   constructor(opts: SqlitePersistenceOptions) {
     super()
@@ -625,6 +639,60 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     return will
   }
 
+  // --- session owners and purging (not part of aedes' interface) -------------------------------
+
+  /** The principal a client id's persistent session belongs to, if one was recorded. */
+  sessionOwner(clientId: string): string | undefined { return this.#owners.get(clientId) }
+
+  /** Records the owner; writes only when it changes (this runs on the broker thread at CONNECT). */
+  setSessionOwner(clientId: string, owner: string): void {
+    if (this.#owners.get(clientId) === owner) return
+    this.#ready().stmt.ownerUpsert.run(clientId, owner)
+    this.#owners.set(clientId, owner)
+  }
+
+  /** Client ids whose stored session belongs to `owner`. */
+  sessionsOwnedBy(owner: string): string[] {
+    return [...this.#owners].filter(([, o]) => o === owner).map(([id]) => id)
+  }
+
+  /** Client ids that have any stored state (subscriptions, queued messages, a will, an owner). */
+  storedClientIds(): string[] {
+    const { db } = this.#ready()
+    return db.prepare<[], string>(`SELECT client_id FROM mqtt_sub_clients UNION SELECT client_id FROM mqtt_outgoing
+      UNION SELECT client_id FROM mqtt_wills UNION SELECT client_id FROM mqtt_session_owners`).pluck().all()
+  }
+
+  /**
+   * Forgets everything stored for a client id: subscriptions, queued messages, inbound QoS 2 state, its will and its
+   * owner (a revoked identity's session must not be delivered to whoever gets that name next).
+   */
+  async purgeClient(clientId: string): Promise<void> {
+    const { db, stmt } = this.#ready()
+    const client = { id: clientId }
+    await super.cleanSubscriptions(client)
+    await super.cleanIncoming(client)
+    await super.delWill(client)
+    // The parent has no "drop this queue": give every queued entry (the very objects it holds) a message id of its
+    // own, outside MQTT's 1..65535, and clear it by that id.
+    const queued = await super.outgoingStream(client).toArray() as PersistencePacket[]
+    let n = 0
+    for (const entry of queued) {
+      entry.messageId = -(++n)
+      await super.outgoingClearMessageId(client, { messageId: entry.messageId })
+    }
+    db.transaction(() => {
+      stmt.subDeleteClient.run(clientId)
+      stmt.subClientDelete.run(clientId)
+      stmt.incomingDeleteClient.run(clientId)
+      stmt.willDelete.run(clientId)
+      stmt.outgoingDeleteClient.run(clientId)
+      stmt.ownerDelete.run(clientId)
+    })()
+    this.#owners.delete(clientId)
+    this.#telemetryWatched = null
+  }
+
   // --- internals -----------------------------------------------------------------------------
 
   #ready(): { db: Db; stmt: Statements } {
@@ -684,6 +752,10 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     const incoming = db.prepare<[], PacketRow & { client_id: string }>(
       'SELECT client_id, packet, payload FROM mqtt_incoming ORDER BY rowid').all()
     for (const row of incoming) await super.incomingStorePacket({ id: row.client_id }, decodePacket(row.packet, row.payload))
+
+    for (const row of db.prepare<[], { client_id: string; owner: string }>('SELECT client_id, owner FROM mqtt_session_owners').all()) {
+      this.#owners.set(row.client_id, row.owner)
+    }
 
     // putWill stamps the current broker's id; the saved one is put back, so that a will left by a
     // broker that died is recognised as orphaned (aedes publishes wills of brokers not alive).

@@ -7,6 +7,7 @@ import { usbIdentity, usbLabel } from '../../devices/serial/usb.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
 import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
+import { filterProblem, ROLE_NAME_RE } from '../broker/roles.ts'
 
 const port = z.number().int().min(0).max(65535)
 const host = z.string().min(1)
@@ -58,6 +59,32 @@ const serialPort = z.object({
   // the link logs and is looked up by `path`: a USB identity gets a stable label there (usb:2341:0043:SN)
   .transform((p) => ({ ...p, path: p.path ?? usbLabel(p.usb!) }))
 
+const ruleAction = z.enum(['publish', 'subscribe', 'both'])
+
+/** `- { allow: subscribe, topic: "devices/+/telemetry" }` or `- { deny: both, topic: "devices/secret/#" }`. */
+const roleRule = z.object({
+  allow: ruleAction.optional(),
+  deny: ruleAction.optional(),
+  /** An MQTT topic filter: `+` a whole level, `#` the last level; `%u` is the client's own name. */
+  topic: z.string().superRefine((t, ctx) => {
+    const problem = filterProblem(t)
+    if (problem) ctx.addIssue({ code: 'custom', message: `invalid topic filter: ${problem}` })
+  }),
+}).strict().refine((r) => (r.allow === undefined) !== (r.deny === undefined), 'give exactly one of "allow" or "deny" (publish, subscribe or both)')
+
+/**
+ * Roles of integration clients (`edgeway client add NAME --role ROLE`); semantics in gateway/broker/roles.ts.
+ * Built-in: observer, operator; a role defined here with one of those names replaces the built-in. In openBroker /
+ * allowAnonymous mode, the deny rules of a role named `anonymous` bind anonymous clients (e.g. deny `$SYS/#`).
+ */
+const ROLE_NAME_RULE = 'letters, digits, "_", "." and "-", 1 to 32 characters, starting with a letter or digit'
+const rolesSection = z.record(
+  z.string().regex(ROLE_NAME_RE, ROLE_NAME_RULE),
+  z.object({ rules: z.array(roleRule) }).strict(),
+  // zod's own message for a bad record key is only "Invalid key in record"
+  { error: (iss) => (iss.code === 'invalid_key' ? `invalid role name: use ${ROLE_NAME_RULE}` : undefined) },
+)
+
 export const configSchema = z.object({
   gateway: z.object({
     /** Part of every reading's message id: keep it stable and unique per gateway. */
@@ -86,6 +113,12 @@ export const configSchema = z.object({
     /** Upper bound for a client's keepalive in seconds (0 = any). */
     keepaliveLimit: z.number().int().min(0).max(65535).default(0),
     connectTimeoutMs: z.number().int().min(100).default(30000),
+    /** Failed MQTT logins: per name `budget` tries, per address `addressBudget`, then a lockout that doubles. */
+    loginThrottle: z.object({
+      budget: z.number().int().min(1).max(1000).default(5),
+      addressBudget: z.number().int().min(1).max(100000).default(50),
+      lockSeconds: z.number().min(0.1).max(3600).default(30),
+    }).strict().prefault({}),
   }).strict().prefault({}),
   http: listener(8080, true).prefault({}),
   dashboard: dashboardConfig.prefault({}),
@@ -115,6 +148,7 @@ export const configSchema = z.object({
   firmata: firmataSection.prefault({}),
   xmpp: xmppSection.prefault({}),
   camera: cameraSchema.prefault({}),
+  roles: rolesSection.default({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,
     'upstream names must be unique',

@@ -12,6 +12,8 @@ export interface Device {
   online: boolean
   firmwareVersion: string | null
   link: string | null
+  /** Registered with a secret (`device add`); devices only seen on a link or from an older version have none. */
+  hasSecret: boolean
 }
 
 interface DeviceRow {
@@ -19,7 +21,28 @@ interface DeviceRow {
   last_seen: number | null; online: number; firmware: string | null; link: string | null
 }
 
+/** An integration client (Home Assistant, Node-RED, a script): connects with a secret like a device, bound by a role. */
+export interface IntegrationClient {
+  name: string
+  role: string
+  createdAt: number
+}
+
+interface ClientRow { name: string; secret_hash: string; role: string; created_at: number }
+
 export class RegistryError extends Error {}
+
+const ID_RULE = '1-64 characters, letters, digits, "_", "." and "-", starting with a letter or digit'
+
+/**
+ * A hash no secret matches (its secret is thrown away): unknown ids are checked against it so that they cost the
+ * same scrypt as a wrong secret and response times do not tell which ids exist. Computed once, on first need.
+ */
+let dummyHash: Promise<string> | undefined
+function dummy(): Promise<string> {
+  dummyHash ??= hashSecret(generateSecret())
+  return dummyHash
+}
 
 export class Registry {
   private db!: Db
@@ -34,6 +57,8 @@ export class Registry {
     this.db.exec(`CREATE TABLE IF NOT EXISTS devices (
       id TEXT PRIMARY KEY, secret_hash TEXT, metadata TEXT NOT NULL DEFAULT '{}', created_at INTEGER NOT NULL,
       first_seen INTEGER, last_seen INTEGER, online INTEGER NOT NULL DEFAULT 0, firmware TEXT, link TEXT)`)
+    this.db.exec(`CREATE TABLE IF NOT EXISTS clients (
+      name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, role TEXT NOT NULL, created_at INTEGER NOT NULL)`)
   }
 
   close(): void {
@@ -44,11 +69,19 @@ export class Registry {
 
   /** Creates a device and returns its secret: the only time the plaintext exists. */
   async add(id: string, metadata: Record<string, unknown> = {}): Promise<string> {
-    if (!DEVICE_ID_RE.test(id)) throw new RegistryError(`invalid device id "${id}": 1-64 characters, letters, digits, "_", "." and "-", starting with a letter or digit`)
-    if (this.get(id)) throw new RegistryError(`device "${id}" already exists`)
+    if (!DEVICE_ID_RE.test(id)) throw new RegistryError(`invalid device id "${id}": ${ID_RULE}`)
+    const taken = (): void => {
+      if (this.get(id)) throw new RegistryError(`device "${id}" already exists`)
+      if (this.getClient(id)) throw new RegistryError(`"${id}" is already an integration client: devices and clients share one namespace (MQTT usernames)`)
+    }
+    taken()
     const secret = generateSecret()
     const hash = await hashSecret(secret)
-    this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now())
+    // checked again after the hash: the check and the insert are one synchronous step
+    this.db.transaction(() => {
+      taken()
+      this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now())
+    })()
     return secret
   }
 
@@ -74,18 +107,72 @@ export class Registry {
 
   async verify(id: string, secret: string): Promise<boolean> {
     const r = this.db.prepare('SELECT secret_hash FROM devices WHERE id = ?').get(id) as { secret_hash: string | null } | undefined
-    if (!r?.secret_hash) return false
-    if (this.cache.has(id, secret, r.secret_hash)) return true
-    const ok = await verifySecret(secret, r.secret_hash)
-    if (ok) this.cache.add(id, secret, r.secret_hash)
+    return this.check(id, secret, r?.secret_hash ?? null)
+  }
+
+  /** Verified secrets are cached (VerifiedCache); no stored hash (unknown id, secretless row): the dummy check, false. */
+  private async check(id: string, secret: string, stored: string | null): Promise<boolean> {
+    if (!stored) {
+      await verifySecret(secret, await dummy())
+      return false
+    }
+    if (this.cache.has(id, secret, stored)) return true
+    const ok = await verifySecret(secret, stored)
+    if (ok) this.cache.add(id, secret, stored)
     return ok
   }
 
-  /** Link state from the broker or a serial link; unknown devices (open/anonymous mode) are recorded without a secret. */
+  /** Creates an integration client and returns its secret (shown once). The role is checked by the caller against the config. */
+  async addClient(name: string, role: string): Promise<string> {
+    if (!DEVICE_ID_RE.test(name)) throw new RegistryError(`invalid client name "${name}": ${ID_RULE}`)
+    const taken = (): void => {
+      if (this.getClient(name)) throw new RegistryError(`client "${name}" already exists`)
+      if (this.get(name)) throw new RegistryError(`"${name}" is already a device: devices and clients share one namespace (MQTT usernames)`)
+    }
+    taken()
+    const secret = generateSecret()
+    const hash = await hashSecret(secret)
+    this.db.transaction(() => {
+      taken()
+      this.db.prepare('INSERT INTO clients (name, secret_hash, role, created_at) VALUES (?, ?, ?, ?)').run(name, hash, role, Date.now())
+    })()
+    return secret
+  }
+
+  getClient(name: string): IntegrationClient | undefined {
+    const r = this.db.prepare('SELECT * FROM clients WHERE name = ?').get(name) as ClientRow | undefined
+    return r && { name: r.name, role: r.role, createdAt: r.created_at }
+  }
+
+  listClients(): IntegrationClient[] {
+    return (this.db.prepare('SELECT * FROM clients ORDER BY name').all() as ClientRow[]).map((r) => ({ name: r.name, role: r.role, createdAt: r.created_at }))
+  }
+
+  removeClient(name: string): boolean {
+    return this.db.prepare('DELETE FROM clients WHERE name = ?').run(name).changes > 0
+  }
+
+  async rotateClientSecret(name: string): Promise<string> {
+    if (!this.getClient(name)) throw new RegistryError(`no client "${name}"`)
+    const secret = generateSecret()
+    this.db.prepare('UPDATE clients SET secret_hash = ? WHERE name = ?').run(await hashSecret(secret), name)
+    return secret
+  }
+
+  async verifyClient(name: string, secret: string): Promise<boolean> {
+    const r = this.db.prepare('SELECT secret_hash FROM clients WHERE name = ?').get(name) as { secret_hash: string } | undefined
+    return this.check(name, secret, r?.secret_hash ?? null)
+  }
+
+  /**
+   * Link state from the broker or a serial link; unknown devices (open/anonymous mode) are recorded without a
+   * secret, except under an integration client's name (one namespace: a client never becomes a device row).
+   */
   setOnline(id: string, online: boolean, link: string, now = Date.now()): void {
-    this.db.prepare(`INSERT INTO devices (id, created_at, first_seen, last_seen, online, link) VALUES (?, ?, ?, ?, ?, ?)
+    this.db.prepare(`INSERT INTO devices (id, created_at, first_seen, last_seen, online, link) SELECT ?, ?, ?, ?, ?, ?
+      WHERE NOT EXISTS (SELECT 1 FROM clients WHERE name = ?)
       ON CONFLICT(id) DO UPDATE SET online = excluded.online, link = excluded.link, last_seen = excluded.last_seen,
-      first_seen = COALESCE(devices.first_seen, excluded.first_seen)`).run(id, now, now, now, online ? 1 : 0, link)
+      first_seen = COALESCE(devices.first_seen, excluded.first_seen)`).run(id, now, now, now, online ? 1 : 0, link, id)
   }
 
   /** Called per reading: cheap, written later by flushSeen(). */
@@ -109,8 +196,19 @@ export class Registry {
     this.db.prepare('UPDATE devices SET online = 0 WHERE online = 1').run()
   }
 
+  /**
+   * A name only its secret may speak as over MQTT: a device with a secret, a serial or Firmata board, or an
+   * integration client. (Rows without a secret and link "mqtt" are anonymous devices seen by an older version.)
+   */
+  isReserved(id: string): boolean {
+    const r = this.db.prepare('SELECT secret_hash, link FROM devices WHERE id = ?').get(id) as { secret_hash: string | null; link: string | null } | undefined
+    if (r) return r.secret_hash !== null || (r.link !== null && r.link !== 'mqtt')
+    return this.getClient(id) !== undefined
+  }
+
   private toDevice(r: DeviceRow): Device {
     return {
+      hasSecret: r.secret_hash !== null,
       id: r.id,
       metadata: JSON.parse(r.metadata) as Record<string, unknown>,
       createdAt: r.created_at,

@@ -1,4 +1,4 @@
-// Device secrets: generated random, stored only as scrypt hashes, verified off the event loop.
+// Device and integration-client secrets: generated random, stored only as scrypt hashes, verified off the event loop.
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, createHash } from 'node:crypto'
 
 const N = 16384, R = 8, P = 1, KEYLEN = 32

@@ -20,7 +20,7 @@ export function simulateDevice(url: string, id: string, opts: { window?: number;
   let inflight = 0
   let running = true
   const pad = opts.payloadPad ? 'x'.repeat(opts.payloadPad) : ''
-  const c: MqttClient = mqtt.connect(url, { clientId: `${id}-sim-${seq}`, reconnectPeriod: 0, connectTimeout: 5000, ...(opts.auth ?? {}) })
+  const c: MqttClient = mqtt.connect(url, { clientId: `${id}:sim-${seq}`, reconnectPeriod: 0, connectTimeout: 5000, ...(opts.auth ?? {}) })
   c.on('error', () => undefined)
   const sim: DeviceSim = {
     id, acked, sent: 0,

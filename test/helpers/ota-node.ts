@@ -82,7 +82,7 @@ export class OtaSimNode {
   }
 
   private async connectSession(): Promise<void> {
-    const c = await connect(this.o.url, { clientId: `${this.o.device}-${Math.random().toString(16).slice(2, 8)}`, username: this.o.device, password: this.o.secret, clean: true })
+    const c = await connect(this.o.url, { clientId: `${this.o.device}:${Math.random().toString(16).slice(2, 8)}`, username: this.o.device, password: this.o.secret, clean: true })
     this.c = c
     this.session++
     this.log.push(`session ${this.session} connected`)
