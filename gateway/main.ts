@@ -77,7 +77,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const files = dataFiles(config)
   const metrics = new Metrics()
   const bus = new GatewayBus((err, event) => log.error({ err: (err as Error).message, event }, 'event listener failed'))
-  const registry = new Registry(files.registry)
+  const registry = new Registry(files.registry, { liveState: 'NORMAL' })
   const enabled = config.upstreams.filter((u) => u.enabled)
   // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
   // Which devices exist and which are online, over every link: for the command router and the XMPP bridge.
@@ -142,6 +142,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   outbox.onCommitted((c) => {
     for (const [link, n] of c.storedByLink) metrics.messagesIn.inc({ link }, n)
     metrics.commitSeconds.observe(c.latencyMs / 1000)
+    const ph = metrics.commitPhaseSeconds
+    ph.observe({ phase: 'queue' }, c.phases.queueMs / 1000)
+    ph.observe({ phase: 'decode' }, c.phases.decodeMs / 1000)
+    ph.observe({ phase: 'write' }, c.phases.writeMs / 1000)
+    ph.observe({ phase: 'handback' }, c.phases.handBackMs / 1000)
     for (const device of c.devices.keys()) registry.touch(device)
   })
   outbox.onLatest((r) => {
@@ -272,6 +277,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await control.stop()
     throw err
   }
+  const unwatchLoop = metrics.watchEventLoop()
   const timers = [
     setInterval(() => { try { registry.flushSeen() } catch (err) { log.warn({ err: (err as Error).message }, 'registry flush failed') } }, 5000),
     setInterval(() => { void refreshStats() }, 5000),
@@ -289,6 +295,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     stopping ??= (async () => {
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
+      unwatchLoop()
       // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
       await xmpp?.stop()
       await camera.stop()

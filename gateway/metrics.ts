@@ -22,6 +22,10 @@ export class Metrics {
   readonly clientsConnected = new Gauge({ name: 'edgeway_mqtt_clients_connected', help: 'MQTT connections', registers: [this.registry] })
   readonly otaJobs = new Counter({ name: 'edgeway_ota_jobs_total', help: 'OTA jobs that ended, by final state (succeeded, failed, rolled_back, cancelled)', labelNames: ['state'] as const, registers: [this.registry] })
   readonly otaBytes = new Counter({ name: 'edgeway_ota_bytes_served_total', help: 'Image bytes sent to devices in OTA chunks (resends included)', registers: [this.registry] })
+  /** The commit's phases, so a stall explains itself: queue (broker -> worker), decode, write (SQLite + fsync), handback. */
+  readonly commitPhaseSeconds = new Histogram({ name: 'edgeway_ingest_phase_seconds', help: 'Each commit of readings, by phase: queue (waiting for the outbox thread), decode, write (SQLite inserts and the fsynced commit), handback (back to the broker thread)', labelNames: ['phase'] as const, buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], registers: [this.registry] })
+  /** How late the broker's event loop runs a 10 ms timer: any stall on the thread that writes PUBACKs shows here. */
+  readonly eventLoopDelaySeconds = new Histogram({ name: 'edgeway_event_loop_delay_seconds', help: 'Lateness of a 10 ms timer on the main (broker) event loop', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers: [this.registry] })
   readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a batch of readings leaving the broker thread to its durable commit (acks wait for it)', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
 
   /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */
@@ -79,6 +83,23 @@ export class Metrics {
   }
 
   setSerialSource(fn: () => SerialLineStats[]): void { this.serialSource = fn }
+
+  /** Samples the event loop's lateness until the returned function is called (a 10 ms timer, unref'd). */
+  watchEventLoop(): () => void {
+    const everyMs = 10
+    let due = performance.now() + everyMs
+    let t: NodeJS.Timeout
+    const tick = (): void => {
+      const now = performance.now()
+      this.eventLoopDelaySeconds.observe(Math.max(0, now - due) / 1000)
+      due = now + everyMs
+      t = setTimeout(tick, everyMs)
+      t.unref()
+    }
+    t = setTimeout(tick, everyMs)
+    t.unref()
+    return () => clearTimeout(t)
+  }
 
   setReplySource(fn: () => { upstream: string; sent: number; failed: number }[]): void { this.replySource = fn }
 

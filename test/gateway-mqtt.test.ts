@@ -194,3 +194,13 @@ test('QoS 2: a retransmitted PUBLISH (PUBREC lost) is stored once', async () => 
   assert.equal(await g.metric('edgeway_messages_in_total', { link: 'mqtt' }) - before, 1)
   c.socket.destroy()
 })
+
+test('/metrics explains a commit: its phases (queue, decode, write, handback) and the event loop delay', async () => {
+  const pub = await connect(url, { clientId: 'phases-1' })
+  await pub.publishAsync('devices/phases-1/telemetry', '{"t":1}', { qos: 1 })
+  await end(pub)
+  for (const phase of ['queue', 'decode', 'write', 'handback']) {
+    assert.ok(await g.metric('edgeway_ingest_phase_seconds_count', { phase }) >= 1, `phase ${phase} observed`)
+  }
+  assert.ok(await g.metric('edgeway_event_loop_delay_seconds_count') >= 1)
+})

@@ -246,7 +246,10 @@ export class MqttBroker {
   /** Counted exactly; logged through the RefusalLog (a flood from one client writes a line per window, not per packet). */
   private refuse(reason: string, detail: string, ctx: { device?: string; client?: string; clientId?: string; topic?: string; address?: string }): void {
     this.d.metrics.refusals.inc({ reason })
-    this.refusalLog.note(reason, ctx.clientId ?? ctx.address ?? ctx.device ?? '-', detail, ctx)
+    // Before login a client id is whatever the peer chose: those refusals are keyed by its address (and the name it
+    // tried), after login by the client id, which is bound to the identity.
+    const key = ctx.address !== undefined ? `${ctx.address} ${ctx.device ?? ctx.client ?? ''}` : ctx.clientId ?? ctx.device ?? '-'
+    this.refusalLog.note(reason, key, detail, ctx)
     this.d.bus.safeEmit('refusal', { reason, detail, ...(ctx.device ? { device: ctx.device } : {}), ...(ctx.clientId ? { clientId: ctx.clientId } : {}) })
   }
 
@@ -254,15 +257,16 @@ export class MqttBroker {
     const cfg = this.d.config
     const req = this.requests.get(client) ?? { clientId: client.id, will: undefined, address: '?' }
     const clientId = client.id
+    const address = req.address
     if (this.rejectEmptyId.has(client)) {
-      this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', {})
+      this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', { address })
       throw authError(IDENTIFIER_REJECTED, 'identifier rejected: a persistent session needs a client id')
     }
     const principal = await this.login(client, username, password, req.address)
     const key = ownerKey(principal)
     const allowed = clientIdAllowed(principal, req.clientId, (id) => this.reserved(id))
     if (!allowed.ok) {
-      this.refuse('client_id', allowed.reason, { ...ctxOf(principal), clientId })
+      this.refuse('client_id', allowed.reason, { ...ctxOf(principal), clientId, address })
       throw authError(NOT_AUTHORIZED, 'not authorized: ' + allowed.reason)
     }
     // Taking over a live connection or a stored session is for the same identity only (MQTT-3.1.4-2 assumes one).
@@ -272,7 +276,7 @@ export class MqttBroker {
     const ownNamespace = principal.kind === 'device' && clientIdNamespace(clientId) === principal.id
     const other = holderKey !== undefined && holderKey !== key ? holderKey : !ownNamespace && storedKey !== undefined && storedKey !== key ? storedKey : undefined
     if (other !== undefined) {
-      this.refuse('client_id', `client id "${clientId.slice(0, 80)}" is in use by another identity`, { ...ctxOf(principal), clientId })
+      this.refuse('client_id', `client id "${clientId.slice(0, 80)}" is in use by another identity`, { ...ctxOf(principal), clientId, address })
       throw authError(NOT_AUTHORIZED, 'not authorized: this client id belongs to another identity')
     }
     // A will is a publish made later on this identity's behalf: checked now, and stamped so a restart checks it again.
@@ -280,7 +284,7 @@ export class MqttBroker {
     if (will) {
       const d = mayPublishAsPrincipal(principal, will.topic, classifyTopic(will.topic), this.anonymousRole)
       if (!d.ok) {
-        this.refuse('acl_will', `will on "${will.topic.slice(0, 120)}" refused: ${d.reason}`, { ...ctxOf(principal), clientId, topic: will.topic })
+        this.refuse('acl_will', `will on "${will.topic.slice(0, 120)}" refused: ${d.reason}`, { ...ctxOf(principal), clientId, address, topic: will.topic })
         throw authError(NOT_AUTHORIZED, 'not authorized: will topic not allowed')
       }
       ;(will as PublishPacket & { owner?: string }).owner = key
@@ -301,21 +305,21 @@ export class MqttBroker {
         // It acts as the device its client id's namespace names (`dev` for `dev` and `dev:2`).
         const ns = clientIdNamespace(clientId)
         if (this.reserved(ns)) {
-          this.refuse('anonymous', `anonymous client uses the client id of the registered identity "${ns.slice(0, 80)}"`, { clientId })
+          this.refuse('anonymous', `anonymous client uses the client id of the registered identity "${ns.slice(0, 80)}"`, { clientId, address })
           throw authError(NOT_AUTHORIZED, 'not authorized: this client id belongs to a registered identity; log in with its secret')
         }
         return cfg.openBroker ? { kind: 'open', id: ns } : { kind: 'anonymous', id: ns }
       }
-      this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId })
+      this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId, address })
       throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
     }
     if (!DEVICE_ID_RE.test(username)) {
-      this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId })
+      this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId, address })
       throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
     }
     const attempt = this.beginLogin(username, address)
     if (!attempt.ok) {
-      this.refuse('login_throttled', `too many failed logins for "${username}" or from ${address}: retry in ${Math.ceil(attempt.retryAfterMs / 1000)} s`, { device: username, clientId })
+      this.refuse('login_throttled', `too many failed logins for "${username}" or from ${address}: retry in ${Math.ceil(attempt.retryAfterMs / 1000)} s`, { device: username, clientId, address })
       throw authError(NOT_AUTHORIZED, 'not authorized: too many failed logins, retry later')
     }
     const secret = password?.toString('utf8') ?? ''
@@ -328,13 +332,13 @@ export class MqttBroker {
       // The device gets the same answer either way (nothing tells a guesser which names exist); the log says which.
       const what = integration ? `wrong or missing secret for client "${username}"`
         : registry.get(username)?.hasSecret ? `wrong or missing secret for device "${username}"` : `unknown (or removed) device or client "${username}"`
-      this.refuse('bad_credentials', what, { device: username, clientId })
+      this.refuse('bad_credentials', what, { device: username, clientId, address })
       throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
     }
     if (!integration) return { kind: 'device', id: username }
     const role = this.d.roles.get(integration.role)
     if (!role) {
-      this.refuse('unknown_role', `client "${username}" has role "${integration.role}", which the config does not define`, { clientId })
+      this.refuse('unknown_role', `client "${username}" has role "${integration.role}", which the config does not define`, { clientId, address })
       throw authError(NOT_AUTHORIZED, 'not authorized: unknown role')
     }
     return { kind: 'client', name: username, role }

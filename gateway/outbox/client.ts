@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { RawReading } from '../readings.ts'
 import { OutboxError, type AppendOwner, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
-import type { FromWorker, LatestReading, ToWorker, WorkerInit } from './protocol.ts'
+import { sharedNow, type FromWorker, type LatestReading, type ToWorker, type WorkerInit } from './protocol.ts'
 
 export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs' | 'latestEveryMs'> {
   /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
@@ -56,6 +56,8 @@ export interface CommitInfo {
   /** Devices that had readings stored, with their link. */
   devices: Map<string, string>
   latencyMs: number
+  /** Where the time went (ms): waiting for the worker, decoding, the SQLite write with its fsync, the way back. */
+  phases: { queueMs: number; decodeMs: number; writeMs: number; handBackMs: number }
 }
 
 /** Compiled (dist/): the worker module is plain JS. From source: a plain-JS entry registers tsx in the thread first. */
@@ -74,7 +76,7 @@ export class OutboxClient implements Outbox {
   private readonly names = new Map<string, number>()
   private newNames: string[] = []
   private nextId = 1
-  private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number }>()
+  private readonly inflightAppends = new Map<number, { batch: PendingBatch; sentAt: number; sentAtShared: number }>()
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   private readonly events = new EventEmitter()
   private closed = false
@@ -177,7 +179,7 @@ export class OutboxClient implements Outbox {
       meta[2 * n + i] = this.nameId(batch.links[i]!)
     }
     batch.payloads = []
-    this.inflightAppends.set(id, { batch, sentAt: performance.now() })
+    this.inflightAppends.set(id, { batch, sentAt: performance.now(), sentAtShared: sharedNow() })
     const names = this.newNames
     this.newNames = []
     const m: ToWorker = { t: 'append', id, reset, names, meta, data, receivedAt: Date.now() }
@@ -292,12 +294,14 @@ export class OutboxClient implements Outbox {
         let runLink: string | null = null
         let run = 0
         let latencyMs = 0
+        let queueMs = 0
         for (const id of m.ids) {
           const entry = this.inflightAppends.get(id)
           if (!entry) continue
           this.inflightAppends.delete(id)
           const b = entry.batch
           latencyMs = Math.max(latencyMs, performance.now() - entry.sentAt)
+          queueMs = Math.max(queueMs, m.phases.startedAt - entry.sentAtShared)
           for (let i = 0; i < b.size; i++) {
             const why = refused.size > 0 ? refused.get(`${id}:${i}`) : undefined
             if (why !== undefined) {
@@ -317,7 +321,8 @@ export class OutboxClient implements Outbox {
           }
         }
         if (runLink !== null) storedByLink.set(runLink, (storedByLink.get(runLink) ?? 0) + run)
-        this.events.emit('committed', { storedByLink, devices, latencyMs } satisfies CommitInfo)
+        const phases = { queueMs, decodeMs: m.phases.decodeMs, writeMs: m.phases.writeMs, handBackMs: sharedNow() - m.phases.sentAt }
+        this.events.emit('committed', { storedByLink, devices, latencyMs, phases } satisfies CommitInfo)
         this.events.emit('appended', m.lastRowId)
         break
       }

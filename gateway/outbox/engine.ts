@@ -2,7 +2,7 @@
 // Runs on the outbox worker thread; worker.ts hands it each drain of the port (group commit).
 import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
-import type { FromWorker, LatestReading, Refusal, ToWorker, WorkerInit } from './protocol.ts'
+import { sharedNow, type FromWorker, type LatestReading, type Refusal, type ToWorker, type WorkerInit } from './protocol.ts'
 import { decodeTelemetry, type ReadingInput } from '../readings.ts'
 
 export class OutboxEngine {
@@ -36,6 +36,7 @@ export class OutboxEngine {
   /** Handles messages in arrival order, except that the appends among them are committed first, together. */
   handle(msgs: ToWorker[]): void {
     const { store } = this
+    const startedAt = sharedNow()
     // Phase 1: decode every reading of this drain; the valid ones go into one transaction.
     const ids: number[] = []
     const rows: ReadingInput[] = []
@@ -66,8 +67,10 @@ export class OutboxEngine {
     }
     if (ids.length > 0) {
       try {
+        const decoded = sharedNow()
         const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
-        this.send({ t: 'appended', ids, lastRowId, refused })
+        const sentAt = sharedNow()
+        this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
         this.noteLatest(rows)
       } catch (err) {
         this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })

@@ -32,7 +32,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'ready'; lastRowId: number; upstreams: string[] }
-  | { t: 'appended'; ids: number[]; lastRowId: number; refused: Refusal[] }
+  | { t: 'appended'; ids: number[]; lastRowId: number; refused: Refusal[]; phases: CommitPhases }
   | { t: 'appendFailed'; ids: number[]; code: 'disk_full' | 'io'; message: string }
   | { t: 'claimed'; id: number; rows: ClaimedRow[] }
   | { t: 'stats'; id: number; stats: OutboxStats }
@@ -40,3 +40,12 @@ export type FromWorker =
   | { t: 'latest'; readings: LatestReading[] }
   | { t: 'error'; id?: number; message: string }
   | { t: 'closed'; id: number }
+
+/**
+ * Where one commit's time went, on the worker (times in ms on the shared clock performance.timeOrigin + now(), so
+ * both threads can compare them): decode and the SQLite write (inserts and the fsynced COMMIT).
+ */
+export interface CommitPhases { startedAt: number; decodeMs: number; writeMs: number; sentAt: number }
+
+/** A clock both threads read alike (each thread's performance.now() starts at its own origin). */
+export function sharedNow(): number { return performance.timeOrigin + performance.now() }

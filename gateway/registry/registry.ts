@@ -50,10 +50,16 @@ export class Registry {
   /** last-seen times are kept here and written in batches, not per reading. */
   private readonly seen = new Map<string, number>()
 
-  constructor(private readonly file: string) {}
+  /**
+   * `liveState: 'NORMAL'` (the running gateway): presence, last-seen and firmware writes do not wait for the disk.
+   * They run on the broker's event loop, where an fsync holds every PUBACK behind it, and all of it is rebuilt after a
+   * power cut (everyone is marked offline at start, devices report their firmware again). Secrets and registrations
+   * are always committed with FULL (see durably()).
+   */
+  constructor(private readonly file: string, private readonly opts: { liveState?: 'FULL' | 'NORMAL' } = {}) {}
 
   open(): void {
-    this.db = openDatabase(this.file, { synchronous: 'FULL' })
+    this.db = openDatabase(this.file, { synchronous: this.opts.liveState ?? 'FULL' })
     this.db.exec(`CREATE TABLE IF NOT EXISTS devices (
       id TEXT PRIMARY KEY, secret_hash TEXT, metadata TEXT NOT NULL DEFAULT '{}', created_at INTEGER NOT NULL,
       first_seen INTEGER, last_seen INTEGER, online INTEGER NOT NULL DEFAULT 0, firmware TEXT, link TEXT)`)
@@ -80,7 +86,7 @@ export class Registry {
     // checked again after the hash: the check and the insert are one synchronous step
     this.db.transaction(() => {
       taken()
-      this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now())
+      this.durably(() => this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now()))
     })()
     return secret
   }
@@ -88,12 +94,13 @@ export class Registry {
   async rotateSecret(id: string): Promise<string> {
     if (!this.get(id)) throw new RegistryError(`no device "${id}"`)
     const secret = generateSecret()
-    this.db.prepare('UPDATE devices SET secret_hash = ? WHERE id = ?').run(await hashSecret(secret), id)
+    const hash = await hashSecret(secret)
+    this.durably(() => this.db.prepare('UPDATE devices SET secret_hash = ? WHERE id = ?').run(hash, id))
     return secret
   }
 
   remove(id: string): boolean {
-    return this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes > 0
+    return this.durably(() => this.db.prepare('DELETE FROM devices WHERE id = ?').run(id).changes > 0)
   }
 
   get(id: string): Device | undefined {
@@ -134,7 +141,7 @@ export class Registry {
     const hash = await hashSecret(secret)
     this.db.transaction(() => {
       taken()
-      this.db.prepare('INSERT INTO clients (name, secret_hash, role, created_at) VALUES (?, ?, ?, ?)').run(name, hash, role, Date.now())
+      this.durably(() => this.db.prepare('INSERT INTO clients (name, secret_hash, role, created_at) VALUES (?, ?, ?, ?)').run(name, hash, role, Date.now()))
     })()
     return secret
   }
@@ -149,13 +156,14 @@ export class Registry {
   }
 
   removeClient(name: string): boolean {
-    return this.db.prepare('DELETE FROM clients WHERE name = ?').run(name).changes > 0
+    return this.durably(() => this.db.prepare('DELETE FROM clients WHERE name = ?').run(name).changes > 0)
   }
 
   async rotateClientSecret(name: string): Promise<string> {
     if (!this.getClient(name)) throw new RegistryError(`no client "${name}"`)
     const secret = generateSecret()
-    this.db.prepare('UPDATE clients SET secret_hash = ? WHERE name = ?').run(await hashSecret(secret), name)
+    const hash = await hashSecret(secret)
+    this.durably(() => this.db.prepare('UPDATE clients SET secret_hash = ? WHERE name = ?').run(hash, name))
     return secret
   }
 
@@ -194,6 +202,13 @@ export class Registry {
   /** At start: nobody is connected yet, whatever the last run recorded. */
   markAllOffline(): void {
     this.db.prepare('UPDATE devices SET online = 0 WHERE online = 1').run()
+  }
+
+  /** Who may connect is never left to a later sync: these commits wait for the disk whatever liveState says. */
+  private durably<T>(fn: () => T): T {
+    if ((this.opts.liveState ?? 'FULL') === 'FULL') return fn()
+    this.db.pragma('synchronous = FULL')
+    try { return fn() } finally { this.db.pragma(`synchronous = ${this.opts.liveState}`) }
   }
 
   /**
