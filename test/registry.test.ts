@@ -205,3 +205,21 @@ test('CLI: remove and rotate-secret ask a running gateway to drop live connectio
   } finally { await closeServer(fake.server) }
   assert.equal((await g.cli(['client', 'show', 'tg'])).code, 1, 'removed all the same')
 })
+
+test('the running gateway\'s registry (live state NORMAL) still registers, rotates and removes devices and clients', async () => {
+  const { dir, cleanup } = tempDir('edgeway-reg-live-')
+  try {
+    const r = new Registry(join(dir, 'registry.db'), { liveState: 'NORMAL' })
+    r.open()
+    const secret = await r.add('live-1')
+    assert.equal(await r.verify('live-1', secret), true)
+    r.setOnline('live-1', true, 'mqtt')
+    const fresh = await r.rotateSecret('live-1')
+    assert.equal(await r.verify('live-1', fresh), true)
+    const cs = await r.addClient('live-ha', 'observer')
+    assert.equal(await r.verifyClient('live-ha', cs), true)
+    assert.equal(r.remove('live-1'), true)
+    assert.equal(r.removeClient('live-ha'), true)
+    r.close()
+  } finally { cleanup() }
+})

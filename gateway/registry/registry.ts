@@ -84,10 +84,11 @@ export class Registry {
     const secret = generateSecret()
     const hash = await hashSecret(secret)
     // checked again after the hash: the check and the insert are one synchronous step
-    this.db.transaction(() => {
+    // (synchronous cannot change inside a transaction: durably() goes around it)
+    this.durably(() => this.db.transaction(() => {
       taken()
-      this.durably(() => this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now()))
-    })()
+      this.db.prepare('INSERT INTO devices (id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)').run(id, hash, JSON.stringify(metadata), Date.now())
+    })())
     return secret
   }
 
@@ -139,10 +140,10 @@ export class Registry {
     taken()
     const secret = generateSecret()
     const hash = await hashSecret(secret)
-    this.db.transaction(() => {
+    this.durably(() => this.db.transaction(() => {
       taken()
-      this.durably(() => this.db.prepare('INSERT INTO clients (name, secret_hash, role, created_at) VALUES (?, ?, ?, ?)').run(name, hash, role, Date.now()))
-    })()
+      this.db.prepare('INSERT INTO clients (name, secret_hash, role, created_at) VALUES (?, ?, ?, ?)').run(name, hash, role, Date.now())
+    })())
     return secret
   }
 
