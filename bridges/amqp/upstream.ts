@@ -425,6 +425,9 @@ export class AmqpUpstream implements Upstream {
   private connect(): void {
     if (this.closed || !this.container) return
     const cfg = this.cfg
+    // The attempt timeout covers TCP, TLS, SASL, open and the sender attach: cfg.connectTimeoutMs at most, shorter
+    // once a setup to this broker is known to take less (link-state.ts), so a hanging attempt is not waited out.
+    const timeoutMs = this.linkState.beginAttempt(cfg.connectTimeoutMs)
     let conn: Connection
     try {
       conn = this.container.connect(this.connectionOptions())
@@ -439,9 +442,9 @@ export class AmqpUpstream implements Upstream {
     const mine = (): boolean => this.conn === conn
     this.connectTimer = setTimeout(() => {
       if (!mine() || this.linkState.connected) return
-      this.linkState.noteError(`no AMQP open within ${cfg.connectTimeoutMs} ms`)
+      this.linkState.attemptTimedOut(`no AMQP open and attach within ${timeoutMs} ms`)
       this.down(conn)
-    }, cfg.connectTimeoutMs)
+    }, timeoutMs)
 
     conn.on('connection_open', () => {
       if (!mine()) return

@@ -81,7 +81,8 @@ export class XmppLink {
   jid = ''
 
   constructor(private readonly cfg: XmppConfig, private readonly log: Logger) {
-    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    // Capped at ~1 s for the first minute of an outage, then growing to reconnectMaxMs; reset once online (backoff.ts).
+    this.backoff = new Backoff(cfg.reconnectMinMs, cfg.reconnectMaxMs, { shortOutage: {} })
     this.xml = cfg.mode === 'component' ? componentPkg.xml : clientXml
   }
 

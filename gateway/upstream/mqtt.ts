@@ -9,16 +9,21 @@ import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
 import { readingToMqtt } from './mqtt-map.ts'
 import { LinkState } from './link-state.ts'
 
+/** Longest a connect attempt (TCP, TLS, CONNECT until CONNACK) may take; shorter once a setup time is known (link-state.ts). */
+const CONNECT_TIMEOUT_MS = 10_000
+
 export class MqttUpstream implements Upstream {
   readonly name: string
   private client: MqttClient | null = null
   private inflight = 0
   private closed = false
+  private connectTimer: NodeJS.Timeout | null = null
   private readonly link: LinkState
 
   constructor(private readonly cfg: MqttUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
-    this.link = new LinkState(log, { upstream: cfg.name, url: cfg.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    // `log` carries { upstream: name } already (main.ts): repeating it here would write the key twice
+    this.link = new LinkState(log, { url: cfg.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
   }
 
   async start(): Promise<void> {
@@ -47,6 +52,7 @@ export class MqttUpstream implements Upstream {
   async close(): Promise<void> {
     this.closed = true
     this.link.cancelRetry()
+    this.clearConnectTimer()
     const c = this.client
     this.client = null
     if (c) await c.endAsync(true).catch(() => undefined)
@@ -56,12 +62,14 @@ export class MqttUpstream implements Upstream {
   private connect(): void {
     if (this.closed) return
     const cfg = this.cfg
+    const timeoutMs = this.link.beginAttempt(CONNECT_TIMEOUT_MS)
     // A fresh client per attempt, no automatic reconnect or resend: the outbox owns what gets resent.
     const opts: IClientOptions = {
       clientId: cfg.clientId ?? `edgeway-${this.gatewayId}-${cfg.name}`,
       clean: true,
       reconnectPeriod: 0,
-      connectTimeout: 10_000,
+      // MQTT.js's own CONNACK timer is only a backstop: the attempt timer below abandons a hanging attempt.
+      connectTimeout: CONNECT_TIMEOUT_MS + 1000,
       keepalive: 30,
       protocolVersion: 4,
       ...(cfg.username !== undefined ? { username: cfg.username } : {}),
@@ -71,9 +79,17 @@ export class MqttUpstream implements Upstream {
     const client = mqtt.connect(cfg.url, opts)
     this.client = client
     this.inflight = 0
+    this.clearConnectTimer()
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null
+      if (this.client !== client || client.connected) return
+      this.link.attemptTimedOut(`no CONNACK within ${timeoutMs} ms`)
+      this.down(client)
+    }, timeoutMs)
     client.on('connect', () => {
       if (this.client !== client) return
-      this.log.info({ upstream: this.name, url: cfg.url }, 'upstream connected')
+      this.clearConnectTimer()
+      this.log.info({ url: cfg.url }, 'upstream connected')
       this.link.up()
     })
     client.on('error', (err) => {
@@ -89,9 +105,15 @@ export class MqttUpstream implements Upstream {
   private down(client: MqttClient): void {
     if (this.client !== client) return
     this.client = null
+    this.clearConnectTimer()
     client.removeAllListeners()
     client.on('error', () => undefined)
     client.end(true)
     this.link.down(() => this.connect(), this.closed)
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer)
+    this.connectTimer = null
   }
 }
