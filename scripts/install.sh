@@ -288,17 +288,22 @@ mkdir -p "$ROOT$DATA"
 chmod 0750 "$ROOT$DATA"
 own "$SVC_USER:$SVC_USER" "$ROOT$DATA"
 
-# ---------------------------------------------------------------------------------------------------- low ports
+# ---------------------------------------------------------------------------------------------------- low ports, devices
+# What the unit grants depends on the config: the lowest port it listens on and whether the camera is on.
+# (`config show --json`: newer CLIs print YAML without it; older ones have no --json and print JSON.)
+show_config() {
+  EDGEWAY_CONFIG="$ROOT$ETC/edgeway.yaml" "$NODE" "$ROOT$APP/bin/edgeway.js" config show --json 2>/dev/null \
+    || EDGEWAY_CONFIG="$ROOT$ETC/edgeway.yaml" "$NODE" "$ROOT$APP/bin/edgeway.js" config show 2>/dev/null
+}
+CONFIG_FACTS=$(show_config \
+  | "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const c=JSON.parse(s);const l=[c.mqtt.tcp,c.mqtt.tls,c.mqtt.ws,c.http].filter(x=>x.enabled&&x.port>0);console.log(Math.min(65536,...l.map(x=>x.port)),c.camera&&c.camera.enabled?1:0)})' 2>/dev/null || true)
+MIN_PORT=${CONFIG_FACTS% *}
+CAMERA=${CONFIG_FACTS#* }
+[ -n "$CONFIG_FACTS" ] || say "warning: $ETC/edgeway.yaml is not valid: see \`edgeway config check $ETC/edgeway.yaml\`"
 # The service runs without any capability; only a configured port below 1024 earns it CAP_NET_BIND_SERVICE.
-if [ "$LOW_PORTS" = 0 ]; then
-  MIN_PORT=$(EDGEWAY_CONFIG="$ROOT$ETC/edgeway.yaml" "$NODE" "$ROOT$APP/bin/edgeway.js" config show 2>/dev/null \
-    | "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const c=JSON.parse(s);const l=[c.mqtt.tcp,c.mqtt.tls,c.mqtt.ws,c.http].filter(x=>x.enabled&&x.port>0);console.log(Math.min(65536,...l.map(x=>x.port)))})' 2>/dev/null || true)
-  if [ -z "$MIN_PORT" ]; then
-    say "warning: $ETC/edgeway.yaml is not valid: see \`edgeway config check $ETC/edgeway.yaml\`"
-  elif [ "$MIN_PORT" -lt 1024 ]; then
-    LOW_PORTS=1
-    say "the configuration listens on port $MIN_PORT (< 1024): granting CAP_NET_BIND_SERVICE"
-  fi
+if [ "$LOW_PORTS" = 0 ] && [ -n "$CONFIG_FACTS" ] && [ "$MIN_PORT" -lt 1024 ]; then
+  LOW_PORTS=1
+  say "the configuration listens on port $MIN_PORT (< 1024): granting CAP_NET_BIND_SERVICE"
 fi
 if [ "$LOW_PORTS" = 1 ]; then
   CAPS="AmbientCapabilities=CAP_NET_BIND_SERVICE
@@ -306,6 +311,33 @@ CapabilityBoundingSet=CAP_NET_BIND_SERVICE"
 else
   CAPS="CapabilityBoundingSet="
 fi
+
+# Devices: DevicePolicy=closed leaves only /dev/null, zero, full, random, urandom (and tty, ptmx) plus these classes
+# (names from /proc/devices): serial ports ttyS (8250 UARTs, the Pi's mini UART), ttyAMA (the Pi's PL011 UART,
+# /dev/serial0), ttyUSB (FTDI, CH340, CP210x adapters), ttyACM (USB CDC boards: Arduino Uno/Leonardo, Pico);
+# /dev/serial/by-id/* are symlinks to these. File permissions still apply (dialout, video).
+DEVICES="DevicePolicy=closed
+DeviceAllow=char-ttyS rw
+DeviceAllow=char-ttyAMA rw
+DeviceAllow=char-ttyUSB rw
+DeviceAllow=char-ttyACM rw"
+# systemd resolves a class to its major number when the service starts, and a class whose driver is not loaded yet
+# (no USB adapter plugged in since boot) has none: load those drivers first, so an adapter plugged in later opens.
+MODULES="usbserial cdc_acm"
+if [ "$CAMERA" = 1 ]; then
+  # /dev/video* (V4L2 cameras, the Pi's encoders), /dev/media* and /dev/v4l-subdev* (libcamera), /dev/dma_heap/*
+  # (libcamera's buffers).
+  DEVICES="$DEVICES
+DeviceAllow=char-video4linux rw
+DeviceAllow=char-media rw
+DeviceAllow=char-dma_heap rw"
+  MODULES="$MODULES videodev"
+  say "the camera is enabled: the service may open video devices"
+fi
+MODPROBE=$(PATH="$PATH:/usr/sbin:/sbin" command -v modprobe || true)
+# "+": modprobe runs with full privileges (the sandbox below stops the service itself from loading modules);
+# "-": a missing or built-in module is not an error.
+if [ -n "$MODPROBE" ]; then PRELOAD="ExecStartPre=-+$MODPROBE -qa $MODULES"; else PRELOAD="# (no modprobe on this system: serial drivers are not preloaded)"; fi
 
 # ---------------------------------------------------------------------------------------------------- systemd unit
 UNIT_TEXT="# Installed by edgeway scripts/install.sh (rewritten on --upgrade; put local changes in
@@ -324,6 +356,7 @@ Environment=NODE_ENV=production
 Environment=EDGEWAY_CONFIG=$ETC/edgeway.yaml
 Environment=EDGEWAY_GATEWAY__DATA_DIR=$DATA
 WorkingDirectory=$DATA
+$PRELOAD
 ExecStart=$NODE $APP/bin/edgeway.js run
 Restart=on-failure
 RestartSec=2s
@@ -335,27 +368,44 @@ SyslogIdentifier=edgeway
 LimitNOFILE=65536
 UMask=0027
 
-# Hardening: read-only system, private /tmp, no way to gain privileges; only the data dir is writable.
+# Hardening (\`systemd-analyze security edgeway\`): read-only system, private /tmp, no way to gain privileges, only the
+# data dir is writable, only serial (and camera) devices, system calls limited to what a service needs.
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
+PrivateMounts=yes
 ReadWritePaths=$DATA
 $CAPS
+$DEVICES
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
+# /proc shows only this service's processes and no system files (Node reads total memory with sysinfo() then).
+ProtectProc=invisible
+ProcSubset=pid
+RemoveIPC=yes
 RestrictSUIDSGID=yes
 RestrictRealtime=yes
 RestrictNamespaces=yes
 LockPersonality=yes
 SystemCallArchitectures=native
+# @system-service covers Node, libuv (epoll, io_uring, eventfd), V8 (mmap/mprotect/madvise, membarrier) and
+# better-sqlite3 (pread/pwrite, fcntl locks, fsync/fdatasync); pkey_*: V8 protects its JIT code with memory
+# protection keys where the CPU has them. No @privileged (setuid, chown, mount, ...) or @resources (setpriority,
+# sched_setaffinity, setrlimit, ...). A refused call fails with EPERM instead of killing the gateway.
+SystemCallFilter=@system-service pkey_alloc pkey_free pkey_mprotect
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+# AF_NETLINK: os.networkInterfaces() (the dashboard's own addresses) reads them over netlink.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-# Not set on purpose: PrivateDevices (serial adapters under /dev/ttyUSB*, /dev/ttyACM* must stay reachable)
-# and MemoryDenyWriteExecute (V8's JIT needs writable+executable memory).
+# Not set on purpose: PrivateDevices (it would hide the serial adapters and cameras; DevicePolicy above limits
+# devices instead), MemoryDenyWriteExecute (V8's JIT needs writable+executable memory), PrivateUsers (the
+# supplementary groups dialout and video would not be mapped into the service's user namespace), PrivateNetwork,
+# IPAddressDeny (the gateway serves the LAN and talks to upstreams anywhere).
 
 [Install]
 WantedBy=multi-user.target"
@@ -371,14 +421,26 @@ fi
 
 # ---------------------------------------------------------------------------------------------------- CLI wrapper
 # `sudo edgeway device add x` must use the service's config and data dir, and create files the service can open:
-# the wrapper sets both and drops root to the service user.
+# the wrapper sets both and drops root to the service user. Commands that write /etc/edgeway (root's directory, where
+# the service user may not create files) stay root: `dashboard set-password`, whose writer keeps the config's
+# owner, group and mode (root:edgeway 0640), so the service can still read it.
 WRAPPER_TEXT="#!/bin/sh
 # Installed by edgeway scripts/install.sh: the edgeway CLI with the service's configuration and data dir.
 export EDGEWAY_CONFIG=\"\${EDGEWAY_CONFIG:-$ETC/edgeway.yaml}\"
 export EDGEWAY_GATEWAY__DATA_DIR=\"\${EDGEWAY_GATEWAY__DATA_DIR:-$DATA}\"
-if [ \"\$(id -u)\" = 0 ] && id $SVC_USER >/dev/null 2>&1; then
-  exec runuser -u $SVC_USER -- $NODE $APP/bin/edgeway.js \"\$@\"
-fi
+# The command: the first two words that are not options.
+cmd=
+for a in \"\$@\"; do
+  case \"\$a\" in -*) continue ;; esac
+  cmd=\"\$cmd \$a\"
+  case \"\$cmd\" in *' '*' '*) break ;; esac
+done
+case \"\$cmd\" in
+  ' dashboard set-password') ;;   # writes $ETC/edgeway.yaml: stays root
+  *) if [ \"\$(id -u)\" = 0 ] && id $SVC_USER >/dev/null 2>&1; then
+       exec runuser -u $SVC_USER -- $NODE $APP/bin/edgeway.js \"\$@\"
+     fi ;;
+esac
 exec $NODE $APP/bin/edgeway.js \"\$@\""
 mkdir -p "$ROOT$(dirname "$WRAPPER")"
 if [ "$(cat "$ROOT$WRAPPER" 2>/dev/null || true)" != "$WRAPPER_TEXT" ]; then

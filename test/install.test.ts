@@ -4,10 +4,11 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, chmodSync, chownSync, mkdirSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { ROOT } from './helpers/gateway.ts'
 import { tempDir } from './helpers/net.ts'
+import { writePasswordHash } from '../gateway/dashboard/password.ts'
 
 const SCRIPT = join(ROOT, 'scripts', 'install.sh')
 const { dir: root, cleanup } = tempDir('edgeway-install-')
@@ -61,6 +62,31 @@ function verifyUnit(): void {
   assert.deepEqual(complaints, [], 'systemd-analyze verify complained about the unit')
 }
 
+/** `systemd-analyze security --offline` of the unit file is at most 2.0 ("Overall exposure level": 0 best, 10 worst). */
+function assertExposure(): void {
+  const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', unitFile], { encoding: 'utf8' })
+  const out = `${r.stdout}${r.stderr}`
+  assert.doesNotMatch(out, /unrecognized option|unknown option/i, `this systemd-analyze cannot review unit files (security --offline needs systemd >= 250; Debian 12 has 252):\n${out}`)
+  const m = /Overall exposure level for edgeway\.service: (\d+(?:\.\d+)?)/.exec(out)
+  assert.ok(m, `no "Overall exposure level" line from systemd-analyze security --offline (exit ${String(r.status)}):\n${out}`)
+  const exposed = out.split('\n').filter((l) => l.startsWith('✗')).join('\n')
+  assert.ok(Number(m[1]) <= 2.0, `exposure ${m[1]} > 2.0; exposed:\n${exposed}`)
+}
+
+/** A copy of the installed wrapper that runs the app under the test root, with fake id (uid 0, and the edgeway user
+ *  exists) and runuser (logs its arguments, then runs the command as it is) first on PATH. */
+function fakeRootWrapper(dir: string): { wrapper: string; log: string; env: NodeJS.ProcessEnv } {
+  const bin = join(dir, 'bin')
+  mkdirSync(bin)
+  const log = join(dir, 'runuser.log')
+  writeFileSync(log, '')
+  writeFileSync(join(bin, 'id'), '#!/bin/sh\ncase "$1" in -u) echo 0 ;; edgeway) exit 0 ;; *) exec /usr/bin/id "$@" ;; esac\n', { mode: 0o755 })
+  writeFileSync(join(bin, 'runuser'), `#!/bin/sh\necho "$*" >> '${log}'\n[ "$1 $2 $3" = "-u edgeway --" ] || exit 99\nshift 3\nexec "$@"\n`, { mode: 0o755 })
+  const wrapper = join(dir, 'edgeway')
+  writeFileSync(wrapper, readFileSync(at('usr/local/bin/edgeway'), 'utf8').replaceAll('/opt/edgeway/', `${at('opt/edgeway')}/`), { mode: 0o755 })
+  return { wrapper, log, env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}` } }
+}
+
 let firstOut = ''
 
 test('install into a temp root produces the tree', () => {
@@ -94,6 +120,66 @@ test('the installed app runs and the default config is valid', () => {
   assert.match(wrapper, /runuser -u edgeway/)
 })
 
+test('the wrapper runs dashboard set-password as root, keeping the config root:edgeway 0640; other commands as edgeway', () => {
+  const { dir, cleanup: done } = tempDir('edgeway-wrapper-')
+  try {
+    const { wrapper, log, env } = fakeRootWrapper(dir)
+    const version = spawnSync('sh', [wrapper, '--version'], { encoding: 'utf8', env })
+    assert.equal(version.status, 0, version.stderr)
+    assert.match(readFileSync(log, 'utf8'), new RegExp(`^-u edgeway -- \\S+ ${at('opt/edgeway/bin/edgeway.js')} --version$`, 'm'), 'as root, the CLI drops to the service user')
+    writeFileSync(log, '')
+    // The installed config: root:edgeway 0640. The edgeway user does not exist here: some other uid and gid stand in.
+    const config = join(dir, 'edgeway.yaml')
+    writeFileSync(config, '# my gateway\nlog:\n  level: info\n')
+    chmodSync(config, 0o640)
+    const asRoot = process.getuid?.() === 0
+    if (asRoot) chownSync(config, 0, 65534)
+    const before = statSync(config)
+    const r = spawnSync('sh', [wrapper, 'dashboard', 'set-password'], { encoding: 'utf8', env: { ...env, EDGEWAY_CONFIG: config }, input: 'correct horse battery\n' })
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`)
+    assert.equal(readFileSync(log, 'utf8'), '', 'set-password writes /etc/edgeway, which only root may: it must not drop to the service user')
+    assert.match(readFileSync(config, 'utf8'), /^# my gateway\n[\s\S]*passwordHash: /)
+    const after = statSync(config)
+    assert.deepEqual([after.uid, after.gid, after.mode & 0o7777], [before.uid, before.gid, 0o640], 'owner, group and mode kept')
+    assert.deepEqual(readdirSync(dir).sort(), ['bin', 'edgeway', 'edgeway.yaml', 'runuser.log'], 'no temp file left')
+  } finally { done() }
+})
+
+test('the config writer keeps owner, group and mode (as root: a file of nobody:nogroup), also through a symlink', (t) => {
+  const { dir, cleanup: done } = tempDir('edgeway-writer-')
+  try {
+    const asRoot = process.getuid?.() === 0
+    if (!asRoot) t.diagnostic('not root: owner and group are the test user\'s, only the mode is really checked')
+    const hash = 'scrypt$16384$8$1$' + 'a'.repeat(22) + '$' + 'b'.repeat(43)
+    const file = join(dir, 'edgeway.yaml')
+    writeFileSync(file, 'gateway:\n  id: gw-1 # stable\n')
+    chmodSync(file, 0o640)
+    if (asRoot) chownSync(file, 65534, 65534)
+    const before = statSync(file)
+    writePasswordHash(file, hash)
+    const after = statSync(file)
+    assert.notEqual(after.ino, before.ino, 'replaced by a rename (atomic), not rewritten in place')
+    assert.deepEqual([after.uid, after.gid, after.mode & 0o7777], [before.uid, before.gid, 0o640])
+    if (asRoot) assert.deepEqual([after.uid, after.gid], [65534, 65534])
+    assert.match(readFileSync(file, 'utf8'), /id: gw-1 # stable/)
+    // /etc/edgeway/edgeway.yaml as a symlink (e.g. to a config kept elsewhere): the target is written, the link stays.
+    const real = join(dir, 'real')
+    mkdirSync(real)
+    const target = join(real, 'edgeway.yaml')
+    writeFileSync(target, 'log:\n  level: info\n')
+    chmodSync(target, 0o600)
+    if (asRoot) chownSync(target, 65534, 0)
+    const link = join(dir, 'link.yaml')
+    symlinkSync(target, link)
+    writePasswordHash(link, hash)
+    assert.ok(lstatSync(link).isSymbolicLink())
+    assert.match(readFileSync(target, 'utf8'), /passwordHash/)
+    const t2 = statSync(target)
+    assert.deepEqual([t2.mode & 0o7777, t2.uid, t2.gid], [0o600, asRoot ? 65534 : t2.uid, asRoot ? 0 : t2.gid])
+    assert.deepEqual(readdirSync(real), ['edgeway.yaml'], 'no temp file left')
+  } finally { done() }
+})
+
 test('the unit is hardened and systemd-analyze verify accepts it', () => {
   const unit = readFileSync(unitFile, 'utf8')
   for (const line of ['Type=simple', 'Restart=on-failure', 'User=edgeway', 'ProtectSystem=strict', 'ProtectHome=yes',
@@ -105,7 +191,17 @@ test('the unit is hardened and systemd-analyze verify accepts it', () => {
   assert.match(unit, /^SupplementaryGroups=dialout( video)?$/m)
   assert.match(unit, /^ExecStart=\/\S+ \/opt\/edgeway\/bin\/edgeway\.js run$/m)
   assert.doesNotMatch(unit, /AmbientCapabilities/, 'no capability unless a port below 1024 is configured')
+  for (const line of ['PrivateMounts=yes', 'ProtectProc=invisible', 'ProcSubset=pid', 'RemoveIPC=yes', 'DevicePolicy=closed',
+    'DeviceAllow=char-ttyUSB rw', 'DeviceAllow=char-ttyACM rw', 'DeviceAllow=char-ttyS rw', 'SystemCallArchitectures=native',
+    'SystemCallFilter=~@privileged @resources', 'SystemCallErrorNumber=EPERM', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'UMask=0027']) {
+    assert.ok(unit.split('\n').includes(line), `unit lacks "${line}"`)
+  }
+  assert.match(unit, /^SystemCallFilter=@system-service( |$)/m)
+  // V8's JIT writes code it then runs; PrivateDevices would hide the serial adapters.
+  assert.doesNotMatch(unit, /^(MemoryDenyWriteExecute|PrivateDevices)=/m)
+  assert.doesNotMatch(unit, /video4linux/, 'no video devices while the camera is off')
   verifyUnit()
+  assertExposure()
 })
 
 test('running it twice changes nothing', () => {
@@ -123,10 +219,14 @@ test('upgrade: refused without --upgrade, keeps config and data, grants CAP_NET_
   const refused = install(['--reuse-node-modules'])
   assert.equal(refused.code, 1)
   assert.match(refused.out, /run with --upgrade/)
-  const config = 'log:\n  level: warn\nhttp:\n  port: 80\n'
+  const config = 'log:\n  level: warn\nhttp:\n  port: 80\ncamera:\n  enabled: true\n'
   writeFileSync(at('etc/edgeway/edgeway.yaml'), config)
   writeFileSync(at('var/lib/edgeway/outbox.db'), 'data')
-  const r = install(['--upgrade', '--reuse-node-modules'])
+  // A modprobe on PATH (this container may have none): the unit loads the serial (and video) drivers before it starts.
+  const { dir: fake, cleanup: done } = tempDir('edgeway-modprobe-')
+  after(done)
+  writeFileSync(join(fake, 'modprobe'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
+  const r = install(['--upgrade', '--reuse-node-modules'], { PATH: `${fake}:${process.env.PATH ?? ''}` })
   assert.equal(r.code, 0, r.out)
   assert.match(r.out, /installed edgeway/)
   assert.equal(readFileSync(at('etc/edgeway/edgeway.yaml'), 'utf8'), config, 'upgrade must not touch the config')
@@ -136,7 +236,13 @@ test('upgrade: refused without --upgrade, keeps config and data, grants CAP_NET_
   const unit = readFileSync(unitFile, 'utf8')
   assert.match(unit, /^AmbientCapabilities=CAP_NET_BIND_SERVICE$/m)
   assert.match(unit, /^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m)
+  // camera.enabled: V4L2 and libcamera devices; the drivers whose device classes the unit names are loaded first.
+  for (const line of ['DeviceAllow=char-video4linux rw', 'DeviceAllow=char-media rw', 'DeviceAllow=char-ttyUSB rw', 'DevicePolicy=closed',
+    `ExecStartPre=-+${join(fake, 'modprobe')} -qa usbserial cdc_acm videodev`]) {
+    assert.ok(unit.split('\n').includes(line), `unit lacks "${line}"`)
+  }
   verifyUnit()
+  assertExposure()
 })
 
 test('uninstall removes what it installed and keeps config and data; --purge removes those too', () => {
