@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url'
 import { hostname } from 'node:os'
 import { loadConfig, ConfigError } from './config/load.ts'
 import { jsonSchema, type Config } from './config/schema.ts'
-import { createLogger } from './log.ts'
+import { stringify as toYaml } from 'yaml'
+import { createLogger, formatTable, localTime, LOG_FORMATS, type LogFormat } from './log.ts'
 import { startGateway, dataFiles } from './main.ts'
 import { Registry, RegistryError } from './registry/registry.ts'
 import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
@@ -58,6 +59,32 @@ function withRegistry<T>(opts: { config?: string }, fn: (r: Registry, c: Config)
   })()
 }
 
+/**
+ * The host to put in a connection example for a listener bound to `bind`: the bind address itself (127.0.0.1 when
+ * bound to it: nothing else reaches it), the machine's hostname for a wildcard bind, which is not something to
+ * connect to.
+ */
+function connectHost(bind: string): string {
+  return bind === '0.0.0.0' || bind === '::' || bind === '' ? hostname() : bind
+}
+
+const SECRET_WORDS = new Set(['password', 'passwords', 'secret', 'secrets', 'key', 'keys', 'token', 'tokens', 'credential', 'credentials'])
+const REDACTED = '<redacted>'
+
+/** True for a config key that names a secret: password, passwordHash, secret, key, apiKey, token, credential, ... */
+function isSecretKey(k: string): boolean {
+  return k.split(/[_\-.]|(?<=[a-z0-9])(?=[A-Z])/).some((w) => SECRET_WORDS.has(w.toLowerCase()))
+}
+
+/** A copy of the config for display: every secret (at any depth, and a password inside a URL) is `<redacted>`. */
+function redactConfig(v: unknown, key = ''): unknown {
+  if (key && isSecretKey(key) && v !== undefined && v !== null) return REDACTED
+  if (Array.isArray(v)) return v.map((x) => redactConfig(x))
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactConfig(x, k)]))
+  if (typeof v === 'string') return v.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, `$1${REDACTED}@`)
+  return v
+}
+
 function printCredentials(id: string, secret: string, config: Config): void {
   const port = config.mqtt.tcp.port
   process.stdout.write([
@@ -66,7 +93,7 @@ function printCredentials(id: string, secret: string, config: Config): void {
     '(the secret is shown only now; `edgeway device rotate-secret` makes a new one)',
     '',
     'try it:',
-    `  mosquitto_pub -h ${hostname()} -p ${port} -u ${id} -P '${secret}' -q 1 -t devices/${id}/telemetry -m '{"temperature":21.5}'`,
+    `  mosquitto_pub -h ${connectHost(config.mqtt.tcp.host)} -p ${port} -u ${id} -P '${secret}' -q 1 -t devices/${id}/telemetry -m '{"temperature":21.5}'`,
     '',
   ].join('\n'))
 }
@@ -79,9 +106,7 @@ function exampleFilter(role: Role, name: string): string | null {
 }
 
 function printClientCredentials(name: string, role: Role, secret: string, config: Config): void {
-  // a wildcard bind address is not something to connect to; the same machine is the likely place to try it
-  const h = config.mqtt.tcp.host
-  const host = h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h
+  const host = connectHost(config.mqtt.tcp.host)
   const filter = exampleFilter(role, name)
   process.stdout.write([
     `client: ${name}`,
@@ -123,9 +148,11 @@ const program = new Command('edgeway').version(pkg.version).description('IoT edg
 program.enablePositionalOptions()
 const configOpt = (): Option => new Option('-c, --config <file>', 'config file (default: $EDGEWAY_CONFIG or ./edgeway.yaml)')
 
-program.command('run').description('run the gateway').addOption(configOpt()).action(async (opts: { config?: string }) => {
+program.command('run').description('run the gateway').addOption(configOpt())
+  .addOption(new Option('--log-format <format>', 'log lines: pretty for people, JSON lines for machines; auto: pretty on a terminal, else JSON').choices(LOG_FORMATS).default('auto'))
+  .action(async (opts: { config?: string; logFormat: LogFormat }) => {
   const config = load(opts.config)
-  const log = createLogger(config.log.level)
+  const log = createLogger(config.log.level, { format: opts.logFormat })
   let gw
   try {
     gw = await startGateway(config, log)
@@ -139,7 +166,7 @@ program.command('run').description('run the gateway').addOption(configOpt()).act
       l.map((x) => `  mqtt ${x.kind.padEnd(3)} ${x.host}:${x.port}${x.path ?? ''}\n`).join('') +
       (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics${gw.dashboard ? ' / (dashboard)' : ''}\n` : '') +
       `  data     ${dataFiles(config).outbox.replace(/\/outbox\.db$/, '')}\n` +
-      (config.mqtt.openBroker ? '' : '\nadd a first device:  npx edgeway device add sensor-1   (prints its secret)\n') + '\n')
+      (config.mqtt.openBroker || gw.registry.list().length > 0 ? '' : '\nadd a first device:  npx edgeway device add sensor-1   (prints its secret)\n') + '\n')
   }
   let signals = 0
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -166,9 +193,12 @@ config.command('check').argument('<file>').description('validate a config file; 
 config.command('schema').description('print the JSON schema of edgeway.yaml (for editor completion)').action(() => {
   process.stdout.write(JSON.stringify(jsonSchema(), null, 2) + '\n')
 })
-config.command('show').addOption(configOpt()).description('print the effective configuration (defaults, file and EDGEWAY_* applied)').action((opts: { config?: string }) => {
-  process.stdout.write(JSON.stringify(load(opts.config), null, 2) + '\n')
-})
+config.command('show').addOption(configOpt()).option('--json', 'JSON output')
+  .description('print the effective configuration (defaults, file and EDGEWAY_* applied) as YAML, secrets <redacted>')
+  .action((opts: { config?: string; json?: boolean }) => {
+    const shown = redactConfig(load(opts.config))
+    process.stdout.write(opts.json ? JSON.stringify(shown, null, 2) + '\n' : toYaml(shown))
+  })
 
 program.command('doctor').addOption(configOpt()).option('--json', 'JSON output')
   .description('check what commonly goes wrong (Node.js, config, data dir and disk, ports, serial permissions, clock) and print fixes; exit 1 on a problem')
@@ -218,9 +248,9 @@ device.command('add').argument('<id>').addOption(configOpt())
 device.command('list').addOption(configOpt()).option('--json', 'JSON output').description('list devices').action((opts: { config?: string; json?: boolean }) => withRegistry(opts, (r) => {
   const list = r.list()
   if (opts.json) { process.stdout.write(JSON.stringify(list, null, 2) + '\n'); return }
-  const rows = list.map((d) => ({ id: d.id, online: d.online ? 'yes' : 'no', link: d.link ?? '', lastSeen: d.lastSeen ? new Date(d.lastSeen).toISOString() : 'never', firmware: d.firmwareVersion ?? '' }))
-  if (rows.length === 0) process.stdout.write('no devices; add one with `edgeway device add <id>`\n')
-  else console.table(rows)
+  if (list.length === 0) { process.stdout.write('no devices; add one with `edgeway device add <id>`\n'); return }
+  process.stdout.write(formatTable(['ID', 'ONLINE', 'LINK', 'LAST SEEN', 'FIRMWARE'],
+    list.map((d) => [d.id, d.online ? 'yes' : 'no', d.link ?? '-', localTime(d.lastSeen), d.firmwareVersion ?? '-'])))
 }))
 device.command('show').argument('<id>').addOption(configOpt()).description('show one device').action((id: string, opts: { config?: string }) => withRegistry(opts, (r) => {
   const d = r.get(id)
@@ -251,7 +281,7 @@ client.command('list').addOption(configOpt()).option('--json', 'JSON output').de
   const list = r.listClients()
   if (opts.json) { process.stdout.write(JSON.stringify(list, null, 2) + '\n'); return }
   if (list.length === 0) process.stdout.write('no integration clients; add one with `edgeway client add <name> --role observer`\n')
-  else console.table(list.map((x) => ({ name: x.name, role: x.role, created: new Date(x.createdAt).toISOString() })))
+  else process.stdout.write(formatTable(['NAME', 'ROLE', 'CREATED'], list.map((x) => [x.name, x.role, localTime(x.createdAt)])))
 }))
 client.command('show').argument('<name>').addOption(configOpt()).description('show one integration client').action((name: string, opts: { config?: string }) => withRegistry(opts, (r) => {
   const x = r.getClient(name)

@@ -34,7 +34,7 @@ test('camera in the gateway: live with bitrate; source killed -> degraded, gatew
   await waitFor('bitrate on /metrics', async () => await g.metric('edgeway_camera_bitrate_bits') > 50_000, 5000)
   assert.equal(await g.metric('edgeway_camera_viewers'), 0)
   const started = await g.waitLog((l) => l.msg === 'camera source started')
-  process.kill(started.pid as number, 'SIGKILL')
+  process.kill(started.sourcePid as number, 'SIGKILL')
   const dead = await waitFor('camera dead in health', async () => { const h = await health(g); return h.camera.state === 'dead' && h }, 5000)
   assert.equal(dead.status, 'degraded')
   assert.ok(dead.reasons.some((r) => /camera source dead for \d+ s \(the camera source exited \(signal SIGKILL\)/.test(r)), dead.reasons.join('; '))

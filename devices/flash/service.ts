@@ -72,7 +72,9 @@ export function flashHandler(d: FlashServiceDeps): ControlHandler {
       } finally {
         link?.resume()
       }
-      log.info({ ...result }, 'flashed and verified')
+      // port and board are bindings of `log` already
+      const { port: _port, board: _board, ...figures } = result
+      log.info(figures, 'flashed and verified')
       let firmware: string | null = null
       if (link) {
         progress({ phase: 'restart' })

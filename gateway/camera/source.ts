@@ -48,7 +48,7 @@ export class RtpSource {
       const h = parseRtp(buf)
       if (h && this.state.packet(now)) {
         this.backoff.reset()
-        this.log.info({ pid: this.child?.pid }, 'camera source live')
+        this.log.info({ sourcePid: this.child?.pid }, 'camera source live')
         this.emit('change')
       }
       for (const l of this.listeners.packet) l(buf, h, now)
@@ -107,7 +107,7 @@ export class RtpSource {
     this.child = child
     this.state.spawned(Date.now())
     for (const l of this.listeners.spawned) l()
-    this.log.info({ pid: child.pid, command: argv.join(' ') }, 'camera source started')
+    this.log.info({ sourcePid: child.pid, command: argv.join(' ') }, 'camera source started')
     let buf = ''
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (d: string) => {
@@ -118,7 +118,7 @@ export class RtpSource {
         buf = buf.slice(i + 1)
         if (!line) continue
         this.stderrTail = line.slice(0, 300)
-        this.log.debug({ pid: child.pid, stderr: line }, 'camera source')
+        this.log.debug({ sourcePid: child.pid, stderr: line }, 'camera source')
       }
     })
     let reported = false
@@ -153,7 +153,7 @@ export class RtpSource {
   private checkStall(): void {
     if (!this.state.checkStall(Date.now())) return
     const child = this.child
-    this.log.warn({ pid: child?.pid, reason: this.state.snapshot().reason }, 'camera source stalled: killing it')
+    this.log.warn({ sourcePid: child?.pid, reason: this.state.snapshot().reason }, 'camera source stalled: killing it')
     this.emit('change')
     if (child) {
       this.killedForStall.add(child)

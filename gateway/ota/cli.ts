@@ -6,6 +6,7 @@ import { progressDisplay } from '../progress.ts'
 import { controlCall, GatewayNotRunning } from '../control/client.ts'
 import type { OtaProgress, PushParams } from './service.ts'
 import { readJobs } from './store.ts'
+import { formatTable, localTime } from '../log.ts'
 
 /** "120s", "2m", "1500ms", "1h" or a bare number of seconds -> ms. */
 export function parseDuration(s: string): number {
@@ -76,8 +77,8 @@ export function registerOtaCommands(program: Command, ctx: Ctx): void {
       const jobs = readJobs(ctx.dataDir(opts), device, Number(opts.limit))
       if (opts.json) { process.stdout.write(JSON.stringify(jobs, null, 2) + '\n'); return }
       if (jobs.length === 0) { process.stdout.write('no OTA jobs\n'); return }
-      for (const j of jobs) {
-        process.stdout.write(`${j.id}  ${new Date(j.createdAt).toISOString()}  ${j.device}  ${j.previousVersion ?? '?'} -> ${j.version}  ${j.state}  ${j.offset}/${j.size}${j.reason ? `  ${j.reason}` : ''}\n`)
-      }
+      process.stdout.write(formatTable(['JOB', 'CREATED', 'DEVICE', 'VERSION', 'STATE', 'BYTES', 'REASON'], jobs.map((j) => [
+        String(j.id), localTime(j.createdAt), j.device, `${j.previousVersion ?? '?'} -> ${j.version}`, j.state, `${j.offset}/${j.size}`, j.reason ?? '',
+      ])))
     })
 }
