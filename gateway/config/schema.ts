@@ -85,10 +85,21 @@ const rolesSection = z.record(
   { error: (iss) => (iss.code === 'invalid_key' ? `invalid role name: use ${ROLE_NAME_RULE}` : undefined) },
 )
 
+const GATEWAY_ID_DESCRIPTION = 'Part of every reading\'s message id: keep it stable and unique per gateway. ' +
+  'Default: this machine\'s host name (characters other than letters, digits, ".", "_" and "-" replaced by "-"; "edgeway" if it has none).'
+
+/** The default gateway.id: the host name of the machine the gateway runs on, computed when the config is parsed. */
+export function defaultGatewayId(): string {
+  return hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'edgeway'
+}
+
 export const configSchema = z.object({
   gateway: z.object({
     /** Part of every reading's message id: keep it stable and unique per gateway. */
-    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-", 1 to 64 characters').default(() => hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'edgeway'),
+    // Defaulted by a transform, not .default(): z.toJSONSchema would write the generating machine's host name into
+    // the committed edgeway.schema.json. The input schema shows the optional string and this description instead.
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-", 1 to 64 characters')
+      .describe(GATEWAY_ID_DESCRIPTION).optional().transform((id) => id ?? defaultGatewayId()),
     dataDir: z.string().min(1).default('./data'),
   }).strict().prefault({}),
   log: z.object({

@@ -8,6 +8,10 @@ window.__edgeway = stats   // figures for the benchmark and tests
 const state = { devices: new Map(), latest: new Map(), historyPoints: 300, ws: null, ref: 0, pending: new Map(), adding: new Set() }
 const cards = new Map()   // device id -> { el, chart, ... }
 const channelListeners = new Map()   // prefix -> [cb]
+// Channel messages that arrive before their first listener (the camera's status, sent once on connect, comes before
+// camera.js has loaded): kept and replayed to it, so a module that loads late still sees the current state.
+const channelBacklog = new Map()   // prefix -> [msg]
+const disconnectListeners = []
 
 // ------------------------------------------------------------------------------------------------ formatting
 const fmtInt = (n) => (n == null ? '–' : Number(n).toLocaleString('en-US'))
@@ -169,7 +173,7 @@ function send(msg) {
 
 function onMessage(m) {
   const dot = m.type.indexOf('.')
-  if (dot > 0) { for (const cb of channelListeners.get(m.type.slice(0, dot)) ?? []) cb(m); return }
+  if (dot > 0) { channelMessage(m.type.slice(0, dot), m); return }
   switch (m.type) {
     case 'hello':
       $('gateway').textContent = `${m.gateway} · v${m.version}`
@@ -237,6 +241,7 @@ function connect() {
   }
   ws.onclose = async (ev) => {
     setConn('offline', 'down')
+    if (opened) for (const cb of disconnectListeners) cb()
     if (ev.code === 4401) { location.href = '/login'; return }
     // A refused upgrade looks like any failed connection: ask the page itself whether the session is gone.
     if (!opened) {
@@ -303,14 +308,41 @@ function showCredentials(m) {
 }
 
 // ------------------------------------------------------------------------------------------------ camera seam
-function mountCamera() {
-  const box = $('camera')
-  box.hidden = false
-  const channel = {
+function channelMessage(prefix, m) {
+  const listeners = channelListeners.get(prefix)
+  if (listeners) { for (const cb of listeners) cb(m); return }
+  const backlog = channelBacklog.get(prefix) ?? []
+  backlog.push(m)
+  if (backlog.length > 100) backlog.shift()
+  channelBacklog.set(prefix, backlog)
+}
+
+function channelOf(prefix) {
+  return {
     send: (msg) => send(msg),
-    onMessage: (cb) => { const l = channelListeners.get('camera') ?? []; l.push(cb); channelListeners.set('camera', l) },
+    /** Every `<prefix>.*` message, starting with those that arrived before this call (in arrival order). */
+    onMessage: (cb) => {
+      const l = channelListeners.get(prefix) ?? []
+      l.push(cb)
+      channelListeners.set(prefix, l)
+      const backlog = channelBacklog.get(prefix) ?? []
+      channelBacklog.delete(prefix)
+      for (const m of backlog) cb(m)
+    },
+    /** The WebSocket closed: the gateway has forgotten this browser's state (a reconnect sends a fresh status). */
+    onDisconnect: (cb) => { disconnectListeners.push(cb) },
   }
-  import('./camera.js').then((m) => m.mountCamera(box, channel)).catch((err) => {
+}
+
+// Mounted once (a reconnect's hello does not add a second panel). The box stays hidden: camera.js shows it only while
+// the camera is enabled, so a gateway with the camera off (the default) shows no camera panel at all.
+let cameraMounted = false
+function mountCamera() {
+  if (cameraMounted) return
+  cameraMounted = true
+  const box = $('camera')
+  import('./camera.js').then((m) => m.mountCamera(box, channelOf('camera'))).catch((err) => {
+    box.hidden = false
     box.replaceChildren(el('p', { class: 'error' }, `camera panel failed to load: ${err.message}`))
   })
 }

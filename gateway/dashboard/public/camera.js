@@ -1,6 +1,9 @@
 // The dashboard's camera panel: a WebRTC viewer of the gateway's camera, signalled over the dashboard WebSocket
 // ("camera.*" messages). Plain ES module, no build step.
-//   mountCamera(container, channel) with channel = { send(msg), onMessage(cb) }
+//   mountCamera(container, channel) with channel = { send(msg), onMessage(cb), onDisconnect(cb)? }; onMessage must
+//   also deliver the messages that arrived before it was called (the camera.status sent when the socket opened).
+// The container is shown only while the gateway reports the camera enabled: with the camera off (the default), or
+// before the first status, it stays hidden and takes no space.
 // The gateway offers a sendonly H.264 track; this page answers. It watches as soon as the camera is enabled and keeps
 // its connection while the source is dead: the picture resumes when the source does.
 
@@ -51,6 +54,7 @@ export function mountCamera(container, channel) {
 
   function render() {
     const s = status
+    container.hidden = !s || !s.enabled
     const state = s ? s.state : 'starting'
     badge.textContent = STATE_TEXT[state] ?? state
     badge.dataset.state = state
@@ -142,6 +146,15 @@ export function mountCamera(container, channel) {
     render()
   })
 
+  // The socket closed: the gateway dropped our viewer with it; the next status (after the reconnect) watches again.
+  channel.onDisconnect?.(() => {
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null }
+    viewer = null
+    refused = null
+    closePeer()
+    render()
+  })
+
   button.addEventListener('click', () => {
     wanted = !wanted
     refused = null
@@ -164,6 +177,7 @@ export function mountCamera(container, channel) {
       wanted = false
       closePeer()
       root.remove()
+      container.hidden = true
     },
   }
   // Reachable from the page for diagnostics and tests: document.querySelector('.camera-panel').camera
