@@ -33,6 +33,8 @@ function usage(): string {
     '            BENCH_PAYLOAD_BYTES=100 BENCH_GENERATORS=1 BENCH_IDLE_CLIENTS=1000 BENCH_SETTLE_MS=1000 BENCH_IDLE_SETTLED_MS=10000',
     '            BENCH_START_TIMEOUT_MS=30000 BENCH_TARGETS=gateway,aedes,mosquitto,aedes-node',
     '            BENCH_MOSQUITTO=/usr/sbin/mosquitto BENCH_MOSQUITTO_NODELAY=0',
+    '            BENCH_FIXED_RATES=100,1000,10000 (empty: none) BENCH_FIXED_MIN_SAMPLES=5000 BENCH_FIXED_MAX_SECONDS=30',
+    '            BENCH_FSYNC_SAMPLES=2000 (4 KiB append + fdatasync probe; 0: none)',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=1000000 BENCH_AMQP_LIVE_SECONDS=8 BENCH_AMQP_LIVE_WARMUP_SECONDS=2',
     '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
     'env (serial): BENCH_SERIAL_SECONDS=10 BENCH_SERIAL_WINDOW=4 (the firmware ack window) BENCH_SERIAL_SYNC=FULL|NORMAL',

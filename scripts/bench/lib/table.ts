@@ -37,6 +37,11 @@ export const fmt = {
     if (n === undefined || !Number.isFinite(n)) return 'n/a';
     return n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0);
   },
+  /** Signed difference in ms (`+0.42`, `-1.3`), same precision rules as ms(). */
+  deltaMs(n: number | undefined): string {
+    if (n === undefined || !Number.isFinite(n)) return 'n/a';
+    return `${n < 0 ? '-' : '+'}${fmt.ms(Math.abs(n))}`;
+  },
   mib(bytes: number | undefined): string {
     return bytes === undefined || !Number.isFinite(bytes) ? 'n/a' : (bytes / 1024 / 1024).toFixed(1);
   },

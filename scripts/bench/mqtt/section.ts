@@ -6,14 +6,20 @@
  * Per target, two fresh broker processes:
  *   A. start-up + memory: spawn -> accepting TCP, idle RSS, RSS with N idle clients
  *   B. load: saturating run (msgs/s, ack latency, broker CPU%, peak RSS), then a
- *      rate-limited run at half the gateway's max rate (ack latency)
+ *      rate-limited run at half the gateway's max rate (ack latency), then fixed-rate
+ *      runs at BENCH_FIXED_RATES (default 100, 1,000, 10,000 msgs/s; ack latency)
  * The gateway runs first so its max rate is known for everyone's half-rate run.
+ * Before any target starts, a disk probe (4 KiB append + fdatasync) runs on the gateway's
+ * data filesystem; the fixed-rate latency budgets are stated against it.
  */
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { envNumber, type BenchContext, type BenchSection, type SectionReport } from '../lib/section.ts';
 import { fmt, type Table } from '../lib/table.ts';
 import { readRssAnonBytes, readRssBytes, readThreadCount, startCpuWindow, startRssSampler } from '../lib/proc-metrics.ts';
-import { holdIdleClients, runLoad, type LoadResult } from '../loadgen/index.ts';
+import { makeTempDir, removeTempDir } from '../lib/children.ts';
+import { probeFsync, type FsyncProbeResult } from '../lib/fsync-probe.ts';
+import { holdIdleClients, runLoad, type LoadPlan, type LoadResult } from '../loadgen/index.ts';
 import { gatewayTarget } from './targets/gateway.ts';
 import { aedesPlainNodeTarget, aedesTarget } from './targets/aedes.ts';
 import { mosquittoTarget } from './targets/mosquitto.ts';
@@ -33,7 +39,30 @@ export interface MqttBenchConfig {
   idleSettledMs: number;
   startTimeoutMs: number;
   halfRateFactor: number;
+  /** Offered rates (msgs/s) of the fixed-rate runs; [] = none. */
+  fixedRates: number[];
+  /** A fixed-rate run measures for max(measureMs, fixedMinSamples / rate), capped at fixedMaxMeasureMs. */
+  fixedMinSamples: number;
+  fixedMaxMeasureMs: number;
+  /** 4 KiB append + fdatasync samples of the disk probe; 0 = no probe. */
+  fsyncSamples: number;
   targets: string[];
+}
+
+/** The latency targets of the fixed-rate runs: at these rates and above, vs bare aedes + the disk probe. */
+const BUDGET_MIN_RATE = 1000;
+const BUDGET_SLACK_MS = { p99: 1, 'p99.9': 2 } as const;
+
+function readRates(name: string, fallback: string): number[] {
+  return (process.env[name] ?? fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const n = Number(s);
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}: "${s}" is not a positive rate (msgs/s)`);
+      return n;
+    });
 }
 
 function readConfig(): MqttBenchConfig {
@@ -60,8 +89,17 @@ function readConfig(): MqttBenchConfig {
     idleSettledMs: envNumber('BENCH_IDLE_SETTLED_MS', 10_000),
     startTimeoutMs: envNumber('BENCH_START_TIMEOUT_MS', 30_000),
     halfRateFactor: 0.5,
+    fixedRates: readRates('BENCH_FIXED_RATES', '100,1000,10000'),
+    fixedMinSamples: envNumber('BENCH_FIXED_MIN_SAMPLES', 5000),
+    fixedMaxMeasureMs: envNumber('BENCH_FIXED_MAX_SECONDS', 30) * 1000,
+    fsyncSamples: envNumber('BENCH_FSYNC_SAMPLES', 2000),
     targets,
   };
+}
+
+/** Measuring period of a fixed-rate run: BENCH_SECONDS, longer at low rates to get fixedMinSamples (whole seconds), capped. */
+function fixedMeasureMs(cfg: MqttBenchConfig, rate: number): number {
+  return Math.max(cfg.measureMs, Math.min(cfg.fixedMaxMeasureMs, Math.ceil(cfg.fixedMinSamples / rate) * 1000));
 }
 
 interface StartupResult {
@@ -84,9 +122,16 @@ interface SaturationResult extends LoadResult {
   brokerPeakRssBytes?: number;
 }
 
-interface RateResult extends LoadResult {
+interface RateLimitedResult extends LoadResult {
   brokerCpuPct?: number;
+}
+
+interface RateResult extends RateLimitedResult {
   rateReference: string;
+}
+
+interface FixedRateResult extends RateLimitedResult {
+  offeredRate: number;
 }
 
 interface TargetResult {
@@ -98,6 +143,21 @@ interface TargetResult {
   startup: StartupResult;
   saturation?: SaturationResult;
   halfRate?: RateResult;
+  fixedRates: FixedRateResult[];
+}
+
+/** "p99 at rate R <= aedes p99 at R + probe p99 + slack", evaluated for the gateway. */
+interface LatencyBudget {
+  rate: number;
+  metric: keyof typeof BUDGET_SLACK_MS;
+  aedesMs?: number;
+  probeMs?: number;
+  slackMs: number;
+  budgetMs?: number;
+  gatewayMs?: number;
+  met?: boolean;
+  /** The gateway's run had no skipped sends (it took the offered rate). */
+  gatewayRateMet?: boolean;
 }
 
 const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -217,26 +277,93 @@ async function runLoadPhase(
     const ref = halfRateRef();
     if (ref === undefined) {
       r.errors.push('half-rate run skipped: no reference max rate');
-      return;
+    } else {
+      const rate = ref.rate * cfg.halfRateFactor;
+      log(`  ${target.id}: rate-limited run at ${fmt.int(rate)} msgs/s (${cfg.halfRateFactor} x ${ref.from} max)`);
+      r.halfRate = { ...(await rateLimitedRun(t, { ...base, totalRate: rate })), rateReference: ref.from };
     }
-    const rate = ref.rate * cfg.halfRateFactor;
-    log(`  ${target.id}: rate-limited run at ${fmt.int(rate)} msgs/s (${cfg.halfRateFactor} x ${ref.from} max)`);
-    let cpu2: ReturnType<typeof startCpuWindow> | undefined;
-    let cpu2Pct: number | undefined;
-    const half = await runLoad(
-      { ...base, totalRate: rate },
-      {
-        onMeasureStart: () => (cpu2 = startCpuWindow(t.pid)),
-        onMeasureEnd: () => (cpu2Pct = cpu2?.stop()),
-      },
-    );
-    const halfRate: RateResult = { ...half, rateReference: ref.from };
-    if (cpu2Pct !== undefined) halfRate.brokerCpuPct = cpu2Pct;
-    r.halfRate = halfRate;
+
+    for (const rate of cfg.fixedRates) {
+      const measureMs = fixedMeasureMs(cfg, rate);
+      log(`  ${target.id}: fixed-rate run at ${fmt.int(rate)} msgs/s (${cfg.warmupMs / 1000}s warm-up + ${measureMs / 1000}s)`);
+      try {
+        const res = await rateLimitedRun(t, { ...base, totalRate: rate, measureMs });
+        r.fixedRates.push({ ...res, offeredRate: rate });
+        log(`  ${target.id}: ${fmt.int(res.ackedPerSec)} msgs/s, p99 ${fmt.ms(res.latencyMs.p99)} ms, p99.9 ${fmt.ms(res.latencyMs.p999)} ms`);
+      } catch (e) {
+        r.errors.push(`fixed-rate run at ${fmt.int(rate)} msgs/s: ${errMsg(e)}`);
+        log(`  ${target.id}: fixed-rate run at ${fmt.int(rate)} msgs/s FAILED: ${errMsg(e)}`);
+        if (t.child.exited() !== undefined) break;
+      }
+    }
   });
 }
 
-function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
+/** One rate-limited load run (plan.totalRate set) with the broker's CPU% over the measuring period. */
+async function rateLimitedRun(t: RunningTarget, plan: LoadPlan): Promise<RateLimitedResult> {
+  let cpu: ReturnType<typeof startCpuWindow> | undefined;
+  let cpuPct: number | undefined;
+  const res: RateLimitedResult = await runLoad(plan, {
+    onMeasureStart: () => (cpu = startCpuWindow(t.pid)),
+    onMeasureEnd: () => (cpuPct = cpu?.stop()),
+  });
+  if (cpuPct !== undefined) res.brokerCpuPct = cpuPct;
+  return res;
+}
+
+/** The disk probe, in a fresh temp dir beside the gateway target's (both in os.tmpdir(), see targets/gateway.ts). */
+async function runFsyncProbe(cfg: MqttBenchConfig): Promise<FsyncProbeResult> {
+  const dir = makeTempDir('bench-fsync');
+  try {
+    return await probeFsync(dir, { samples: cfg.fsyncSamples, blockBytes: 4096 });
+  } finally {
+    removeTempDir(dir);
+  }
+}
+
+function latencyBudgets(cfg: MqttBenchConfig, results: TargetResult[], probe: FsyncProbeResult | undefined): LatencyBudget[] {
+  const atRate = (id: string, rate: number): FixedRateResult | undefined =>
+    results.find((r) => r.id === id)?.fixedRates.find((f) => f.offeredRate === rate);
+  const out: LatencyBudget[] = [];
+  for (const rate of cfg.fixedRates.filter((x) => x >= BUDGET_MIN_RATE)) {
+    const aedes = atRate('aedes', rate);
+    const gw = atRate('gateway', rate);
+    for (const metric of ['p99', 'p99.9'] as const) {
+      const pick = (f: FixedRateResult | undefined): number | undefined => (metric === 'p99' ? f?.latencyMs.p99 : f?.latencyMs.p999);
+      const b: LatencyBudget = { rate, metric, slackMs: BUDGET_SLACK_MS[metric] };
+      const aedesMs = pick(aedes);
+      const probeMs = metric === 'p99' ? probe?.p99Ms : probe?.p999Ms;
+      const gatewayMs = pick(gw);
+      if (aedesMs !== undefined) b.aedesMs = aedesMs;
+      if (probeMs !== undefined) b.probeMs = probeMs;
+      if (aedesMs !== undefined && probeMs !== undefined) b.budgetMs = aedesMs + probeMs + b.slackMs;
+      if (gatewayMs !== undefined) b.gatewayMs = gatewayMs;
+      if (gw !== undefined) b.gatewayRateMet = gw.skipped === 0;
+      if (b.budgetMs !== undefined && Number.isFinite(b.budgetMs) && gatewayMs !== undefined && Number.isFinite(gatewayMs)) {
+        b.met = gatewayMs <= b.budgetMs;
+      }
+      out.push(b);
+    }
+  }
+  return out;
+}
+
+function budgetLine(b: LatencyBudget): string {
+  const sum = b.budgetMs === undefined
+    ? `n/a (${b.aedesMs === undefined ? 'no bare aedes run at this rate' : 'no disk probe'})`
+    : `${fmt.ms(b.aedesMs)} + ${fmt.ms(b.probeMs)} + ${b.slackMs} = ${fmt.ms(b.budgetMs)} ms`;
+  const gw = b.gatewayMs === undefined ? 'edgeway not run at this rate' : `edgeway ${fmt.ms(b.gatewayMs)} ms: ${b.met === undefined ? 'n/a' : b.met ? 'met' : 'missed'}`;
+  const rateNote = b.gatewayRateMet === false ? ' (but the offered rate was not met: sends were skipped)' : '';
+  return `${fmt.int(b.rate)} msgs/s: target ${b.metric} budget = aedes ${b.metric} + probe ${b.metric} + ${b.slackMs} ms = ${sum}; ${gw}${rateNote}`;
+}
+
+/** "this target minus bare aedes" for a latency figure: '-' for aedes itself or when aedes has no figure. */
+function vsAedes(r: TargetResult, own: number | undefined, aedes: number | undefined): string {
+  if (r.id === 'aedes' || aedes === undefined) return '-';
+  return own === undefined ? 'n/a' : fmt.deltaMs(own - aedes);
+}
+
+function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: FsyncProbeResult | undefined, budgets: LatencyBudget[]): Table[] {
   const tables: Table[] = [];
   const ran = results;
   const loaded = ran.filter((r) => !r.startupOnly);
@@ -299,6 +426,7 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
   });
 
   const refFrom = ran.find((r) => r.halfRate)?.halfRate?.rateReference;
+  const aedesHalf = by('aedes')?.halfRate;
   tables.push({
     title: `Ack latency at ${cfg.halfRateFactor} x the ${refFrom ?? 'gateway'}'s max rate (rate-limited, same load shape)`,
     columns: [
@@ -308,6 +436,7 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
       { header: 'p50 ms' },
       { header: 'p99 ms' },
       { header: 'p99.9 ms' },
+      { header: 'p99 - aedes p99' },
       { header: 'broker CPU%' },
       { header: 'skipped' },
     ],
@@ -322,12 +451,19 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
         fmt.ms(h?.latencyMs.p50),
         fmt.ms(h?.latencyMs.p99),
         fmt.ms(h?.latencyMs.p999),
+        vsAedes(r, h?.latencyMs.p99, aedesHalf?.latencyMs.p99),
         fmt.fixed(h?.brokerCpuPct, 0),
         fmt.int(h?.skipped),
       ];
     }),
-    notes: [`skipped = scheduled sends dropped because the ${cfg.window}-message window was full (0 = the offered rate was met).`],
+    notes: [
+      `skipped = scheduled sends dropped because the ${cfg.window}-message window was full (0 = the offered rate was met).`,
+      "p99 - aedes p99 = this target's p99 minus bare aedes' p99 in this run (same offered rate); '-' = aedes itself or aedes did not run.",
+    ],
   });
+
+  if (cfg.fixedRates.length > 0) tables.push(fixedRateTable(cfg, results));
+  if (probe !== undefined) tables.push(fsyncTable(cfg, probe, budgets));
 
   tables.push({
     title: `Start-up and memory`,
@@ -360,6 +496,93 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[]): Table[] {
   return tables;
 }
 
+/** 1 -> "highest", 4 -> "4th-highest". */
+const ordinal = (k: number): string =>
+  k <= 1 ? 'highest' : `${k}${k % 100 >= 11 && k % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][k % 10] ?? 'th')}-highest`;
+
+function fixedRateTable(cfg: MqttBenchConfig, results: TargetResult[]): Table {
+  const loaded = results.filter((r) => !r.startupOnly);
+  const aedes = results.find((r) => r.id === 'aedes');
+  const rows: string[][] = [];
+  for (const rate of cfg.fixedRates) {
+    const ref = aedes?.fixedRates.find((f) => f.offeredRate === rate);
+    for (const r of loaded) {
+      const f = r.fixedRates.find((x) => x.offeredRate === rate);
+      if (r.skipped !== undefined) rows.push([r.label, fmt.int(rate), 'NOT RUN']);
+      else if (f === undefined) rows.push([r.label, fmt.int(rate), 'FAILED']);
+      else rows.push([
+        r.label,
+        fmt.int(rate),
+        fmt.int(f.ackedPerSec),
+        fmt.ms(f.latencyMs.p50),
+        fmt.ms(f.latencyMs.p99),
+        fmt.ms(f.latencyMs.p999),
+        vsAedes(r, f.latencyMs.p99, ref?.latencyMs.p99),
+        vsAedes(r, f.latencyMs.p999, ref?.latencyMs.p999),
+        fmt.int(f.skipped),
+        fmt.fixed(f.brokerCpuPct, 0),
+      ]);
+    }
+  }
+  const periods = cfg.fixedRates.map((rate) => {
+    const ms = fixedMeasureMs(cfg, rate);
+    return `${fmt.int(rate)}: ${ms / 1000} s (~${fmt.int((rate * ms) / 1000)} samples)`;
+  });
+  const thin = cfg.fixedRates
+    .map((rate) => ({ rate, n: Math.round((rate * fixedMeasureMs(cfg, rate)) / 1000) }))
+    .filter((x) => x.n < 10_000)
+    .map((x) => `at ${fmt.int(x.rate)} msgs/s p99.9 is the ${ordinal(x.n - Math.max(1, Math.ceil((99.9 / 100) * x.n)) + 1)} of ~${fmt.int(x.n)} samples`);
+  return {
+    title: `Ack latency at fixed rates (same load shape as above, ${cfg.warmupMs / 1000}s warm-up)`,
+    columns: [
+      { header: 'target' },
+      { header: 'offered msgs/s' },
+      { header: 'acked msgs/s' },
+      { header: 'p50 ms' },
+      { header: 'p99 ms' },
+      { header: 'p99.9 ms' },
+      { header: 'p99 - aedes p99' },
+      { header: 'p99.9 - aedes p99.9' },
+      { header: 'skipped' },
+      { header: 'broker CPU%' },
+    ],
+    rows,
+    notes: [
+      `measuring period = BENCH_SECONDS (${cfg.measureMs / 1000} s), longer at low rates to collect ${fmt.int(cfg.fixedMinSamples)} samples, capped at ${cfg.fixedMaxMeasureMs / 1000} s:`,
+      `  ${periods.join(', ')}${thin.length > 0 ? `; ${thin.join(', ')}` : ''}.`,
+      "'- aedes p99(.9)' = this target minus bare aedes at the same offered rate in this run; '-' = aedes itself or aedes did not run.",
+      'skipped and broker CPU% as in the tables above; each rate is a fresh set of connections on the broker process of the load phase.',
+    ],
+  };
+}
+
+function fsyncTable(cfg: MqttBenchConfig, p: FsyncProbeResult, budgets: LatencyBudget[]): Table {
+  const notes = [
+    `in a fresh bench-fsync-* dir in os.tmpdir() (${os.tmpdir()}, ${p.fsType}): the filesystem of the gateway target's dataDir`,
+    `  (<tmpdir>/bench-gateway-*/data, targets/gateway.ts); run once before any target started; ${(p.totalMs / 1000).toFixed(1)} s.`,
+  ];
+  if (p.fsType === 'tmpfs') notes.push('WARNING: tmpfs: fdatasync does not reach a disk here; the budgets below are not a real disk\'s.');
+  if (budgets.length > 0) {
+    notes.push(`latency targets (fixed-rate runs at >= ${fmt.int(BUDGET_MIN_RATE)} msgs/s):`);
+    for (const b of budgets) notes.push(`  ${budgetLine(b)}`);
+  } else if (cfg.fixedRates.length > 0) {
+    notes.push(`no latency targets: no fixed rate >= ${fmt.int(BUDGET_MIN_RATE)} msgs/s in BENCH_FIXED_RATES.`);
+  }
+  return {
+    title: `Disk: ${fmt.int(p.blockBytes / 1024)} KiB append + fdatasync in ${os.tmpdir()}`,
+    columns: [
+      { header: 'samples' },
+      { header: 'p50 ms' },
+      { header: 'p99 ms' },
+      { header: 'p99.9 ms' },
+      { header: 'max ms' },
+      { header: 'mean ms' },
+    ],
+    rows: [[fmt.int(p.samples), fmt.ms(p.p50Ms), fmt.ms(p.p99Ms), fmt.ms(p.p999Ms), fmt.ms(p.maxMs), fmt.ms(p.meanMs)]],
+    notes,
+  };
+}
+
 export const mqttSection: BenchSection = {
   id: 'mqtt',
   description: 'MQTT QoS 1 throughput/latency/CPU/RSS: Mosquitto vs bare aedes vs edgeway gateway',
@@ -370,6 +593,18 @@ export const mqttSection: BenchSection = {
     const results: TargetResult[] = [];
     const notes: string[] = [];
 
+    let probe: FsyncProbeResult | undefined;
+    if (cfg.fsyncSamples > 0) {
+      ctx.log(`mqtt: disk probe, ${fmt.int(cfg.fsyncSamples)} x 4 KiB append + fdatasync in ${os.tmpdir()}`);
+      try {
+        probe = await runFsyncProbe(cfg);
+        ctx.log(`  p50 ${fmt.ms(probe.p50Ms)} ms, p99 ${fmt.ms(probe.p99Ms)} ms, p99.9 ${fmt.ms(probe.p999Ms)} ms`);
+      } catch (e) {
+        notes.push(`disk probe: FAILED: ${errMsg(e)}`);
+        ctx.log(`  disk probe FAILED: ${errMsg(e)}`);
+      }
+    }
+
     const halfRateRef = (): { rate: number; from: string } | undefined => {
       const gw = results.find((r) => r.id === 'gateway')?.saturation;
       if (gw && gw.ackedPerSec > 0) return { rate: gw.ackedPerSec, from: 'gateway' };
@@ -378,7 +613,7 @@ export const mqttSection: BenchSection = {
     };
 
     for (const target of targets) {
-      const r: TargetResult = { id: target.id, label: target.label, startupOnly: target.startupOnly === true, errors: [], startup: { spawnToAcceptMs: [], spawnToReadyMs: [] } };
+      const r: TargetResult = { id: target.id, label: target.label, startupOnly: target.startupOnly === true, errors: [], startup: { spawnToAcceptMs: [], spawnToReadyMs: [] }, fixedRates: [] };
       results.push(r);
       const why = target.unavailable(tctx);
       if (why !== undefined) {
@@ -414,10 +649,11 @@ export const mqttSection: BenchSection = {
     if (ref !== undefined && ref.from !== 'gateway' && cfg.targets.includes('gateway')) {
       notes.push(`half-rate runs used ${ref.from}'s max rate as reference because the gateway produced no max rate.`);
     }
+    const budgets = latencyBudgets(cfg, results, probe);
     return {
-      tables: buildTables(cfg, results),
+      tables: buildTables(cfg, results, probe, budgets),
       notes,
-      data: { config: cfg, results },
+      data: { config: cfg, fsyncProbe: probe ?? null, latencyBudgets: budgets, results },
     };
   },
 };
