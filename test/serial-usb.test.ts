@@ -49,7 +49,7 @@ test('a board found by USB identity: waits while it is absent, opens where it ap
     { outbox: { append: (_r, done) => done(null) }, registry: { setOnline: () => undefined, setFirmware: (id, v) => { hellos++; registry.setFirmware(id, v) } }, bus: new GatewayBus(), log, listPorts: async () => present })
   cleanups.push(() => link.stop())
   link.start()
-  await waitFor('absent board logged', () => logs.some((l) => l.msg === 'serial port cannot be opened: retrying with backoff' && /no USB serial device 2341:0043 serial A plugged in/.test(l.err ?? '')), 5000)
+  await waitFor('absent board logged', () => logs.some((l) => l.msg === 'serial port cannot be opened: retrying with backoff' && /no USB serial device 2341:0043 serial A plugged in/.test(l.err ?? '')), 15000)
 
   let board: SimBoard = await startSimBoard(build, join(build.dir, 'ttyACM0'))
   cleanups.push(() => board.stop())
@@ -61,7 +61,7 @@ test('a board found by USB identity: waits while it is absent, opens where it ap
   // Replugged: the board comes back under another name (ttyACM1), as USB re-enumeration does.
   await board.stop()
   present = []
-  await waitFor('lost', () => logs.some((l) => l.msg === 'serial port lost: board unplugged or gone; reopening with backoff'), 5000)
+  await waitFor('lost', () => logs.some((l) => l.msg === 'serial port lost: board unplugged or gone; reopening with backoff'), 15000)
   const before = hellos
   board = await startSimBoard(build, join(build.dir, 'ttyACM1'))
   present = [uno(board.path, 'A')]
