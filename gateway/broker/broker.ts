@@ -383,14 +383,13 @@ export class MqttBroker {
     }
   }
 
-  /** A will restored from disk is published on its owner's behalf: checked as that owner; refused ones are deleted. */
+  /** A will restored from disk is published on its owner's behalf: checked as that owner (the caller deletes a refused one). */
   private checkStoredWill(will: PublishPacket & { owner?: unknown; clientId?: string }): Principal | null {
     const clientId = will.clientId ?? ''
     const owner = this.resolveOwner(will.owner, clientId)
     const d = owner ? mayPublishAsPrincipal(owner, will.topic, classifyTopic(will.topic), this.anonymousRole) : { ok: false as const, reason: 'its owner is gone or unknown' }
     if (d.ok) return owner
     this.refuse('acl_will', `stored will of "${clientId.slice(0, 80)}" on "${will.topic.slice(0, 120)}" dropped: ${d.reason}`, { clientId, topic: will.topic })
-    void this.persistence?.delWill({ id: clientId }).catch(() => undefined)
     return null
   }
 
@@ -490,7 +489,12 @@ export class MqttBroker {
   private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
     const topic = packet.topic
     // client === null: a will stored before a restart, published on its owner's behalf: checked as that owner.
-    if (!client) return cb(this.checkStoredWill(packet) ? null : new RefusedError('stored will refused'))
+    if (!client) {
+      if (this.checkStoredWill(packet)) return cb(null)
+      // deleted, or aedes would try it again at every will sweep
+      void this.persistence?.delWill({ id: (packet as { clientId?: string }).clientId ?? '' }).catch(() => undefined)
+      return cb(new RefusedError('stored will refused'))
+    }
     const identity = this.identities.get(client)
     if (!identity) return cb(new RefusedError('not authenticated'))
     if (identity.revoked) return cb(new RefusedError('access revoked'))
