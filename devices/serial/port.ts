@@ -1,4 +1,8 @@
 // The one file that imports serialport: open a port by path, write bytes, hear data and its loss; list ports.
+// Also the one place that reaches into its bindings (see hangUpAwareBinding).
+import { read as fsRead } from 'node:fs'
+import { promisify } from 'node:util'
+import { createRequire } from 'node:module'
 import { SerialPort } from 'serialport'
 import { matchUsbPort, type PortInfo, type Resolved, type UsbMatch } from './usb.ts'
 
@@ -18,8 +22,60 @@ export interface PortEvents {
 
 export type OpenPort = (path: string, baudRate: number, on: PortEvents) => Promise<PortHandle>
 
+type FsRead = (fd: number, buffer: Buffer, offset: number, length: number, position: null) => Promise<{ bytesRead: number; buffer: Buffer }>
+/** What this file needs of a serialport binding and its open ports (structural: the platform types are a union). */
+interface ReadablePort { read(buffer: Buffer, offset: number, length: number): Promise<{ bytesRead: number; buffer: Buffer }> }
+interface MinimalBinding { list(): Promise<unknown>; open(options: object): Promise<ReadablePort> }
+type UnixRead = (o: { binding: ReadablePort; buffer: Buffer; offset: number; length: number; fsReadAsync?: FsRead }) => Promise<{ bytesRead: number; buffer: Buffer }>
+
+/** Internal module of @serialport/bindings-cpp 13 (Linux and macOS reads); test/serial-port-adapter.test.ts checks it. */
+export const UNIX_READ_MODULE = '@serialport/bindings-cpp/dist/unix-read.js'
+let unixRead: UnixRead | null = null
+export function loadUnixRead(): UnixRead {
+  if (unixRead) return unixRead
+  const m = createRequire(import.meta.url)(UNIX_READ_MODULE) as { unixRead?: unknown }
+  if (typeof m.unixRead !== 'function') throw new Error(`${UNIX_READ_MODULE} has no unixRead: @serialport/bindings-cpp changed; see devices/serial/port.ts`)
+  unixRead = m.unixRead as UnixRead
+  return unixRead
+}
+
+const readAsync = promisify(fsRead) as unknown as FsRead
+
+/**
+ * A raw tty read of 0 bytes means the line hung up (a USB adapter unplugged, a pty whose other side exited): with
+ * O_NONBLOCK and VMIN=1 "no data yet" is EAGAIN, never 0. bindings-cpp 13 retries 0-byte reads at once, forever,
+ * when the hang-up arrives during a read rather than during a poll (1 in ~8 pty closes here): the port then spins
+ * and is never reported lost. This read turns it into an EIO, which serialport treats as a disconnect.
+ */
+export const hangUpAwareRead: FsRead = async (fd, buffer, offset, length, position) => {
+  const r = await readAsync(fd, buffer, offset, length, position)
+  if (r.bytesRead === 0) throw Object.assign(new Error('the serial line hung up (end of file): device gone'), { code: 'EIO' })
+  return r
+}
+
+/** The platform binding, with hangUpAwareRead on Unix ports (those with a poller); Windows ports are unchanged. */
+export function hangUpAwareBinding<B extends { list(): Promise<unknown> }>(detected: B): B {
+  const open = (detected as unknown as MinimalBinding).open.bind(detected)
+  const wrapped: MinimalBinding = {
+    list: () => detected.list(),
+    async open(options) {
+      const port = await open(options)
+      if (!('poller' in port)) return port
+      const read = loadUnixRead()
+      port.read = (buffer, offset, length) => read({ binding: port, buffer, offset, length, fsReadAsync: hangUpAwareRead })
+      return port
+    },
+  }
+  return wrapped as unknown as B
+}
+
+let binding: typeof SerialPort.binding | null = null
+
 export const openSerialPort: OpenPort = async (path, baudRate, on) => {
-  const port = new SerialPort({ path, baudRate, autoOpen: false, hupcl: false })
+  binding ??= hangUpAwareBinding(SerialPort.binding)
+  // SerialPort's option type leaves `binding` out, its constructor takes it (and gives it precedence).
+  const options = { path, baudRate, autoOpen: false, hupcl: false, binding }
+  const port = new SerialPort(options)
   await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())))
   let closing = false
   let lostOnce = false
