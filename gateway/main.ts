@@ -92,7 +92,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const outbox = new OutboxClient({
     file: files.outbox, gatewayId: config.gateway.id, upstreams: [...enabled.map((u) => u.name), ...(config.xmpp.enabled && config.xmpp.pubsub.enabled ? [config.xmpp.pubsub.upstream] : [])],
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
-    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, priority: config.outbox.priority, log,
+    synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, diskFullHoldMs: config.outbox.diskFullHoldSeconds * 1000, priority: config.outbox.priority, log,
   })
   const broker = new MqttBroker({ config: config.mqtt, roles: resolveRoles(config.roles), persistenceFile: files.broker, registry, outbox, metrics, bus, log })
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
@@ -161,12 +161,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     log.warn({ reason: d.reason, rows: d.rows, bytes: d.bytes }, 'outbox retention dropped the oldest readings')
   })
   let diskFullLogged = false
-  outbox.onAppendFailed((err) => {
-    if (err.code === 'disk_full' && !diskFullLogged) {
-      diskFullLogged = true
-      log.error({ err: err.message }, 'DISK FULL: the outbox cannot store readings; devices are not acknowledged and will retry')
-    }
-  })
+  const diskFull = (err: Error): void => {
+    if (diskFullLogged) return
+    diskFullLogged = true
+    log.error({ err: err.message, holdSeconds: config.outbox.diskFullHoldSeconds }, 'DISK FULL: the outbox cannot store readings; devices wait for their acks (connections stay open) while the gateway retries')
+  }
+  outbox.onAppendHeld(diskFull)
+  outbox.onAppendFailed((err) => { if (err.code === 'disk_full') diskFull(err) })
   const refreshStats = async (): Promise<OutboxStats | null> => {
     try {
       const s = await outbox.stats()

@@ -143,6 +143,11 @@ export const configSchema = z.object({
     /** ... or when the event loop is idle; "FULL" waits for the disk before any ack. */
     synchronous: z.enum(['FULL', 'NORMAL']).default('FULL'),
     /**
+     * Disk full: readings wait this long, unacknowledged, while the gateway retries the write every 0.5 s; only then
+     * does the device's connection close (it resends after reconnecting). 0: close at once.
+     */
+    diskFullHoldSeconds: z.number().int().min(0).max(3600).default(60),
+    /**
      * The priority lane: these readings go to every upstream before routine ones (e.g. alarms while a backlog
      * drains). Per-device order holds within each lane; a priority reading may overtake its device's routine ones.
      */

@@ -11,9 +11,12 @@ const { file, intervalMs, idleExitMs } = workerData as { file: string; intervalM
 const db = openDatabase(file, { synchronous: 'FULL', autoCheckpoint: false })
 let lastFrames = -1
 let quietSince = Date.now()
+/** The failure being reported: one message per spell of failures (every 200 ms on a full disk was a log flood). */
+let failing: string | null = null
 const timer = setInterval(() => {
   try {
     const { walFrames, checkpointed } = checkpointPassive(db)
+    if (failing !== null) { failing = null; port.postMessage({ t: 'recovered' }) }
     if (walFrames !== lastFrames || checkpointed < walFrames) quietSince = Date.now()
     lastFrames = walFrames
     if (Date.now() - quietSince >= idleExitMs) {
@@ -23,7 +26,9 @@ const timer = setInterval(() => {
       port.close()
     }
   } catch (err) {
-    port.postMessage({ t: 'error', message: (err as Error).message })
+    const message = (err as Error).message
+    if (failing !== message) port.postMessage({ t: 'error', message })
+    failing = message
   }
 }, intervalMs)
 port.on('message', (m: { t: string }) => {

@@ -118,7 +118,8 @@ export class OutboxClient implements Outbox {
     if (this.checkpointer || this.closing || !this.worker) return
     const cp = spawnWorker('checkpointer', { file: this.opts.file, intervalMs: 200, idleExitMs: this.opts.checkpointIdleMs ?? 30000 }, 'edgeway-checkpoint')
     cp.on('message', (m: { t: string; message?: string }) => {
-      if (m.t === 'error') this.opts.log.warn({ err: m.message }, 'outbox checkpoint failed: the WAL file grows until it succeeds')
+      if (m.t === 'error') this.opts.log.warn({ err: m.message }, 'outbox checkpoint failed: the WAL file grows until it succeeds (retried every 200 ms, logged once)')
+      if (m.t === 'recovered') this.opts.log.info('outbox checkpoints succeed again')
       if (m.t === 'idle' && this.checkpointer === cp) this.checkpointer = null
     })
     cp.on('error', (err) => {
@@ -339,6 +340,9 @@ export class OutboxClient implements Outbox {
         this.events.emit('appendFailed', err, count)
         break
       }
+      case 'held':
+        this.events.emit('held', new OutboxError(`outbox disk full: ${m.message}`, m.code))
+        break
       case 'claimed': this.settle(m.id, m.rows); break
       case 'stats': this.settle(m.id, m.stats); break
       case 'closed': this.settle(m.id, undefined); break
@@ -369,6 +373,11 @@ export class OutboxClient implements Outbox {
   /** Each device's newest stored reading, at most once per latestEveryMs per device (live views). */
   onLatest(listener: (r: LatestReading) => void): void {
     this.events.on('latest', listener)
+  }
+
+  /** The disk is full: appends wait unacknowledged (up to diskFullHoldMs) and are retried; once per full spell. */
+  onAppendHeld(listener: (err: OutboxError) => void): void {
+    this.events.on('held', listener)
   }
 
   /** A commit failed: none of its `count` readings was stored or acknowledged. */

@@ -4,6 +4,10 @@ import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
 import { sharedNow, type FromWorker, type LatestReading, type Refusal, type ToWorker, type WorkerInit } from './protocol.ts'
 import { decodeTelemetry, type ReadingInput } from '../readings.ts'
+import { HeldAppends } from './held.ts'
+
+/** How often held appends are retried while the disk is full. */
+const HOLD_RETRY_MS = 500
 
 export class OutboxEngine {
   private readonly store: OutboxStore
@@ -19,11 +23,16 @@ export class OutboxEngine {
   private latestTimer: NodeJS.Timeout | null = null
   private maintenanceTimer: NodeJS.Timeout | null = null
   private catchUp: NodeJS.Timeout | null = null
+  /** Appends waiting for disk space (see held.ts), retried every HOLD_RETRY_MS. */
+  private readonly held: HeldAppends
+  private heldReason = ''
+  private retryHeld: NodeJS.Timeout | null = null
 
   constructor(private readonly init: WorkerInit, private readonly send: (m: FromWorker) => void) {
     this.store = new OutboxStore(init)
     this.prioMetrics = new Set(init.priority?.metrics ?? [])
     this.prioDevices = new Set(init.priority?.devices ?? [])
+    this.held = new HeldAppends(init.diskFullHoldMs ?? 60_000)
   }
 
   /** Opens the database (throws if it cannot), says 'ready' and starts maintenance. */
@@ -65,16 +74,10 @@ export class OutboxEngine {
         else refused.push({ id: m.id, index: i, device, reason: d.reason })
       }
     }
+    // Behind held appends (disk full) new ones wait their turn: per-device order holds.
     if (ids.length > 0) {
-      try {
-        const decoded = sharedNow()
-        const lastRowId = rows.length > 0 ? store.appendBatch(rows) : store.lastRowId
-        const sentAt = sharedNow()
-        this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
-        this.noteLatest(rows)
-      } catch (err) {
-        this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
-      }
+      if (this.held.size > 0) this.hold(ids, rows, refused, null)
+      else this.commit(ids, rows, refused, startedAt)
     }
     // Phase 2: the rest in arrival order; claims see the rows just committed.
     for (const m of msgs) {
@@ -99,11 +102,63 @@ export class OutboxEngine {
 
   get closed(): boolean { return this.closing }
 
+  /** One transaction for the drain's readings; a full disk holds them instead of failing them (held.ts). */
+  private commit(ids: number[], rows: ReadingInput[], refused: Refusal[], startedAt: number): boolean {
+    try {
+      const decoded = sharedNow()
+      const lastRowId = rows.length > 0 ? this.store.appendBatch(rows) : this.store.lastRowId
+      const sentAt = sharedNow()
+      this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
+      this.noteLatest(rows)
+      return true
+    } catch (err) {
+      if (isDiskFull(err) && this.init.diskFullHoldMs !== 0) this.hold(ids, rows, refused, err as Error)
+      else this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
+      return false
+    }
+  }
+
+  private hold(ids: number[], rows: ReadingInput[], refused: Refusal[], err: Error | null): void {
+    const first = this.held.size === 0
+    if (!this.held.add(ids, rows, refused, Date.now())) {
+      this.send({ t: 'appendFailed', ids, code: 'disk_full', message: `${this.heldReason} (and ${this.held.heldBytes} bytes are held already)` })
+      return
+    }
+    if (!first) return
+    this.heldReason = err?.message ?? 'disk full'
+    this.send({ t: 'held', code: 'disk_full', message: this.heldReason })
+    this.retryHeld ??= setTimeout(() => this.retry(), HOLD_RETRY_MS)
+  }
+
+  /** Fails what waited too long, then writes everything still held in one transaction (it fails whole or not at all). */
+  private retry(): void {
+    this.retryHeld = null
+    if (this.closing) return
+    for (const b of this.held.expire(Date.now())) {
+      this.send({ t: 'appendFailed', ids: b.ids, code: 'disk_full', message: `${this.heldReason} (held ${Math.round((this.init.diskFullHoldMs ?? 0) / 1000)} s)` })
+    }
+    if (this.held.size === 0) return
+    const { ids, rows, refused } = this.held.merged()
+    try {
+      const lastRowId = rows.length > 0 ? this.store.appendBatch(rows) : this.store.lastRowId
+      this.held.takeAll()
+      const now = sharedNow()
+      this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt: now, decodeMs: 0, writeMs: 0, sentAt: now } })
+      this.noteLatest(rows)
+    } catch (err) {
+      if (isDiskFull(err)) { this.retryHeld = setTimeout(() => this.retry(), HOLD_RETRY_MS); return }
+      for (const b of this.held.takeAll()) this.send({ t: 'appendFailed', ids: b.ids, code: 'io', message: (err as Error).message })
+    }
+  }
+
   private close(): void {
     this.closing = true
     if (this.maintenanceTimer) clearInterval(this.maintenanceTimer)
     if (this.catchUp) clearTimeout(this.catchUp)
     if (this.latestTimer) clearTimeout(this.latestTimer)
+    if (this.retryHeld) clearTimeout(this.retryHeld)
+    // Held readings were never acknowledged: their devices send them again to the next gateway run.
+    for (const b of this.held.takeAll()) this.send({ t: 'appendFailed', ids: b.ids, code: 'disk_full', message: 'gateway stopping with the disk still full' })
     this.store.close()
   }
 

@@ -10,6 +10,8 @@ export interface LatestReading { device: string; link: string; ts: number; seq: 
 
 export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
   maintenanceMs: number
+  /** Appends that meet a full disk wait this long for space before they fail (0: fail at once; default 60 s). */
+  diskFullHoldMs?: number
   /** Send each device's newest stored reading at most this often (0: never). */
   latestEveryMs: number
   /** The priority lane: readings carrying any of these metrics, and every reading of these devices. */
@@ -34,6 +36,8 @@ export type FromWorker =
   | { t: 'ready'; lastRowId: number; upstreams: string[] }
   | { t: 'appended'; ids: number[]; lastRowId: number; refused: Refusal[]; phases: CommitPhases }
   | { t: 'appendFailed'; ids: number[]; code: 'disk_full' | 'io'; message: string }
+  /** The disk is full: appends are held (unacknowledged) and retried, not failed; sent once per full spell. */
+  | { t: 'held'; code: 'disk_full'; message: string }
   | { t: 'claimed'; id: number; rows: ClaimedRow[] }
   | { t: 'stats'; id: number; stats: OutboxStats }
   | { t: 'dropped'; reason: DropReason; rows: number; bytes: number }

@@ -6,6 +6,8 @@ export interface DeviceSim {
   id: string
   acked: Set<number>
   sent: number
+  /** The connection closed (by the gateway, or by stop()). */
+  closed: boolean
   stop(): Promise<void>
 }
 
@@ -23,7 +25,7 @@ export function simulateDevice(url: string, id: string, opts: { window?: number;
   const c: MqttClient = mqtt.connect(url, { clientId: `${id}:sim-${seq}`, reconnectPeriod: 0, connectTimeout: 5000, ...(opts.auth ?? {}) })
   c.on('error', () => undefined)
   const sim: DeviceSim = {
-    id, acked, sent: 0,
+    id, acked, sent: 0, closed: false,
     async stop() { running = false; await endClient(c) },
   }
   const pump = (): void => {
@@ -39,7 +41,7 @@ export function simulateDevice(url: string, id: string, opts: { window?: number;
     }
   }
   c.on('connect', pump)
-  c.on('close', () => { running = false })
+  c.on('close', () => { running = false; sim.closed = true })
   return sim
 }
 
