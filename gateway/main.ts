@@ -7,6 +7,7 @@ import type { Config } from './config/schema.ts'
 import { Registry } from './registry/registry.ts'
 import { OutboxClient } from './outbox/client.ts'
 import type { OutboxStats } from './outbox/types.ts'
+import { recoveryReasons } from './outbox/protocol.ts'
 import { MqttBroker } from './broker/broker.ts'
 import { resolveRoles } from './broker/roles.ts'
 import { Metrics } from './metrics.ts'
@@ -193,7 +194,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       ...evaluateHealth({
         outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now,
         upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-        degraded: cameraHealthReasons(cam, now),
+        degraded: [...cameraHealthReasons(cam, now), ...recoveryReasons(outbox.recovery, existsSync)],
       }),
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
@@ -245,6 +246,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   registry.open()
   registry.markAllOffline()
   await outbox.start()
+  if (outbox.recovery) {
+    const r = outbox.recovery
+    log.error({ movedTo: r.movedTo, salvaged: r.salvaged, unreadable: r.unreadable, err: r.error }, 'OUTBOX CORRUPTED: the damaged file was moved aside and what could be read was salvaged into a fresh outbox; starting degraded')
+  }
   try {
     await broker.start()
     await ota.start()

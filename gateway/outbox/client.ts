@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { RawReading } from '../readings.ts'
 import { OutboxError, type AppendOwner, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
-import { sharedNow, type FromWorker, type LatestReading, type ToWorker, type WorkerInit } from './protocol.ts'
+import { sharedNow, type FromWorker, type LatestReading, type OutboxRecovery, type ToWorker, type WorkerInit } from './protocol.ts'
 
 export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs' | 'latestEveryMs'> {
   /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
@@ -83,6 +83,8 @@ export class OutboxClient implements Outbox {
   private closing = false
   private fatal: Error | null = null
   lastRowId = 0
+  /** Set when the outbox file was found corrupted at start, moved aside and salvaged (see salvage.ts). */
+  recovery: OutboxRecovery | null = null
 
   constructor(private readonly opts: OutboxClientOptions) {
     this.events.setMaxListeners(0)
@@ -97,6 +99,7 @@ export class OutboxClient implements Outbox {
       const onMessage = (m: FromWorker): void => {
         if (m.t === 'ready') {
           this.lastRowId = m.lastRowId
+          this.recovery = m.recovery ?? null
           worker.off('error', reject)
           resolve()
         } else if (m.t === 'error') {

@@ -2,15 +2,19 @@
 // Runs on the outbox worker thread; worker.ts hands it each drain of the port (group commit).
 import { OutboxStore } from './store.ts'
 import { isDiskFull } from '../store/sqlite.ts'
-import { sharedNow, type FromWorker, type LatestReading, type Refusal, type ToWorker, type WorkerInit } from './protocol.ts'
+import { sharedNow, type FromWorker, type LatestReading, type OutboxRecovery, type Refusal, type ToWorker, type WorkerInit } from './protocol.ts'
 import { decodeTelemetry, type ReadingInput } from '../readings.ts'
 import { HeldAppends } from './held.ts'
+import { checkMarker, clearCheckMarker, isCorrupt, salvageOutbox } from './salvage.ts'
+import { quickCheck } from '../store/sqlite.ts'
+import { existsSync, writeFileSync } from 'node:fs'
 
 /** How often held appends are retried while the disk is full. */
 const HOLD_RETRY_MS = 500
 
 export class OutboxEngine {
-  private readonly store: OutboxStore
+  private store: OutboxStore
+  private corruptionNoted = false
   private closing = false
   /** Device and link names by the numbers the broker thread sends instead of the strings (see client.ts). */
   private readonly names: string[] = []
@@ -37,8 +41,8 @@ export class OutboxEngine {
 
   /** Opens the database (throws if it cannot), says 'ready' and starts maintenance. */
   open(): void {
-    this.store.open()
-    this.send({ t: 'ready', lastRowId: this.store.lastRowId, upstreams: this.store.upstreamNames })
+    const recovery = this.openOrSalvage()
+    this.send({ t: 'ready', lastRowId: this.store.lastRowId, upstreams: this.store.upstreamNames, ...(recovery ? { recovery } : {}) })
     this.maintenanceTimer = setInterval(() => this.maintain(), this.init.maintenanceMs)
   }
 
@@ -95,12 +99,51 @@ export class OutboxEngine {
             return
         }
       } catch (err) {
+        this.noteCorruption(err)
         this.send({ t: 'error', id: m.t === 'claim' || m.t === 'stats' ? m.id : undefined, message: `${m.t}: ${(err as Error).message}` })
       }
     }
   }
 
   get closed(): boolean { return this.closing }
+
+  /**
+   * Opens the store; a corrupted file (found by the open's own reads, or by a full check when the last run met
+   * corruption) is moved aside and what can be read is salvaged into a fresh one (salvage.ts).
+   */
+  private openOrSalvage(): OutboxRecovery | null {
+    const file = this.init.file
+    let error: string | null = null
+    try {
+      if (existsSync(checkMarker(file))) {
+        const verdict = quickCheck(file)
+        if (verdict !== 'ok') error = `PRAGMA quick_check: ${verdict}`
+      }
+      if (error === null) this.store.open()
+    } catch (err) {
+      if (!isCorrupt(err)) throw err
+      error = (err as Error).message
+    }
+    if (error === null) { clearCheckMarker(file); return null }
+    this.store.abandon()
+    const s = salvageOutbox(file, error)
+    const fresh = new OutboxStore(this.init)
+    fresh.open()
+    fresh.importSalvaged(s)
+    fresh.close()
+    this.store = new OutboxStore(this.init)
+    this.store.open()
+    clearCheckMarker(file)
+    return { at: Date.now(), movedTo: s.movedTo, error, salvaged: s.rows.length, unreadable: s.unreadable, unreadableFile: s.unreadableFile }
+  }
+
+  /** Corruption met while running: noted for the next start, which checks the file and salvages it. */
+  private noteCorruption(err: unknown): void {
+    if (!isCorrupt(err) || this.corruptionNoted) return
+    this.corruptionNoted = true
+    try { writeFileSync(checkMarker(this.init.file), `${new Date().toISOString()} ${(err as Error).message}\n`) } catch { /* best effort */ }
+    this.send({ t: 'error', message: `outbox corrupted (${(err as Error).message}): restart the gateway to move the file aside and salvage what can be read` })
+  }
 
   /** One transaction for the drain's readings; a full disk holds them instead of failing them (held.ts). */
   private commit(ids: number[], rows: ReadingInput[], refused: Refusal[], startedAt: number): boolean {
@@ -112,6 +155,7 @@ export class OutboxEngine {
       this.noteLatest(rows)
       return true
     } catch (err) {
+      this.noteCorruption(err)
       if (isDiskFull(err) && this.init.diskFullHoldMs !== 0) this.hold(ids, rows, refused, err as Error)
       else this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
       return false

@@ -2,6 +2,18 @@
 import type { ClaimedRow, DropReason, OutboxStats } from './types.ts'
 import type { OutboxStoreOptions } from './store.ts'
 
+/** The outbox file was corrupted at start: where it went and what was saved from it (salvage.ts). */
+export interface OutboxRecovery {
+  at: number
+  movedTo: string
+  error: string
+  salvaged: number
+  /** At least this many row ids could not be read. */
+  unreadable: number
+  /** Nothing at all could be read (not a database any more). */
+  unreadableFile: boolean
+}
+
 /** A reading of batch `id` at `index` that does not decode: acknowledged but not stored, the device is told why. */
 export interface Refusal { id: number; index: number; device: string; reason: string }
 
@@ -33,7 +45,7 @@ export type ToWorker =
   | { t: 'close'; id: number }
 
 export type FromWorker =
-  | { t: 'ready'; lastRowId: number; upstreams: string[] }
+  | { t: 'ready'; lastRowId: number; upstreams: string[]; recovery?: OutboxRecovery }
   | { t: 'appended'; ids: number[]; lastRowId: number; refused: Refusal[]; phases: CommitPhases }
   | { t: 'appendFailed'; ids: number[]; code: 'disk_full' | 'io'; message: string }
   /** The disk is full: appends are held (unacknowledged) and retried, not failed; sent once per full spell. */
@@ -53,3 +65,10 @@ export interface CommitPhases { startedAt: number; decodeMs: number; writeMs: nu
 
 /** A clock both threads read alike (each thread's performance.now() starts at its own origin). */
 export function sharedNow(): number { return performance.timeOrigin + performance.now() }
+
+/** What /healthz says while the damaged file that start-up moved aside is still there (the operator's to inspect). */
+export function recoveryReasons(r: OutboxRecovery | null, exists: (path: string) => boolean): string[] {
+  if (!r || !exists(r.movedTo)) return []
+  const saved = r.unreadableFile ? 'nothing could be read from it' : `${r.salvaged} readings were salvaged into a fresh outbox${r.unreadable ? `, at least ${r.unreadable} could not be read` : ''}`
+  return [`outbox was corrupted at start (${r.error}): moved to ${r.movedTo}; ${saved}. Remove that file once inspected`]
+}

@@ -3,6 +3,7 @@
 import { openDatabase, isDiskFull, type Db, type Statement } from '../store/sqlite.ts'
 import { messageId, type ReadingInput } from '../readings.ts'
 import type { ClaimedRow, DropReason, OutboxStats, UpstreamCursorStats } from './types.ts'
+import type { Salvage } from './salvage.ts'
 
 export interface DeadRow extends ClaimedRow {
   upstream: string
@@ -41,6 +42,9 @@ interface RowRecord {
   id: number; device: string; seq: number; dseq: number | null; ts: number; recv: number; kind: number; link: string; payload: string | Buffer
   prio?: number
 }
+
+/** How far a device's sequence jumps after a salvage that could not read the sequence table. */
+const SEQ_GAP = 1_000_000
 
 /** Rows per multi-row INSERT statement (11 parameters each, far below SQLite's 32766). */
 const INSERT_ROWS = 32
@@ -349,6 +353,27 @@ export class OutboxStore {
   close(): void {
     if (!this.db?.open) return
     try { this.maintain() } finally { this.db.close() }
+  }
+
+  /** After a failed open(): lets go of the file without touching it further. */
+  abandon(): void {
+    try { if (this.db?.open) this.db.close() } catch { /* it is being moved aside */ }
+  }
+
+  /**
+   * Copies what a salvage read (salvage.ts) into this fresh, open store, in one transaction: rows keep their ids,
+   * sequences and so their message ids; ids and each device's sequence continue above anything the damaged file may
+   * have used (a sequence table that could not be read costs a jump of SEQ_GAP, so no message id is ever reused).
+   */
+  importSalvaged(s: Salvage): void {
+    const db = this.db
+    const seqGap = s.seqsFromTable ? 0 : SEQ_GAP
+    db.transaction(() => {
+      for (const r of s.rows) this.stmt.insert.run(r.id, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, r.bytes, r.prio)
+      for (const [device, seq] of s.seqs) this.stmt.upsertSeq.run(device, seq + seqGap)
+      for (const [upstream, acked] of s.cursors) this.stmt.setCursor.run(upstream, acked)
+      this.stmt.setMeta.run('last_id', String(s.maxId))
+    })()
   }
 
   private cursor(upstream: string): Cursor {

@@ -46,6 +46,12 @@ export function isDiskFull(err: unknown): boolean {
     || (code?.startsWith('SQLITE_IOERR') ?? false)
 }
 
+/** 'ok', or SQLite's first complaint about the file's structure (reads every page: seconds for a large file). */
+export function quickCheck(file: string): string {
+  const db = new Database(file, { fileMustExist: true })
+  try { return String(db.pragma('quick_check(1)', { simple: true })) } finally { db.close() }
+}
+
 /** Copies committed WAL frames into the database file without blocking writers; returns the WAL size in frames. */
 export function checkpointPassive(db: Db): { walFrames: number; checkpointed: number } {
   const r = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[]
