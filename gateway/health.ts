@@ -12,6 +12,8 @@ export interface HealthInput {
   now: number
   /** Reasons from optional parts (e.g. a dead camera source) that degrade the gateway but never fail it. */
   degraded?: string[]
+  /** Active alerts (gateway/alerts/): each degrades the gateway with its text as the reason, never fails it. */
+  alerts?: { text: string }[]
 }
 
 export interface Health {
@@ -37,5 +39,6 @@ export function evaluateHealth(h: HealthInput): Health {
     }
   }
   if (h.degraded) reasons.push(...h.degraded)
+  for (const a of h.alerts ?? []) reasons.push(a.text)
   return { status: failed ? 'failed' : reasons.length ? 'degraded' : 'ok', reasons }
 }

@@ -23,9 +23,16 @@ import { OtaService } from './ota/service.ts'
 import { OtaStore } from './ota/store.ts'
 import { DashboardServer } from './dashboard/server.ts'
 import { readingMetrics } from './readings.ts'
+import { HistoryService } from './history/client.ts'
+import { historyRoutes } from './history/api.ts'
 import { ControlServer, type ControlHandler } from './control/server.ts'
+import { DeviceJournal } from './journal/journal.ts'
+import { flashEntry, refusalEntry } from './journal/entries.ts'
+import { DeviceApi } from './dashboard/device-api.ts'
 import { controlSocketPath } from './control/client.ts'
 import type { XmppBridge } from '../bridges/xmpp/bridge.ts'
+import { AlertEngine, isAlertSink } from './alerts/engine.ts'
+import { effectiveAlerts, legacyThresholdsWarning } from './alerts/config.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -79,6 +86,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const metrics = new Metrics()
   const bus = new GatewayBus((err, event) => log.error({ err: (err as Error).message, event }, 'event listener failed'))
   const registry = new Registry(files.registry, { liveState: 'NORMAL' })
+  // The per-device journal (journal.db, its own worker thread): presence, commands, firmware, OTA/flash, refusals, last payload.
+  const journal = new DeviceJournal({ file: join(resolve(config.gateway.dataDir), 'journal.db'), dataDir: resolve(config.gateway.dataDir), log: log.child({ component: 'journal' }) })
   const enabled = config.upstreams.filter((u) => u.enabled)
   // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
   // Which devices exist and which are online, over every link: for the command router and the XMPP bridge.
@@ -90,12 +99,28 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     isOnline, dispatch: (cmd): Promise<CommandResult> => commands.dispatch(cmd),
   }) : null
   if (xmpp?.upstream && enabled.some((u) => u.name === xmpp.upstream!.name)) throw new Error(`xmpp.pubsub.upstream "${xmpp.upstream.name}" clashes with an entry of upstreams`)
+  // history: committed readings go from the outbox worker to the history worker (gateway/history/), off the ack path.
+  const history = config.history.enabled ? new HistoryService({
+    file: join(resolve(config.gateway.dataDir), 'history.db'), outboxFile: files.outbox, config: config.history, log,
+    onStats: (d) => {
+      metrics.historyPoints.inc(d.points)
+      metrics.historyRefused.inc(d.refused)
+      for (const p of d.pruned) metrics.historyPruned.inc({ tier: p.tier, reason: p.reason }, p.n)
+    },
+  }) : null
   const outbox = new OutboxClient({
     file: files.outbox, gatewayId: config.gateway.id, upstreams: [...enabled.map((u) => u.name), ...(config.xmpp.enabled && config.xmpp.pubsub.enabled ? [config.xmpp.pubsub.upstream] : [])],
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, diskFullHoldMs: config.outbox.diskFullHoldSeconds * 1000, priority: config.outbox.priority, log,
+    ...(history ? { tap: history.tapPort() } : {}),
   })
-  const broker = new MqttBroker({ config: config.mqtt, roles: resolveRoles(config.roles), persistenceFile: files.broker, registry, outbox, metrics, bus, log })
+  const roles = resolveRoles(config.roles)
+  const broker = new MqttBroker({ config: config.mqtt, roles, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
+  /** Revocation of a device (CLI, device page): the broker closes and purges. */
+  const revokeDevice = async (id: string): Promise<{ disconnected: number; purgedSessions: number }> => {
+    const r = await broker.revoke('device', id)
+    return r
+  }
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
   if (xmpp?.upstream) upstreams.push(xmpp.upstream)
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
@@ -132,9 +157,22 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     },
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
+  commands.onDone((e) => bus.safeEmit('commandDone', e))
   const ota = new OtaService({ publish: (t, p, q, r) => broker.publish(t, p, q, r), registry, bus, store: new OtaStore(resolve(config.gateway.dataDir)), log, metrics })
   broker.onOtaUplink((d, kind, payload) => ota.handleUplink(d, kind, payload))
   for (const u of upstreams) u.onCommand?.((cmd) => commands.dispatch(cmd))
+  // Alerts: one engine for health, the dashboard, XMPP and AMQP. The deprecated xmpp.alerts.thresholds join its rules.
+  if (config.xmpp.alerts.thresholds.length) log.warn({ thresholds: config.xmpp.alerts.thresholds.length }, legacyThresholdsWarning(config.xmpp.enabled))
+  const alerts = new AlertEngine({
+    config: effectiveAlerts(config.alerts, config.xmpp.enabled ? config.xmpp.alerts.thresholds : []), bus, metrics, log: log.child({ component: 'alerts' }),
+    tracked: (d) => registry.get(d) !== undefined || linkDevices().includes(d),
+    upstreams: () => upstreams.map((u) => ({ name: u.name, ...u.status() })),
+  })
+  const alertSinks = upstreams.filter(isAlertSink)
+  if (alertSinks.length) {
+    bus.on('alertRaised', (e) => { for (const u of alertSinks) u.publishAlert(e) })
+    bus.on('alertCleared', (e) => { for (const u of alertSinks) u.publishAlert(e) })
+  }
   const http = config.http.enabled ? new HttpServer(config.http.host, config.http.port, log) : null
   const camera = new CameraService(config.camera, log.child({ component: 'camera' }))
   if (config.camera.enabled) metrics.setCameraSource(() => { const c = camera.status(); return { viewers: c.viewers, bitrate: c.bitrate, live: c.state === 'live' } })
@@ -154,6 +192,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     if (bus.listenerCount('reading') === 0) return
     bus.safeEmit('reading', { device: r.device, link: r.link, ts: r.ts, seq: r.seq, metrics: r.payload === null ? {} : readingMetrics({ kind: 'json', payload: r.payload }) })
   })
+  // The device journal: each device's newest payload (in memory, flushed now and then) and the decode refusals of
+  // serial and Firmata readings (MQTT ones reach the bus as "refusal" events through the broker's intake).
+  outbox.onLatest((r) => journal.latest(r))
+  outbox.onRefused((r) => { if (r.link !== 'mqtt') journal.record(refusalEntry({ reason: 'decode', detail: r.reason, device: r.device }, Date.now())) })
   let lastStats: OutboxStats | null = null
   let outboxError: string | null = null
   outbox.onFailure((err) => { outboxError = err.message })
@@ -173,6 +215,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     try {
       const s = await outbox.stats()
       lastStats = s
+      alerts.observeOutbox(s)
       metrics.outboxDepth.set(s.depth)
       metrics.outboxBytes.set(s.bytes)
       metrics.outboxFileBytes.set(s.fileBytes)
@@ -190,11 +233,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     const stats = await refreshStats()
     const cam = camera.status()
     const now = Date.now()
+    const active = alerts.active()
     return {
       ...evaluateHealth({
         outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now,
         upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
         degraded: [...cameraHealthReasons(cam, now), ...recoveryReasons(outbox.recovery, existsSync)],
+        alerts: active,
       }),
       gateway: config.gateway.id,
       uptimeSeconds: Math.round(process.uptime()),
@@ -206,6 +251,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, ...(s.repliesFailed !== undefined ? { repliesFailed: s.repliesFailed } : {}), lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
       }),
       camera: cam,
+      alerts: active,
     }
   }
 
@@ -218,39 +264,74 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       devicesOnline: broker.connectedDevices.length,
       backlog: s && { depth: s.depth, bytes: s.bytes, oldestAgeSeconds: Math.round(s.oldestAgeMs / 1000), deadLettered: s.deadLettered },
       upstreams: upstreams.map((u) => ({ name: u.name, connected: u.status().connected, lag: s?.upstreams.find((x) => x.upstream === u.name)?.lag ?? null })),
+      alerts: alerts.active(),
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
   const dashboard = http && config.dashboard.enabled ? new DashboardServer({
     config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
     devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
-    dispatch: (cmd) => commands.dispatch(cmd), status: health,
+    dispatch: (cmd) => commands.dispatch(cmd), status: health, alerts: () => alerts.active(),
   }) : null
   // The camera panel's signalling rides on the dashboard WebSocket ("camera.*" messages, authenticated sessions only).
   dashboard?.addChannel(camera)
+  // history API (/api/history/...), behind the dashboard's login.
+  if (history) dashboard?.addRoutes(historyRoutes({ history, metadata: (id) => registry.get(id)?.metadata }))
+  // The device page (/device/<id>) and its actions: the same registry and revocation paths as the CLI.
+  dashboard?.addRoutes(new DeviceApi({
+    registry, revoke: revokeDevice, isOnline, journal, dispatch: (cmd) => commands.dispatch(cmd), ota,
+    uploadsDir: join(resolve(config.gateway.dataDir), 'uploads'), log,
+  }))
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
   control.handle('status', async () => health())
-  control.handle(FLASH_METHOD, flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) }))
-  control.handle('ota.push', (params, progress) => ota.push(params, progress))
+  const flash = flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) })
+  // Flashes and CLI OTA pushes go to the device journal too (one entry per outcome / OTA state).
+  control.handle(FLASH_METHOD, async (params, progress) => {
+    const p = params as { port?: unknown; board?: unknown } | null
+    const port = typeof p?.port === 'string' ? p.port : '?'
+    const board = typeof p?.board === 'string' ? p.board : '?'
+    try {
+      const r = await flash(params, progress) as { device?: string | null; firmware?: string | null }
+      if (r.device) journal.record(flashEntry(r.device, { ok: true, port, board, firmware: r.firmware ?? null }, Date.now()))
+      return r
+    } catch (err) {
+      const dev = [...serial.links, ...firmata.links].find((l) => l.config.path === port)?.config.device
+      if (dev) journal.record(flashEntry(dev, { ok: false, port, board, error: (err as Error).message }, Date.now()))
+      throw err
+    }
+  })
+  control.handle('ota.push', async (params, progress) => {
+    const final = await ota.push(params, (pr) => { journal.ota(pr); progress(pr) })
+    journal.ota(final)
+    return final
+  })
   control.handle('ota.cancel', async (params) => ota.cancel(params))
   // `device remove|rotate-secret`, `client remove|rotate-secret` changed the registry: the running broker acts on it.
   control.handle('access.revoke', async (params) => {
     const p = params as { kind?: unknown; id?: unknown } | null
     if ((p?.kind !== 'device' && p?.kind !== 'client') || typeof p.id !== 'string') throw new Error('access.revoke needs { kind: "device" | "client", id }')
-    return broker.revoke(p.kind, p.id)
+    return p.kind === 'device' ? revokeDevice(p.id) : broker.revoke(p.kind, p.id)
   })
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
   await control.start()
   registry.open()
   registry.markAllOffline()
+  // The journal listens from here on (buffering until its worker is up); its worker starts beside the stores'.
+  journal.attach(bus)
+  const journalReady = journal.start()
+  journalReady.catch(() => undefined)
+  await history?.start()
   await outbox.start()
   if (outbox.recovery) {
     const r = outbox.recovery
     log.error({ movedTo: r.movedTo, salvaged: r.salvaged, unreadable: r.unreadable, err: r.error }, 'OUTBOX CORRUPTED: the damaged file was moved aside and what could be read was salvaged into a fresh outbox; starting degraded')
   }
+  await history?.catchUp()
   try {
+    await journalReady
+    alerts.start() // before the links: every device's first online is seen
     await broker.start()
     await ota.start()
     for (const u of upstreams) await u.start()
@@ -272,6 +353,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
     await camera.start()
   } catch (err) {
+    alerts.stop()
     await xmpp?.stop().catch(() => undefined)
     await camera.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
@@ -279,6 +361,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await firmata.stop().catch(() => undefined)
     await broker.stop().catch(() => undefined)
     await outbox.close().catch(() => undefined)
+    await history?.stop().catch(() => undefined)
+    await journal.close().catch(() => undefined)
     registry.close()
     await control.stop()
     throw err
@@ -301,6 +385,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     stopping ??= (async () => {
       log.info('stopping: no new connections, committing pending readings')
       for (const t of timers) clearInterval(t)
+      alerts.stop() // first: devices going offline with the gateway raise nothing
       unwatchLoop()
       // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
       await xmpp?.stop()
@@ -313,6 +398,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       for (const f of forwarders) f.stop()
       commands.close()
       await outbox.close()
+      await history?.stop()
+      await journal.close()
       await Promise.all(upstreams.map((u) => u.close()))
       await dashboard?.stop()
       await http?.stop()

@@ -26,6 +26,12 @@ export class Metrics {
   readonly commitPhaseSeconds = new Histogram({ name: 'edgeway_ingest_phase_seconds', help: 'Each commit of readings, by phase: queue (waiting for the outbox thread), decode, write (SQLite inserts and the fsynced commit), handback (back to the broker thread)', labelNames: ['phase'] as const, buckets: [0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], registers: [this.registry] })
   /** How late the broker's event loop runs a 10 ms timer: any stall on the thread that writes PUBACKs shows here. */
   readonly eventLoopDelaySeconds = new Histogram({ name: 'edgeway_event_loop_delay_seconds', help: 'Lateness of a 10 ms timer on the main (broker) event loop', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers: [this.registry] })
+  readonly alertsActive = new Gauge({ name: 'edgeway_alerts_active', help: 'Alerts active now, by rule (device_offline, threshold, outbox_backlog, outbox_drops, upstream_down)', labelNames: ['rule'] as const, registers: [this.registry] })
+  readonly alertsRaised = new Counter({ name: 'edgeway_alerts_raised_total', help: 'Alerts raised since start, by rule', labelNames: ['rule'] as const, registers: [this.registry] })
+  // history store (gateway/history/)
+  readonly historyPoints = new Counter({ name: 'edgeway_history_points_total', help: 'Numeric points written to the history store', registers: [this.registry] })
+  readonly historyPruned = new Counter({ name: 'edgeway_history_pruned_total', help: 'History points pruned, by tier (raw, rollup) and reason (age, bytes: the maxBytes bound)', labelNames: ['tier', 'reason'] as const, registers: [this.registry] })
+  readonly historyRefused = new Counter({ name: 'edgeway_history_series_refused_total', help: 'Points not kept because their device reached history.maxMetricsPerDevice or the store history.maxSeries', registers: [this.registry] })
   readonly commitSeconds = new Histogram({ name: 'edgeway_ingest_ack_seconds', help: 'Time from a batch of readings leaving the broker thread to its durable commit (acks wait for it)', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1], registers: [this.registry] })
 
   /** Line statistics of the serial boards, read at scrape time (the links keep running totals). */

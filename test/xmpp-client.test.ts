@@ -24,6 +24,7 @@ before(async () => {
       allow: [{ jids: ['alice@localhost', 'mallory@localhost'] }],
       commandTimeoutMs: 1500,
     },
+    alerts: { offlineHoldSeconds: 1 },
   })
   await g.waitLog((l) => l.msg === 'xmpp presence announced')
 })

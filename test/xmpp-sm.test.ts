@@ -77,6 +77,7 @@ async function setup(streamManagement: boolean): Promise<{ p: Prosody; px: Proxy
       allow: [{ jids: ['alice@localhost'] }],
       reconnectMinMs: 200, reconnectMaxMs: 1000,
     },
+    alerts: { offlineHoldSeconds: 1 },
   })
   cleanups.push(() => g.cleanup())
   await g.waitLog((l) => l.msg === 'xmpp presence announced')

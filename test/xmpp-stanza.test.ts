@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { serialize, parseIncoming, presence, chat, errorReply, pubsubPublish, pubsubCreate, parseJid, bareJid, stanzaError, publishErrorOutcome, discoFeatures, el, rosterSuggestion, type XmlNode } from '../bridges/xmpp/stanza.ts'
-import { parseChat, parseArgs, summary, resultReply, getReply, statusReply, thresholdAlert } from '../bridges/xmpp/chat.ts'
+import { parseChat, parseArgs, summary, resultReply, getReply, statusReply, alertChat } from '../bridges/xmpp/chat.ts'
 import { allowed, jidMatches, blockedBy, Rhythm } from '../bridges/xmpp/policy.ts'
 import { xmppSection } from '../bridges/xmpp/config.ts'
 import { nodeFor } from '../bridges/xmpp/pubsub.ts'
@@ -69,8 +69,9 @@ test('reply texts: summaries are bounded, results and errors read well', () => {
   assert.equal(getReply('d', 't', v), 't = 1')
   assert.match(getReply('d', 'u', v), /known: t/)
   assert.match(statusReply('d', v, 3000), /^d: online, readings overdue \(mqtt\)\nlast reading 2 s ago/)
-  assert.equal(thresholdAlert('d', 't', 31, { above: 30 }, true), '⚠️ d: t = 31 is above 30')
-  assert.equal(thresholdAlert('d', 't', -5, { above: 30, below: 0 }, true), '⚠️ d: t = -5 is below 0')
+  // Alert texts come from the alerts engine (test/alerts-rules.test.ts); the bridge only marks raise and clear.
+  assert.equal(alertChat({ type: 'raised', text: 'd: t = 31 is above 30' }), '⚠️ d: t = 31 is above 30')
+  assert.equal(alertChat({ type: 'cleared', text: 'd: t = 29 is back in range' }), '✅ d: t = 29 is back in range')
 })
 
 test('allowlist: JIDs, whole domains, "*", per device and per group; commands can be withheld; blocking by JID or domain', () => {

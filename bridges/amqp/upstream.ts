@@ -11,9 +11,10 @@ import { LinkState } from '../../gateway/upstream/link-state.ts'
 import { coalesceWrites } from '../../gateway/net/coalesce.ts'
 import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
 import { encodeReadingMessage } from './encode.ts'
-import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut, type AmqpReplyOut } from './map.ts'
+import { addressUsesDevice, alertMessage, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut, type AmqpReplyOut } from './map.ts'
 import { FailureLog, retryWithOtherDurability } from './replies.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
+import type { AlertEvent } from '../../gateway/alerts/rules.ts'
 
 type Settle = (rowId: number, outcome: Outcome, detail?: string) => void
 interface Item { rowId: number; out: AmqpOut; settle: Settle }
@@ -335,6 +336,19 @@ export class AmqpUpstream implements Upstream {
   onChange(listener: () => void): void { this.linkState.onChange(listener) }
   onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
   setStatusSource(source: () => Promise<Record<string, unknown>>): void { this.statusSource = source }
+
+  /**
+   * An alert raised or cleared goes out on the status address at once (best effort like the heartbeat: while the
+   * link is down it is not queued, and the next heartbeat, sent on reconnect, lists the active alerts).
+   */
+  publishAlert(e: AlertEvent): void {
+    const address = this.cfg.statusAddress
+    if (!address || !this.statusSender || !this.conn) return
+    const m = alertMessage(e, this.gatewayId, expandAddress(address, this.gatewayId))
+    try {
+      this.statusSender.send({ ...m, body: rhea.message.data_section(m.body) })
+    } catch (err) { this.log.warn({ err: describe(err), alert: e.alert.id }, 'alert message not sent') }
+  }
 
   credit(): number {
     if (!this.linkState.connected) return 0

@@ -1,15 +1,17 @@
 // The XMPP bridge (component mode): every device is a contact <device>@<component domain> with presence mirroring its
-// link, subscriptions gated by the allowlist and kept in SQLite, chat commands routed to the device, alerts as chat.
+// link, subscriptions gated by the allowlist and kept in SQLite, chat commands routed to the device, and the alerts
+// engine's raises and clears (gateway/alerts/: offline with hold-down, thresholds, backlog, upstreams) as chat.
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { GatewayBus, GatewayEvents } from '../../gateway/events.ts'
+import type { AlertEvent } from '../../gateway/alerts/rules.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 import type { XmppConfig } from './config.ts'
 import { XmppLink, type IqAnswer } from './connection.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
 import { allowed, blockedBy, jidMatches, Rhythm } from './policy.ts'
 import { adhocCompleted, adhocForm, adhocList, bareJid, blockItems, chat, child, formValues, discoInfo, el, errorReply, NS, parseIncoming, presence, rosterSuggestion, type Incoming, type Show, type XmlNode } from './stanza.ts'
-import { getReply, HELP, parseChat, resultReply, statusReply, summary, thresholdAlert, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
+import { getReply, HELP, parseChat, resultReply, statusReply, summary, alertChat, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
 import { PubSubUpstream } from './pubsub.ts'
 
 export interface XmppBridgeDeps {
@@ -33,9 +35,6 @@ interface DeviceState {
   sentStatus: string | null
   sentAt: number
   pending: NodeJS.Timeout | null
-  /** Thresholds currently in alarm (index into cfg.alerts.thresholds). */
-  alarms: Set<number>
-  offlineAlerted: boolean
 }
 
 type Presence = { type: 'available' | 'unavailable'; show?: Show; status?: string }
@@ -75,15 +74,16 @@ export class XmppBridge {
       s.online = true
       s.link = e.link
       this.announce(e.device, true)
-      if (s.offlineAlerted) { s.offlineAlerted = false; this.alert(e.device, `${e.device} is back online`) }
     }
     this.listeners.deviceOffline = (e) => {
       const s = this.state(e.device)
       s.online = false
       this.announce(e.device, true)
-      if (this.cfg.alerts.offline) { s.offlineAlerted = true; this.alert(e.device, `⚠️ ${e.device} went offline (${e.reason})`) }
     }
     this.listeners.reading = (e) => this.onReading(e.device, e.link, e.metrics)
+    // The engine decides when (hold-down, flapping, thresholds); the bridge only says it to whoever may hear it.
+    this.listeners.alertRaised = (e) => this.onAlert(e)
+    this.listeners.alertCleared = (e) => this.onAlert(e)
     for (const [k, fn] of Object.entries(this.listeners)) this.d.bus.on(k as keyof GatewayEvents, fn as never)
     this.link.on('online', (_jid, resumed) => {
       // A resumed XEP-0198 session kept presence and the block list (its pushes were queued for us): only a status
@@ -125,7 +125,7 @@ export class XmppBridge {
   private state(device: string): DeviceState {
     let s = this.states.get(device)
     if (!s) {
-      s = { online: false, link: null, rhythm: new Rhythm(), metrics: {}, sentKey: null, sentStatus: null, sentAt: 0, pending: null, alarms: new Set(), offlineAlerted: false }
+      s = { online: false, link: null, rhythm: new Rhythm(), metrics: {}, sentKey: null, sentStatus: null, sentAt: 0, pending: null }
       this.states.set(device, s)
     }
     return s
@@ -227,21 +227,23 @@ export class XmppBridge {
     s.rhythm.note(Date.now())
     s.link = link
     Object.assign(s.metrics, metrics)
-    for (const [i, t] of this.cfg.alerts.thresholds.entries()) {
-      const v = metrics[t.metric]
-      if (typeof v !== 'number' || (t.devices && !t.devices.some((x) => x === '*' || x === device))) continue
-      const active = (t.above !== undefined && v > t.above) || (t.below !== undefined && v < t.below)
-      if (active === s.alarms.has(i)) continue
-      if (active) s.alarms.add(i)
-      else s.alarms.delete(i)
-      this.alert(device, thresholdAlert(device, t.metric, v, t, active))
-    }
     this.announce(device, false)
   }
 
-  private alert(device: string, body: string): void {
+  private onAlert(e: AlertEvent): void {
+    const a = e.alert
+    if (a.rule === 'device_offline' && !this.cfg.alerts.offline) return
+    const body = alertChat(e)
     // Also while the link is down: client mode queues it for the resumed/fresh session, component mode counts it.
-    for (const jid of this.audience(device)) this.link.send(chat(this.jidOf(device), jid, body))
+    if (a.device !== undefined) {
+      for (const jid of this.audience(a.device)) this.link.send(chat(this.jidOf(a.device), jid, body))
+      return
+    }
+    // Gateway-wide (outbox, upstreams): once to each subscriber, from the component (client mode: the account).
+    const jids = this.clientMode
+      ? this.store.subscribers('*').filter((j) => !this.blocked(j))
+      : new Set(this.store.allSubscriptions().filter(({ device, jid }) => allowed(this.cfg, jid, device, 'subscribe') && !this.blocked(jid)).map((x) => x.jid))
+    for (const jid of jids) this.link.send(chat(this.clientMode ? this.selfBare : this.domain, jid, body))
   }
 
   // ---- incoming ------------------------------------------------------------------------------------------------------

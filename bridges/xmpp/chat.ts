@@ -123,9 +123,7 @@ export function resultReply(r: CommandResult): string {
   }
 }
 
-/** Chat text of an alert about one metric crossing (or returning from) a threshold. */
-export function thresholdAlert(device: string, metric: string, value: number, t: { above?: number; below?: number }, active: boolean): string {
-  if (!active) return `✅ ${device}: ${metric} = ${fmt(value)} is back in range`
-  const edge = t.above !== undefined && value > t.above ? `above ${t.above}` : `below ${t.below}`
-  return `⚠️ ${device}: ${metric} = ${fmt(value)} is ${edge}`
+/** Chat text of an alert from the gateway's alerts engine (gateway/alerts/): ⚠️ when raised, ✅ when cleared. */
+export function alertChat(e: { type: 'raised' | 'cleared'; text: string }): string {
+  return `${e.type === 'raised' ? '⚠️' : '✅'} ${e.text}`
 }

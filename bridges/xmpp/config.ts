@@ -20,7 +20,7 @@ const allowRule = z.object({
 
 const threshold = z.object({
   metric: z.string().min(1),
-  /** Alert when the value rises above / falls below; a message again when it is back in range. */
+  /** Deprecated with `xmpp.alerts.thresholds`: the same fields as `alerts.thresholds` (there: `device`, one per rule). */
   above: z.number().optional(),
   below: z.number().optional(),
   /** Devices this applies to (default: all). */
@@ -64,8 +64,9 @@ export const xmppSection = z.object({
     xaFactor: z.number().min(1).default(10),
   }).strict().prefault({}),
   alerts: z.object({
-    /** Tell subscribers when a device goes offline (and back online). */
+    /** Tell subscribers when a device goes offline (and back online), after the hold-down of `alerts.offlineHoldSeconds`. */
     offline: z.boolean().default(true),
+    /** Deprecated (one release): move these to `alerts.thresholds`. Still applied, as rules of the alerts engine. */
     thresholds: z.array(threshold).default([]),
   }).strict().prefault({}),
   /** Longer chat messages are refused with a reply (bytes of the body). */

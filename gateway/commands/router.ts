@@ -31,6 +31,7 @@ export class CommandRouter {
   private readonly pending = new Map<string, { cmd: Command; resolve: (r: CommandResult) => void; timer: NodeJS.Timeout }>()
   private readonly timeoutMs: number
   private readonly now: () => number
+  private readonly doneListeners: ((e: { args: unknown; result: CommandResult; latencyMs: number }) => void)[] = []
 
   constructor(private readonly target: CommandTarget, opts: { timeoutMs?: number; now?: () => number } = {}) {
     this.timeoutMs = opts.timeoutMs ?? 30000
@@ -39,7 +40,18 @@ export class CommandRouter {
 
   get inflight(): number { return this.pending.size }
 
+  /** Every result (routing errors included) with its latency: the device journal's command history. */
+  onDone(listener: (e: { args: unknown; result: CommandResult; latencyMs: number }) => void): void { this.doneListeners.push(listener) }
+
   dispatch(cmd: Command): Promise<CommandResult> {
+    const started = performance.now()
+    return this.route(cmd).then((result) => {
+      for (const l of this.doneListeners) { try { l({ args: cmd.args ?? null, result, latencyMs: performance.now() - started }) } catch { /* a listener never changes the result */ } }
+      return result
+    })
+  }
+
+  private route(cmd: Command): Promise<CommandResult> {
     const fail = (code: CommandErrorCode, error: string): Promise<CommandResult> =>
       Promise.resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code, error })
     if (!cmd.id) return fail('bad_request', 'command without an id')

@@ -5,8 +5,10 @@ import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
 import { usbIdentity, usbLabel } from '../../devices/serial/usb.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
+import { alertsSection } from '../alerts/config.ts'
 import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
+import { historyConfig } from '../history/config.ts'
 import { filterProblem, ROLE_NAME_RE } from '../broker/roles.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -133,6 +135,8 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   http: listener(8080, true).prefault({}),
   dashboard: dashboardConfig.prefault({}),
+  /** Numeric history per device metric in history.db (charts, /api/history, CSV export). */
+  history: historyConfig.prefault({}),
   outbox: z.object({
     /** Retention: drop the oldest readings beyond this many bytes of payload (counted, logged). */
     maxBytes: z.number().int().min(1024).default(512 * 1024 * 1024),
@@ -163,6 +167,8 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   firmata: firmataSection.prefault({}),
   xmpp: xmppSection.prefault({}),
+  /** Alerts (device offline with hold-down, thresholds, outbox backlog and drops, upstream down): gateway/alerts/. */
+  alerts: alertsSection.prefault({}),
   camera: cameraSchema.prefault({}),
   roles: rolesSection.default({}),
   upstreams: z.array(upstreamSchema).default([]).refine(

@@ -13,6 +13,7 @@ import type { Device } from '../registry/registry.ts'
 import type { Command, CommandResult } from '../commands/router.ts'
 import { verifySecret } from '../registry/secrets.ts'
 import type { DashboardConfig } from './config.ts'
+import type { AlertView } from '../alerts/engine.ts'
 import type { ChannelConnection, ChannelMessage, DashboardChannel } from './channel.ts'
 import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
 import { LoginThrottle } from '../security/login-throttle.ts'
@@ -43,11 +44,20 @@ export interface DashboardDeps {
   addDevice(id: string): Promise<string>
   dispatch(cmd: Command): Promise<CommandResult>
   status(): Promise<StatusSnapshot>
+  /** Active alerts (gateway/alerts/): sent on connect and after every raise or clear. */
+  alerts?(): AlertView[]
 }
 
 type ReadingEvent = GatewayEvents['reading'][0]
 
 export interface DeviceView { id: string; online: boolean; link: string | null; firmware: string | null; lastSeen: number | null }
+
+// ---- plug-in HTTP routes (the device page, gateway/dashboard/device-api.ts)
+/** A plug-in route's handler, called only after the Host, access and (for anything but GET/HEAD) Origin checks passed. */
+export type GuardedRoute = (req: IncomingMessage, res: ServerResponse, who: { user: string }) => Promise<void> | void
+/** Plug-in routes: `page` answers 401 with a redirect to /login, `api` with a plain 401/403. */
+export interface DashboardRoutes { register(route: (path: string, kind: 'page' | 'api', handler: GuardedRoute) => void): void }
+// ---- end plug-in HTTP routes
 
 const viewOf = (d: Device): DeviceView => ({ id: d.id, online: d.online, link: d.link, firmware: d.firmwareVersion, lastSeen: d.lastSeen })
 
@@ -95,6 +105,7 @@ export class DashboardServer {
   private readonly history: History
   private readonly conns = new Set<Connection>()
   private readonly channels: DashboardChannel[] = []
+  private readonly routePlugins: DashboardRoutes[] = []
   private readonly refusals: object[] = []
   private wss: MessageSocketServer | null = null
   private timers: NodeJS.Timeout[] = []
@@ -121,6 +132,9 @@ export class DashboardServer {
     this.channels.push(ch)
   }
 
+  /** Plug-in HTTP routes (the device page and its actions), behind this server's Host, session and Origin checks. */
+  addRoutes(plugin: DashboardRoutes): void { this.routePlugins.push(plugin) }
+
   /** Registers routes and bus listeners; the HttpServer must not be listening yet. */
   start(): void {
     this.dirs = assetDirs()
@@ -137,6 +151,7 @@ export class DashboardServer {
       onError: (err) => this.log.warn({ err: err.message }, 'dashboard socket closed on bad input'),
     })
     h.upgrade('/ws', (req, socket, head) => this.upgrade(req, socket, head))
+    for (const p of this.routePlugins) p.register((path, kind, handler) => h.route(path, own((req, res) => this.guarded(req, res, kind, handler))))
     const onReading = (e: ReadingEvent): void => this.onReading(e)
     const onPresence = (e: { device: string }): void => this.sendDevice(e.device)
     const onRefusal = (e: { reason: string; detail: string; device?: string; clientId?: string }): void => this.onRefusal(e)
@@ -149,6 +164,21 @@ export class DashboardServer {
       () => this.d.bus.off('reading', onReading), () => this.d.bus.off('deviceOnline', onPresence),
       () => this.d.bus.off('deviceOffline', onPresence), () => this.d.bus.off('firmware', onPresence),
       () => this.d.bus.off('refusal', onRefusal))
+    // ---- alerts: the whole active list after each raise/clear (keyed: a slow browser gets only the newest list)
+    let alertsDue = false
+    const onAlert = (): void => {
+      // A storm of transitions in one evaluation is one list sent, not one per transition.
+      if (!this.conns.size || alertsDue) return
+      alertsDue = true
+      setImmediate(() => {
+        alertsDue = false
+        this.broadcast({ type: 'alerts', active: this.d.alerts?.() ?? [] }, 'alerts')
+        void this.sendStatus() // the health pill and reasons follow at once, not at the next status tick
+      })
+    }
+    this.d.bus.on('alertRaised', onAlert)
+    this.d.bus.on('alertCleared', onAlert)
+    this.unsubscribe.push(() => this.d.bus.off('alertRaised', onAlert), () => this.d.bus.off('alertCleared', onAlert))
     this.timers.push(
       setInterval(() => { if (this.conns.size) { this.closeExpired(); void this.sendStatus() } }, STATUS_EVERY_MS),
       setInterval(() => { if (this.conns.size) this.pollDevices() }, DEVICE_POLL_MS),
@@ -200,6 +230,19 @@ export class DashboardServer {
     if (this.hostsWarned.has(host) || this.hostsWarned.size >= 100) return
     this.hostsWarned.add(host)
     this.log.warn({ from: req.socket.remoteAddress, host, path: (req.url ?? '').slice(0, 100), reason }, 'dashboard request refused: Host is not one of this gateway\'s names')
+  }
+
+  /** Plug-in routes: the same session (or loopback-only) access as the page; a state-changing request also needs an allowed Origin. */
+  private guarded(req: IncomingMessage, res: ServerResponse, kind: 'page' | 'api', handler: GuardedRoute): Promise<void> | void {
+    const a = this.access(req)
+    if (!a.ok) { req.resume(); this.deny(res, a, kind === 'page'); return }
+    if (req.method !== 'GET' && req.method !== 'HEAD' && !this.originOk(req)) {
+      this.log.warn({ from: req.socket.remoteAddress, origin: req.headers.origin, path: (req.url ?? '').slice(0, 100) }, 'dashboard action refused: foreign Origin')
+      req.resume()
+      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end('cross-origin request refused\n')
+      return
+    }
+    return handler(req, res, { user: a.user })
   }
 
   private deny(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
@@ -315,6 +358,7 @@ export class DashboardServer {
     for (const v of devices) this.lastDevices.set(v.id, JSON.stringify({ ...v, lastSeen: null }))
     c.send({ type: 'snapshot', devices, latest: this.history.latest(), history: this.history.snapshot(), refusals: this.refusals })
     void this.d.status().then((s) => c.send({ type: 'status', ...s }, 'status'), () => undefined)
+    c.send({ type: 'alerts', active: this.d.alerts?.() ?? [] }, 'alerts')
     for (const ch of this.channels) {
       try {
         c.channels.push(ch.open({ user, send: (msg) => c.send(msg) }))

@@ -1,5 +1,5 @@
 // Broker-thread side of the outbox: batches appends per event-loop turn and talks to the worker thread.
-import { Worker } from 'node:worker_threads'
+import { Worker, type MessagePort } from 'node:worker_threads'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { RawReading } from '../readings.ts'
@@ -61,10 +61,10 @@ export interface CommitInfo {
 }
 
 /** Compiled (dist/): the worker module is plain JS. From source: a plain-JS entry registers tsx in the thread first. */
-function spawnWorker(module: 'worker' | 'checkpointer', data: object, name: string): Worker {
+function spawnWorker(module: 'worker' | 'checkpointer', data: object, name: string, transferList: MessagePort[] = []): Worker {
   const compiled = import.meta.url.endsWith('.js')
-  if (compiled) return new Worker(new URL(`./${module}.js`, import.meta.url), { workerData: data, name })
-  return new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { ...data, entry: new URL(`./${module}.ts`, import.meta.url).href }, name })
+  if (compiled) return new Worker(new URL(`./${module}.js`, import.meta.url), { workerData: data, name, transferList })
+  return new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { ...data, entry: new URL(`./${module}.ts`, import.meta.url).href }, name, transferList })
 }
 
 export class OutboxClient implements Outbox {
@@ -93,7 +93,8 @@ export class OutboxClient implements Outbox {
   async start(): Promise<void> {
     const { log, batchRows: _b, maintenanceMs, latestEveryMs, checkpointIdleMs: _c, maxNames: _n, ...init } = this.opts
     const workerData: WorkerInit = { ...init, autoCheckpoint: false, maintenanceMs: maintenanceMs ?? 250, latestEveryMs: latestEveryMs ?? 250 }
-    const worker = spawnWorker('worker', workerData, 'edgeway-outbox')
+    // history tap (gateway/history/tap.ts): the port moves to the outbox worker, which posts committed readings on it.
+    const worker = spawnWorker('worker', workerData, 'edgeway-outbox', init.tap ? [init.tap] : [])
     this.worker = worker
     await new Promise<void>((resolve, reject) => {
       const onMessage = (m: FromWorker): void => {

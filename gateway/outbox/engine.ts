@@ -11,6 +11,7 @@ import { existsSync, writeFileSync } from 'node:fs'
 
 /** How often held appends are retried while the disk is full. */
 const HOLD_RETRY_MS = 500
+import { HistoryTap } from '../history/tap.ts'
 
 export class OutboxEngine {
   private store: OutboxStore
@@ -31,12 +32,15 @@ export class OutboxEngine {
   private readonly held: HeldAppends
   private heldReason = ''
   private retryHeld: NodeJS.Timeout | null = null
+  /** history tap: committed readings go on to the history worker, after the acks are on their way. */
+  private readonly tap: HistoryTap | null
 
   constructor(private readonly init: WorkerInit, private readonly send: (m: FromWorker) => void) {
     this.store = new OutboxStore(init)
     this.prioMetrics = new Set(init.priority?.metrics ?? [])
     this.prioDevices = new Set(init.priority?.devices ?? [])
     this.held = new HeldAppends(init.diskFullHoldMs ?? 60_000)
+    this.tap = init.tap ? new HistoryTap(init.tap) : null
   }
 
   /** Opens the database (throws if it cannot), says 'ready' and starts maintenance. */
@@ -153,6 +157,7 @@ export class OutboxEngine {
       const sentAt = sharedNow()
       this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
       this.noteLatest(rows)
+      this.tap?.add(rows, lastRowId)
       return true
     } catch (err) {
       this.noteCorruption(err)
@@ -189,6 +194,7 @@ export class OutboxEngine {
       const now = sharedNow()
       this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt: now, decodeMs: 0, writeMs: 0, sentAt: now } })
       this.noteLatest(rows)
+      this.tap?.add(rows, lastRowId)
     } catch (err) {
       if (isDiskFull(err)) { this.retryHeld = setTimeout(() => this.retry(), HOLD_RETRY_MS); return }
       for (const b of this.held.takeAll()) this.send({ t: 'appendFailed', ids: b.ids, code: 'io', message: (err as Error).message })
@@ -203,6 +209,7 @@ export class OutboxEngine {
     if (this.retryHeld) clearTimeout(this.retryHeld)
     // Held readings were never acknowledged: their devices send them again to the next gateway run.
     for (const b of this.held.takeAll()) this.send({ t: 'appendFailed', ids: b.ids, code: 'disk_full', message: 'gateway stopping with the disk still full' })
+    this.tap?.close()
     this.store.close()
   }
 

@@ -1,6 +1,7 @@
 // Messages between the outbox client (broker thread) and the outbox worker thread.
 import type { ClaimedRow, DropReason, OutboxStats } from './types.ts'
 import type { OutboxStoreOptions } from './store.ts'
+import type { MessagePort } from 'node:worker_threads'
 
 /** The outbox file was corrupted at start: where it went and what was saved from it (salvage.ts). */
 export interface OutboxRecovery {
@@ -28,6 +29,8 @@ export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
   latestEveryMs: number
   /** The priority lane: readings carrying any of these metrics, and every reading of these devices. */
   priority?: { metrics: string[]; devices: string[] }
+  /** history tap: committed JSON readings are posted here for the history store (gateway/history/tap.ts). */
+  tap?: MessagePort
 }
 
 export type ToWorker =

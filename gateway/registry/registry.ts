@@ -178,6 +178,13 @@ export class Registry {
    * secret, except under an integration client's name (one namespace: a client never becomes a device row).
    */
   setOnline(id: string, online: boolean, link: string, now = Date.now()): void {
+    // A device removed while connected (`device remove`, the device page) is revoked and its connection closed after
+    // the row is gone: that close must not bring the row back (as a secretless ghost). Serial and Firmata boards keep
+    // being recorded when they go offline: their configured names are reserved by their rows.
+    if (!online && link === 'mqtt') {
+      this.db.prepare('UPDATE devices SET online = 0, link = ?, last_seen = ? WHERE id = ?').run(link, now, id)
+      return
+    }
     this.db.prepare(`INSERT INTO devices (id, created_at, first_seen, last_seen, online, link) SELECT ?, ?, ?, ?, ?, ?
       WHERE NOT EXISTS (SELECT 1 FROM clients WHERE name = ?)
       ON CONFLICT(id) DO UPDATE SET online = excluded.online, link = excluded.link, last_seen = excluded.last_seen,
@@ -194,6 +201,11 @@ export class Registry {
     const st = this.db.prepare('UPDATE devices SET last_seen = MAX(COALESCE(last_seen, 0), ?), first_seen = COALESCE(first_seen, ?) WHERE id = ?')
     this.db.transaction(() => { for (const [id, t] of this.seen) st.run(t, t, id) })()
     this.seen.clear()
+  }
+
+  /** Replaces a device's metadata (the dashboard's device page validates it first); false: no such device. */
+  setMetadata(id: string, metadata: Record<string, unknown>): boolean {
+    return this.db.prepare('UPDATE devices SET metadata = ? WHERE id = ?').run(JSON.stringify(metadata), id).changes > 0
   }
 
   setFirmware(id: string, version: string): void {

@@ -19,8 +19,9 @@ import { serialSection } from './serial/section.ts';
 import { xmppSection } from './xmpp/section.ts';
 import { dashboardSection } from './dashboard/section.ts';
 import { cameraSection } from './camera/section.ts';
+import { historySection } from './history/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection, amqpSection, serialSection, dashboardSection, xmppSection, cameraSection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection, serialSection, dashboardSection, xmppSection, cameraSection, historySection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -41,6 +42,7 @@ function usage(): string {
     'env (xmpp): BENCH_XMPP_MESSAGES=5000 BENCH_XMPP_WINDOW=200 BENCH_XMPP_BACKLOG=5000 BENCH_XMPP_DROPS=20',
     'env (camera): BENCH_CAMERA_SECONDS=10 BENCH_CAMERA_VIEWERS=0,1,3 BENCH_CAMERA_BITRATE=4M (empty: bare test pattern)',
     'env (dashboard): BENCH_DASH_DEVICES=100 BENCH_DASH_WARMUP_SECONDS=20 BENCH_DASH_SECONDS=15 BENCH_DASH_LOADS=5',
+    'env (history): BENCH_HISTORY_RATES=1000,10000 BENCH_HISTORY_SECONDS=8 BENCH_HISTORY_CONNECTIONS=100 BENCH_HISTORY_LOADS=3',
   ].join('\n');
 }
 

@@ -1,5 +1,7 @@
 // The dashboard page: one WebSocket, a small state, cards rendered on demand, charts redrawn once per frame.
 import { DeviceChart } from './chart.js'
+import { feedLive } from './chart.js'   // history: live-range history charts
+import { mountRanges } from './history-view.js'   // history: the overview's chart range
 
 const $ = (id) => document.getElementById(id)
 const stats = { bytes: 0, messages: 0, firstRenderMs: null, connectedAt: null, snapshotAt: null }
@@ -53,7 +55,7 @@ function card(id) {
   const root = el('article', { class: 'card', 'data-device': id },
     el('header', {},
       el('span', { class: 'presence' }),
-      el('h3', {}, id),
+      el('h3', {}, el('a', { href: `/device/${encodeURIComponent(id)}`, title: 'this device\'s page: history and actions' }, id)),   // the device page (device.html)
       el('button', { type: 'button', class: 'link', title: 'send a command to this device', onclick: () => pickForCommand(id) }, 'command')),
     el('p', { class: 'meta' }),
     el('p', { class: 'values' }),
@@ -67,6 +69,7 @@ function card(id) {
   grid.insertBefore(root, after ?? null)
   root.hidden = !matchesFilter(id)
   resizeObserver.observe(chartEl)
+  ranges.attach(id, root, chartEl)   // history: range charts
   visibility.observe(chartEl)
   return c
 }
@@ -99,6 +102,8 @@ function renderDeviceCount() {
     if (ids.includes(chosen)) sel.value = chosen
   }
 }
+
+const ranges = mountRanges($('ranges'))   // history: live | 1h | 24h | 7d | 30d
 
 const matchesFilter = (id) => id.toLowerCase().includes($('device-filter').value.trim().toLowerCase())
 $('device-filter').addEventListener('input', () => { for (const [id, c] of cards) c.root.hidden = !matchesFilter(id) })
@@ -156,6 +161,20 @@ function renderStatus(s) {
     el('td', { class: 'num' }, fmtInt(u.lag)))) : [el('tr', {}, el('td', { colspan: '3', class: 'muted' }, 'none configured'))]))
 }
 
+// ---- alerts (gateway/alerts/): the header indicator and its list, replaced whole on every change
+function renderAlerts(active) {
+  const box = $('alerts')
+  box.hidden = active.length === 0
+  box.dataset.count = String(active.length)
+  const critical = active.some((a) => a.severity === 'critical')
+  $('alerts-count').className = `pill ${critical ? 'failed' : 'degraded'}`
+  $('alerts-count').textContent = `${active.length} alert${active.length === 1 ? '' : 's'}`
+  $('alert-list').replaceChildren(...active.map((a) => el('li', { class: a.severity, 'data-alert': a.id },
+    el('time', { datetime: a.since }, new Date(a.since).toLocaleTimeString()), ' ', a.text)))
+  if (!active.length) box.open = false
+}
+// ---- end alerts
+
 function addRefusals(items) {
   const list = $('refusals')
   list.querySelector('.muted')?.remove()
@@ -204,6 +223,7 @@ function onMessage(m) {
       state.devices.delete(m.device)
       cards.get(m.device)?.root.remove()
       cards.delete(m.device)
+      ranges.detach(m.device)   // history
       renderDeviceCount()
       break
     case 'reading': {
@@ -211,10 +231,12 @@ function onMessage(m) {
       state.latest.set(m.device, { ts: m.ts, at: m.at, metrics: { ...prev?.metrics, ...m.metrics } })
       if (!state.devices.has(m.device)) { state.devices.set(m.device, { id: m.device, online: true, link: m.link, firmware: null, lastSeen: m.at }); renderDeviceCount() }
       card(m.device).chart.add(m.ts, m.metrics)
+      feedLive(m.device, m.ts, m.metrics)   // history
       schedule(m.device)
       break
     }
     case 'status': renderStatus(m); break
+    case 'alerts': renderAlerts(m.active); break
     case 'refusals': addRefusals(m.items); break
     case 'commandResult': showResult(m.ref, m.result); break
     case 'deviceAdded': showCredentials(m); break
