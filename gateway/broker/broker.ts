@@ -17,6 +17,7 @@ import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
+import { installDedupe } from './dedupe.ts'
 import { guardPackets, MalformedPacketError, PacketTooLargeError } from './packet-guard.ts'
 import { RefusalLog } from '../log/refusals.ts'
 import { classifyTopic, mayMatchTelemetry } from './policy.ts'
@@ -179,6 +180,12 @@ export class MqttBroker {
     const handle = (stream: Duplex | import('node:net').Socket, address: string | undefined): void => {
       if (stream instanceof NetSocket) coalesceWrites(stream)
       const client = aedes.handle(stream)
+      // Before the client subscribes to anything: aedes registers these functions with each subscription.
+      if (!installDedupe(client)) {
+        this.d.log.error('aedes client internals changed (deliver0/deliverQoS/duplicates): connection refused, see gateway/broker/dedupe.ts')
+        stream.destroy()
+        return
+      }
       this.addresses.set(client, address ?? '?')
       // The connection's end is the one event every path (DISCONNECT, error, takeover, keepalive, revocation) ends in.
       stream.once('close', () => this.onClientGone(client, 'closed'))
