@@ -303,6 +303,32 @@ client.command('rotate-secret').argument('<name>').addOption(configOpt()).descri
   await revokeLive(c, 'client', name)
 }))
 
+// ---- edgeway fleet (fleet/): the operator's dashboard of many gateways, from their status messages
+program.command('fleet').description('run the fleet dashboard (operator\'s server): every gateway\'s state from the broker, commands to any device').addOption(configOpt())
+  .addOption(new Option('--log-format <format>', 'log lines: pretty for people, JSON lines for machines; auto: pretty on a terminal, else JSON').choices(LOG_FORMATS).default('auto'))
+  .action(async (opts: { config?: string; logFormat: LogFormat }) => {
+    const config = load(opts.config)
+    if (!config.fleet) { process.stderr.write('edgeway: the config has no fleet: section (see "Fleet" in the README)\n'); process.exit(2) }
+    const log = createLogger(config.log.level, { format: opts.logFormat })
+    const { startFleet } = await import('../fleet/main.ts')
+    let fleet: Awaited<ReturnType<typeof startFleet>>
+    try { fleet = await startFleet(config.fleet, log) } catch (err) {
+      log.fatal({ err: (err as Error).message }, 'edgeway fleet failed to start')
+      process.exit(1)
+    }
+    process.stderr.write(`\nedgeway fleet ${pkg.version} is running\n  http     ${config.fleet.http.host}:${fleet.http.port}  / (fleet dashboard)\n  broker   ${config.fleet.statusAddress}\n\n`)
+    let signals = 0
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (++signals > 1) process.exit(1)
+      log.info({ sig }, 'signal received')
+      setTimeout(() => process.exit(1), 5000).unref()
+      fleet.stop().then(() => process.exit(0), (err: Error) => { log.error({ err: err.message }, 'fleet shutdown failed'); process.exit(1) })
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+// ---- end edgeway fleet
+
 const dashboard = program.command('dashboard').description('the web dashboard on the http port')
 dashboard.command('set-password').addOption(configOpt()).option('--print', 'print the YAML to paste instead of writing the config file')
   .description('set the admin password (asked twice on a terminal, else the first line of stdin); only its scrypt hash is stored, in the config file')

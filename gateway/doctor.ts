@@ -274,6 +274,8 @@ export async function runDoctor(opts: DoctorOptions): Promise<CheckResult[]> {
   results.push(configResult, checkSqlite())
   if (config) {
     results.push(...checkDataDir(config.gateway.dataDir, opts.minFreeBytes), ...await checkPorts(config, opts.configFile), checkDashboard(config), checkCamera(config.camera, env.PATH))
+    // amqp upstreams: publish permissions and the quorum queue (bridges/amqp/doctor.ts; rhea loads only if configured)
+    results.push(...await (await import('../bridges/amqp/doctor.ts')).checkAmqp(config))
   } else {
     results.push(result('data dir, ports', 'warn', 'not checked: the configuration is invalid', 'fix the configuration first'))
   }

@@ -9,7 +9,7 @@ import { OutboxClient } from './outbox/client.ts'
 import type { OutboxStats } from './outbox/types.ts'
 import { recoveryReasons } from './outbox/protocol.ts'
 import { MqttBroker } from './broker/broker.ts'
-import { resolveRoles } from './broker/roles.ts'
+import { resolveRoles, BUILTIN_ROLES } from './broker/roles.ts'
 import { Metrics } from './metrics.ts'
 import { GatewayBus } from './events.ts'
 import { HttpServer, sendJson } from './http/server.ts'
@@ -33,6 +33,9 @@ import { controlSocketPath } from './control/client.ts'
 import type { XmppBridge } from '../bridges/xmpp/bridge.ts'
 import { AlertEngine, isAlertSink } from './alerts/engine.ts'
 import { effectiveAlerts, legacyThresholdsWarning } from './alerts/config.ts'
+import { resolveHomeAssistant } from '../bridges/homeassistant/config.ts'
+import { haRoles } from '../bridges/homeassistant/discovery.ts'
+import type { HomeAssistantPublisher } from '../bridges/homeassistant/publisher.ts'
 
 /** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
 function packageVersion(): string {
@@ -44,6 +47,8 @@ function packageVersion(): string {
 }
 const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
+import { randomUUID } from 'node:crypto'
+import { configDigest, isLifecycleSink, type DeviceState } from '../bridges/amqp/lifecycle.ts'
 import { toSerialCommand } from '../devices/serial/commands.ts'
 import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
 import { FirmataLinks } from '../devices/firmata/link.ts'
@@ -114,11 +119,18 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, diskFullHoldMs: config.outbox.diskFullHoldSeconds * 1000, priority: config.outbox.priority, log,
     ...(history ? { tap: history.tapPort() } : {}),
   })
-  const roles = resolveRoles(config.roles)
+  // Home Assistant discovery: its topics are the gateway's own (haRoles), its publisher starts after the broker.
+  const haConfig = config.homeassistant.enabled ? resolveHomeAssistant(config.homeassistant, config.gateway.id) : null
+  const roles = haConfig ? haRoles(resolveRoles(config.roles), BUILTIN_ROLES, haConfig) : resolveRoles(config.roles)
   const broker = new MqttBroker({ config: config.mqtt, roles, persistenceFile: files.broker, registry, outbox, metrics, bus, log })
-  /** Revocation of a device (CLI, device page): the broker closes and purges. */
+  const ha: HomeAssistantPublisher | null = haConfig ? new (await import('../bridges/homeassistant/publisher.ts')).HomeAssistantPublisher({
+    config: haConfig, gateway: { id: config.gateway.id, version: VERSION }, broker, bus, registry, isOnline,
+    stateFile: join(resolve(config.gateway.dataDir), 'homeassistant.json'), log: log.child({ bridge: 'homeassistant' }),
+  }) : null
+  /** Revocation of a device (CLI, device page): the broker closes and purges, HA forgets a removed device. */
   const revokeDevice = async (id: string): Promise<{ disconnected: number; purgedSessions: number }> => {
     const r = await broker.revoke('device', id)
+    ha?.deviceRevoked(id)
     return r
   }
   const upstreams = await Promise.all(enabled.map((u) => makeUpstream(u, config.gateway.id, log.child({ upstream: u.name }))))
@@ -216,6 +228,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       const s = await outbox.stats()
       lastStats = s
       alerts.observeOutbox(s)
+      alerts.observeOutboxRecovery(recoveryReasons(outbox.recovery, existsSync)[0] ?? null)
       metrics.outboxDepth.set(s.depth)
       metrics.outboxBytes.set(s.bytes)
       metrics.outboxFileBytes.set(s.fileBytes)
@@ -238,7 +251,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       ...evaluateHealth({
         outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now,
         upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-        degraded: [...cameraHealthReasons(cam, now), ...recoveryReasons(outbox.recovery, existsSync)],
+        degraded: cameraHealthReasons(cam, now),
         alerts: active,
       }),
       gateway: config.gateway.id,
@@ -248,7 +261,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       upstreams: upstreams.map((u) => {
         const s = u.status()
         const c = stats?.upstreams.find((x) => x.upstream === u.name)
-        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, ...(s.repliesFailed !== undefined ? { repliesFailed: s.repliesFailed } : {}), lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
+        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, ...(s.repliesFailed !== undefined ? { repliesFailed: s.repliesFailed } : {}),
+          // amqp: the node in use (a cluster's `hosts`), bridges/amqp/upstream.ts
+          ...('endpoint' in s && typeof s.endpoint === 'string' ? { endpoint: s.endpoint } : {}), lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
       }),
       camera: cam,
       alerts: active,
@@ -268,6 +283,23 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     }
   }
   for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  // Lifecycle on the status address (bridges/amqp/lifecycle.ts): birth with every device, presence as it changes.
+  const lifecycleSinks = upstreams.filter(isLifecycleSink)
+  if (lifecycleSinks.length) {
+    const lifecycleDevices = (): DeviceState[] => {
+      const known = new Map(registry.list().map((d) => [d.id, d]))
+      const ids = [...new Set([...known.keys(), ...broker.connectedDevices, ...linkDevices()])].sort()
+      return ids.map((id) => {
+        const d = known.get(id)
+        const link = broker.isDeviceOnline(id) ? 'mqtt' : serial.byDevice(id) ? 'serial' : firmata.byDevice(id) ? 'firmata' : d?.link ?? null
+        return { id, online: isOnline(id), link, firmware: d?.firmwareVersion ?? null, lastSeen: d?.lastSeen ?? null }
+      })
+    }
+    const lifecycle = { bootId: randomUUID(), version: VERSION, configDigest: configDigest(config), devices: lifecycleDevices }
+    for (const u of lifecycleSinks) u.setLifecycle(lifecycle)
+    bus.on('deviceOnline', (e) => { for (const u of lifecycleSinks) u.publishPresence({ device: e.device, online: true, link: e.link, at: Date.now() }) })
+    bus.on('deviceOffline', (e) => { for (const u of lifecycleSinks) u.publishPresence({ device: e.device, online: false, link: e.link, reason: e.reason, at: Date.now() }) })
+  }
   const dashboard = http && config.dashboard.enabled ? new DashboardServer({
     config: config.dashboard, http, bus, log, gatewayId: config.gateway.id, version: VERSION, mqttPort: config.mqtt.tcp.port,
     devices: () => registry.list(), device: (id) => registry.get(id), addDevice: (id) => registry.add(id),
@@ -334,6 +366,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     alerts.start() // before the links: every device's first online is seen
     await broker.start()
     await ota.start()
+    await ha?.start()
     for (const u of upstreams) await u.start()
     for (const f of forwarders) f.start()
     serial.start()
@@ -354,6 +387,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     await camera.start()
   } catch (err) {
     alerts.stop()
+    await ha?.stop().catch(() => undefined)
     await xmpp?.stop().catch(() => undefined)
     await camera.stop().catch(() => undefined)
     await ota.stop().catch(() => undefined)
@@ -390,6 +424,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       // First: subscribers get one "gateway stopped" presence, not an offline alert per device as the broker stops.
       await xmpp?.stop()
       await camera.stop()
+      await ha?.stop() // its offline status, retained, while the broker still runs
       broker.stopAccepting()
       await ota.stop()
       await broker.stop()

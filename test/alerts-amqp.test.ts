@@ -45,7 +45,7 @@ test('a device offline past the hold time: an "alert" message on the status addr
   dev.stream.destroy()
   const raised = await waitFor('alert raised message', () => alerts().find((a) => a.b.event === 'raised'), HOLD_S * 1000 + 10000, 50)
   assert.ok(Date.now() - t0 >= HOLD_S * 1000 - 100, 'not before the hold time')
-  assert.deepEqual(raised.m.application_properties, { gateway: 'test-gw', kind: 'alert', event: 'raised', alert: 'device_offline:amqp-dev', rule: 'device_offline', severity: 'warning' })
+  assert.deepEqual(raised.m.application_properties, { gateway: 'test-gw', kind: 'alert', schema: 1, event: 'raised', alert: 'device_offline:amqp-dev', rule: 'device_offline', severity: 'warning' })
   assert.equal(raised.m.content_type, 'application/json')
   assert.equal(raised.b.kind, 'alert')
   assert.equal(raised.b.gateway, 'test-gw')

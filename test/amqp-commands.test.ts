@@ -128,7 +128,7 @@ test('heartbeat: a status message per interval with backlog, devices online and 
   await waitFor('two heartbeats after subscribing', () => got.filter((m) => (m.creation_time as Date).getTime() >= t0 - 50).length >= 2, 5000)
   const m = got[got.length - 1]!
   assert.equal(m.subject, 'status')
-  assert.deepEqual(m.application_properties, { gateway: 'test-gw', kind: 'status' })
+  assert.deepEqual(m.application_properties, { gateway: 'test-gw', kind: 'status', schema: 1 })
   assert.equal(m.ttl, 3000)
   const b = bodyJson(m) as { gateway: string; version: string; devicesOnline: number; backlog: { depth: number }; upstreams: { name: string; connected: boolean }[] }
   assert.equal(b.gateway, 'test-gw')

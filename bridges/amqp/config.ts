@@ -13,8 +13,27 @@ export const amqpUpstream = z.object({
   name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'lowercase letters, digits, - and _, at most 32 characters'),
   type: z.literal('amqp'),
   enabled: z.boolean().default(true),
-  host: z.string().min(1),
+  /** One broker. Exclusive with `hosts`. */
+  host: z.string().min(1).optional(),
+  /** The port of `host`, and of each `hosts` entry that names none. */
   port: z.number().int().min(1).max(65535).default(5672),
+  /**
+   * The nodes of a cluster (RabbitMQ): tried in order; on a lost link the next one (round the list) is tried at once,
+   * then the backoff applies once every node has failed in a row. Exclusive with `host`.
+   */
+  hosts: z.array(z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).optional() }).strict()).min(1).max(16).optional(),
+  /**
+   * The telemetry queue's type, checked (or declared) over AMQP 0-9-1 before each connection is used: RabbitMQ 3.x's
+   * AMQP 1.0 plugin can neither declare a quorum queue nor attach to one through a /queue/ address (it redeclares it
+   * as classic and is refused), so quorum queues are addressed as /amq/queue/<name> or reached through an exchange.
+   */
+  queue: z.object({
+    type: z.literal('quorum'),
+    /** The queue; defaults to <name> of an `/amq/queue/<name>` address. `{gateway}` allowed. */
+    name: addressTemplate.optional(),
+    /** Declare it (durable, x-queue-type quorum) when missing; otherwise it must exist (the operator declared it). */
+    declare: z.boolean().default(false),
+  }).strict().optional(),
   /** PLAIN needs username/password; EXTERNAL needs a TLS client certificate; ANONYMOUS sends no credentials. */
   sasl: z.enum(['PLAIN', 'ANONYMOUS', 'EXTERNAL']).optional(),
   username: z.string().optional(),
@@ -75,6 +94,20 @@ export const amqpUpstream = z.object({
   if (u.hostname !== undefined && u.vhost !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['vhost'], message: 'set either hostname or vhost, not both' })
   }
+  if ((u.host === undefined) === (u.hosts === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['host'], message: 'set either host (one broker) or hosts (a cluster\'s nodes), not both and not neither' })
+  }
+  if (u.queue) {
+    if (u.queue.name === undefined && quorumQueueName(u) === null) {
+      ctx.addIssue({ code: 'custom', path: ['queue', 'name'], message: 'queue.name is needed unless address is /amq/queue/<name> (without {device})' })
+    }
+    if (u.address.startsWith('/queue/')) {
+      ctx.addIssue({ code: 'custom', path: ['address'], message: 'a quorum queue cannot be reached through a /queue/ address (RabbitMQ\'s AMQP 1.0 plugin redeclares it as classic and is refused): use /amq/queue/<name> or an /exchange/ address bound to the queue' })
+    }
+    if (u.queue.name?.includes('{device}')) {
+      ctx.addIssue({ code: 'custom', path: ['queue', 'name'], message: 'one quorum queue per device is a Raft group per device: route devices to one queue through an exchange instead' })
+    }
+  }
   if (u.reconnectMaxMs < u.reconnectMinMs) {
     ctx.addIssue({ code: 'custom', path: ['reconnectMaxMs'], message: 'reconnectMaxMs must be >= reconnectMinMs' })
   }
@@ -85,4 +118,17 @@ export type AmqpUpstreamConfig = z.infer<typeof amqpUpstream>
 /** The SASL mechanism actually used (explicit, or implied by the presence of a username). */
 export function saslMechanism(cfg: AmqpUpstreamConfig): 'PLAIN' | 'ANONYMOUS' | 'EXTERNAL' {
   return cfg.sasl ?? (cfg.username !== undefined ? 'PLAIN' : 'ANONYMOUS')
+}
+
+/** The nodes to try, in order (`host` is a list of one). */
+export function amqpHosts(cfg: Pick<AmqpUpstreamConfig, 'host' | 'hosts' | 'port'>): { host: string; port: number }[] {
+  if (cfg.hosts) return cfg.hosts.map((h) => ({ host: h.host, port: h.port ?? cfg.port }))
+  return [{ host: cfg.host!, port: cfg.port }]
+}
+
+/** The quorum queue to check (unexpanded template), from `queue.name` or an `/amq/queue/<name>` address; null if neither. */
+export function quorumQueueName(cfg: { address: string; queue?: { name?: string | undefined } | undefined }): string | null {
+  if (cfg.queue?.name !== undefined) return cfg.queue.name
+  const m = /^\/amq\/queue\/([^/]+)$/.exec(cfg.address)
+  return m && !m[1]!.includes('{device}') ? m[1]! : null
 }

@@ -1,7 +1,6 @@
 // Pure mapping of a stored reading to the AMQP 1.0 message the amqp upstream sends (no rhea here: plain data).
 import { readingEnvelope, type Reading } from '../../gateway/readings.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
-import type { AlertEvent } from '../../gateway/alerts/rules.ts'
 
 /** The fields of an AMQP 1.0 message this bridge sets; upstream.ts hands them to rhea as they are. */
 export interface AmqpOut {
@@ -122,53 +121,4 @@ export function commandReply(r: CommandResult, replyTo: string, gateway: string)
   }
 }
 
-export interface AmqpStatusOut {
-  to: string
-  subject: 'status'
-  creation_time: Date
-  /** A heartbeat older than three intervals is stale: let the broker drop it. */
-  ttl: number
-  content_type: 'application/json'
-  application_properties: { gateway: string; kind: 'status' }
-  body: Buffer
-}
-
-/** The periodic gateway status message (backlog, devices online, version: whatever the gateway's snapshot holds). */
-export function statusMessage(snapshot: Record<string, unknown>, gateway: string, address: string, heartbeatSeconds: number, now: number): AmqpStatusOut {
-  return {
-    to: address,
-    subject: 'status',
-    creation_time: new Date(now),
-    ttl: heartbeatSeconds * 3000,
-    content_type: 'application/json',
-    application_properties: { gateway, kind: 'status' },
-    body: Buffer.from(JSON.stringify({ gateway, at: new Date(now).toISOString(), ...snapshot }), 'utf8'),
-  }
-}
-
-/** An alert raised or cleared, sent on the status address as it happens (the heartbeat repeats the active ones). */
-export interface AmqpAlertOut {
-  to: string
-  message_id: string
-  subject: 'alert'
-  creation_time: Date
-  content_type: 'application/json'
-  durable: true
-  application_properties: { gateway: string; kind: 'alert'; event: 'raised' | 'cleared'; alert: string; rule: string; severity: string }
-  body: Buffer
-}
-
-export function alertMessage(e: AlertEvent, gateway: string, address: string): AmqpAlertOut {
-  const a = e.alert
-  const alert = { id: a.id, rule: a.rule, severity: a.severity, since: new Date(a.since).toISOString(), text: a.text, ...(a.device !== undefined ? { device: a.device } : {}), ...(a.upstream !== undefined ? { upstream: a.upstream } : {}) }
-  return {
-    to: address,
-    message_id: `${gateway}:alert:${a.id}:${e.type}:${e.at}`,
-    subject: 'alert',
-    creation_time: new Date(e.at),
-    content_type: 'application/json',
-    durable: true,
-    application_properties: { gateway, kind: 'alert', event: e.type, alert: a.id, rule: a.rule, severity: a.severity },
-    body: Buffer.from(JSON.stringify({ gateway, kind: 'alert', event: e.type, at: new Date(e.at).toISOString(), text: e.text, alert }), 'utf8'),
-  }
-}
+// The status address's messages (birth, heartbeat, presence, alert, death) are built in lifecycle.ts.

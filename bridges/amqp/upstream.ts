@@ -9,9 +9,11 @@ import type { ClaimedRow } from '../../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../../gateway/upstream/types.ts'
 import { LinkState } from '../../gateway/upstream/link-state.ts'
 import { coalesceWrites } from '../../gateway/net/coalesce.ts'
-import { saslMechanism, type AmqpUpstreamConfig } from './config.ts'
+import { amqpHosts, quorumQueueName, saslMechanism, type AmqpUpstreamConfig } from './config.ts'
+import { checkQuorumQueue } from './queue-check.ts'
 import { encodeReadingMessage } from './encode.ts'
-import { addressUsesDevice, alertMessage, amqpToCommand, commandReply, expandAddress, readingToAmqp, statusMessage, type AmqpCommandIn, type AmqpOut, type AmqpReplyOut } from './map.ts'
+import { addressUsesDevice, amqpToCommand, commandReply, expandAddress, readingToAmqp, type AmqpCommandIn, type AmqpOut, type AmqpReplyOut } from './map.ts'
+import { alertMessage, bareLifecycle, birthMessage, deathMessage, heartbeatMessage, presenceMessage, type GatewayLifecycle, type LifecycleContext, type LifecycleOut, type LifecycleSink, type PresenceEvent } from './lifecycle.ts'
 import { FailureLog, retryWithOtherDurability } from './replies.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 import type { AlertEvent } from '../../gateway/alerts/rules.ts'
@@ -40,8 +42,18 @@ export interface AmqpUpstreamStatus extends UpstreamStatus {
   repliesSent: number
   /** Command replies that could not be delivered: attach refused, connection lost, rejected/released, timeout. */
   repliesFailed: number
+  /** The node (host:port) connected to, or being tried while down. */
+  endpoint: string
 }
 
+/** `edgeway doctor`'s probe message (consumers may drop it: application property probe = true). */
+export const PROBE_SUBJECT = 'edgeway-doctor-probe'
+/** The device name a per-device ({device}) telemetry address is probed with. */
+export const PROBE_DEVICE = 'doctor-probe'
+export interface ProbeResult { endpoint: string; address: string; sent: boolean; ok: boolean; detail: string }
+
+/** A clean shutdown waits at most this long for the broker to take the `death` message. */
+const DEATH_WAIT_MS = 2000
 /** A reply not accepted within this time (reply connection, attach and outcome together) counts as failed. */
 const REPLY_TIMEOUT_MS = 10_000
 /** Reply links unused this long are detached; the reply connection closes once it has none left for as long. */
@@ -295,7 +307,7 @@ class ReplyChannel {
   }
 }
 
-export class AmqpUpstream implements Upstream {
+export class AmqpUpstream implements Upstream, LifecycleSink {
   readonly name: string
   private container: Container | null = null
   private conn: Connection | null = null
@@ -308,7 +320,13 @@ export class AmqpUpstream implements Upstream {
   private connectTimer: NodeJS.Timeout | null = null
   private readonly linkState: LinkState
   private readonly perDevice: boolean
-  private readonly url: string
+  /** The nodes of `host`/`hosts`, in order; `hostIndex` is the one in use (moves on after each lost link or failed attempt). */
+  private readonly hosts: { host: string; port: number }[]
+  private hostIndex = 0
+  /** The unverifiable-queue-type warning, once per process. */
+  private queueWarned = false
+  /** Shared with linkState's log fields: updated as the node changes. */
+  private readonly logFields: { url: string }
   private commandHandler: ((cmd: Command) => Promise<CommandResult>) | null = null
   private commandReceiver: Receiver | null = null
   /** Command replies: their own connection, never this one (see ReplyChannel). */
@@ -316,12 +334,17 @@ export class AmqpUpstream implements Upstream {
   private statusSource: (() => Promise<Record<string, unknown>>) | null = null
   private statusSender: Sender | null = null
   private heartbeat: NodeJS.Timeout | null = null
+  /** bootId, version, config digest and devices for the status address (setLifecycle; a bare one until then). */
+  private lifecycle: GatewayLifecycle = bareLifecycle()
+  /** Numbers the status-address messages of this process (their message_id). */
+  private statusSeq = 0
 
   constructor(private readonly cfg: AmqpUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
     this.perDevice = addressUsesDevice(cfg.address)
-    this.url = `amqp${cfg.tls ? 's' : ''}://${cfg.host}:${cfg.port}`
-    this.linkState = new LinkState(log, { url: this.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.hosts = amqpHosts(cfg)
+    this.logFields = { url: this.urlOf(0) }
+    this.linkState = new LinkState(log, this.logFields, cfg.reconnectMinMs, cfg.reconnectMaxMs)
     this.replies = new ReplyChannel(() => this.container, () => this.connectionOptions('-replies'), cfg.durableTarget, log)
   }
 
@@ -332,22 +355,69 @@ export class AmqpUpstream implements Upstream {
     this.connect()
   }
 
-  status(): AmqpUpstreamStatus { return { ...this.linkState.status(), repliesSent: this.replies.sent, repliesFailed: this.replies.failed } }
+  status(): AmqpUpstreamStatus {
+    const h = this.hosts[this.hostIndex]!
+    return { ...this.linkState.status(), repliesSent: this.replies.sent, repliesFailed: this.replies.failed, endpoint: `${h.host}:${h.port}` }
+  }
+
+  private get url(): string { return this.logFields.url }
+  private urlOf(i: number): string { const h = this.hosts[i]!; return `amqp${this.cfg.tls ? 's' : ''}://${h.host}:${h.port}` }
+
+  /** The next node: after a lost link or a failed attempt (reconnect backoff as for one node; no fail-back). */
+  private nextHost(): void {
+    if (this.hosts.length < 2) return
+    this.hostIndex = (this.hostIndex + 1) % this.hosts.length
+    this.logFields.url = this.urlOf(this.hostIndex)
+  }
   onChange(listener: () => void): void { this.linkState.onChange(listener) }
   onCommand(handler: (cmd: Command) => Promise<CommandResult>): void { this.commandHandler = handler }
   setStatusSource(source: () => Promise<Record<string, unknown>>): void { this.statusSource = source }
+  setLifecycle(l: GatewayLifecycle): void { this.lifecycle = l }
 
   /**
    * An alert raised or cleared goes out on the status address at once (best effort like the heartbeat: while the
    * link is down it is not queued, and the next heartbeat, sent on reconnect, lists the active alerts).
    */
   publishAlert(e: AlertEvent): void {
+    const ctx = this.statusContext()
+    if (ctx) this.sendStatus(alertMessage(ctx, e), { alert: e.alert.id })
+  }
+
+  /** A device online/offline, at once (best effort: while the link is down it is not queued; the next birth lists every device). */
+  publishPresence(e: PresenceEvent): void {
+    const ctx = this.statusContext()
+    if (ctx) this.sendStatus(presenceMessage(ctx, e, ++this.statusSeq), { device: e.device })
+  }
+
+  /** Where this connection's status-address messages go; null when there is none (unset, or the link is down). */
+  private statusContext(): LifecycleContext | null {
     const address = this.cfg.statusAddress
-    if (!address || !this.statusSender || !this.conn) return
-    const m = alertMessage(e, this.gatewayId, expandAddress(address, this.gatewayId))
+    if (!address || !this.statusSender || !this.conn) return null
+    return { gateway: this.gatewayId, address: expandAddress(address, this.gatewayId), bootId: this.lifecycle.bootId, heartbeatSeconds: this.cfg.heartbeatSeconds }
+  }
+
+  private sendStatus(m: LifecycleOut, logFields: Record<string, unknown>): Delivery | null {
     try {
-      this.statusSender.send({ ...m, body: rhea.message.data_section(m.body) })
-    } catch (err) { this.log.warn({ err: describe(err), alert: e.alert.id }, 'alert message not sent') }
+      return this.statusSender!.send({ ...m, body: rhea.message.data_section(m.body) })
+    } catch (err) {
+      this.log.warn({ ...logFields, kind: m.subject, err: describe(err) }, 'status address message not sent')
+      return null
+    }
+  }
+
+  /** `death` on the status link, waited for (its outcome, at most DEATH_WAIT_MS) so it is on the broker before the close. */
+  private async sendDeath(): Promise<void> {
+    const ctx = this.statusContext()
+    if (!ctx || !this.linkState.connected) return
+    const d = this.sendStatus(deathMessage(ctx, Date.now(), ++this.statusSeq), {})
+    if (!d) return
+    const sender = this.statusSender!
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => { cleanup(); this.log.warn({ waitedMs: DEATH_WAIT_MS }, 'death message not settled by the broker in time: closing anyway'); resolve() }, DEATH_WAIT_MS)
+      const done = (ctx2: EventContext): void => { if (ctx2.delivery === d) { cleanup(); resolve() } }
+      const cleanup = (): void => { clearTimeout(t); for (const ev of ['accepted', 'released', 'rejected', 'settled']) sender.removeListener(ev, done) }
+      for (const ev of ['accepted', 'released', 'rejected', 'settled']) sender.on(ev, done)
+    })
   }
 
   credit(): number {
@@ -380,6 +450,7 @@ export class AmqpUpstream implements Upstream {
     this.replies.close()
     const conn = this.conn
     if (conn) {
+      await this.sendDeath()
       const closed = new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 1000)
         conn.once('connection_close', () => { clearTimeout(t); resolve() })
@@ -404,14 +475,15 @@ export class AmqpUpstream implements Upstream {
     else if (mech === 'ANONYMOUS') mechanisms.enable_anonymous(cfg.username ?? 'anonymous')
     else mechanisms.enable_external()
     const tls = cfg.tls
+    const node = this.hosts[this.hostIndex]!
     const base = {
-      host: cfg.host,
-      port: cfg.port,
+      host: node.host,
+      port: node.port,
       // One connection per attempt and no rhea reconnect: rhea would keep unsettled deliveries half-owned across
       // links; here the outbox owns them and the forwarder resends after a new link is up.
       reconnect: false,
       container_id: `${cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`}${suffix}`,
-      hostname: cfg.hostname ?? (cfg.vhost !== undefined ? `vhost:${cfg.vhost}` : cfg.host),
+      hostname: cfg.hostname ?? (cfg.vhost !== undefined ? `vhost:${cfg.vhost}` : node.host),
       idle_time_out: 30000,
       sasl_mechanisms: mechanisms,
       // rhea writes each frame with its own socket.write: the socket is made here, to coalesce them per tick.
@@ -422,7 +494,7 @@ export class AmqpUpstream implements Upstream {
       },
     }
     // SNI takes host names only (RFC 6066); an IP host is still verified against the certificate's IP addresses.
-    const servername = tls?.servername ?? (isIP(cfg.host) ? undefined : cfg.host)
+    const servername = tls?.servername ?? (isIP(node.host) ? undefined : node.host)
     return (tls
       ? {
           ...base, transport: 'tls',
@@ -436,7 +508,31 @@ export class AmqpUpstream implements Upstream {
       : { ...base, transport: 'tcp' }) as unknown as ConnectionOptions
   }
 
+  /** One attempt on the current node: the quorum-queue check first when configured (queue-check.ts), then AMQP 1.0. */
   private connect(): void {
+    if (this.closed || !this.container) return
+    const cfg = this.cfg
+    const queue = cfg.queue && quorumQueueName(cfg)
+    if (!cfg.queue || !queue) { this.open(); return }
+    const node = this.hosts[this.hostIndex]!
+    const name = expandAddress(queue, this.gatewayId)
+    void checkQuorumQueue(cfg, node.host, node.port, name, cfg.queue.declare, cfg.connectTimeoutMs).then((r) => {
+      if (this.closed) return
+      if (r.ok) {
+        if (r.created) this.log.info({ url: this.url, queue: name }, 'declared the quorum queue')
+        if (r.unverified && !this.queueWarned) { this.queueWarned = true; this.log.warn({ url: this.url, queue: name, err: r.unverified }, 'quorum queue type not verified') }
+        this.open()
+        return
+      }
+      // Readings stay in the outbox; the check runs again on every attempt, so a fix by the operator is picked up.
+      if (r.permanent) this.log.error({ url: this.url, queue: name, err: r.error }, 'quorum queue check failed: nothing is sent until it passes')
+      this.linkState.noteError(r.error)
+      this.nextHost()
+      this.linkState.down(() => this.connect(), this.closed)
+    })
+  }
+
+  private open(): void {
     if (this.closed || !this.container) return
     const cfg = this.cfg
     // The attempt timeout covers TCP, TLS, SASL, open and the sender attach: cfg.connectTimeoutMs at most, shorter
@@ -448,6 +544,7 @@ export class AmqpUpstream implements Upstream {
     } catch (err) {
       // e.g. an unreadable TLS file: same path as a failed attempt, so it is logged and retried, never fatal.
       this.linkState.noteError(describe(err))
+      this.nextHost()
       this.linkState.down(() => this.connect(), this.closed)
       return
     }
@@ -641,29 +738,43 @@ export class AmqpUpstream implements Upstream {
     this.down(conn)
   }
 
-  /** One status message now and every heartbeatSeconds while this connection lasts (best effort, not from the outbox). */
-  private startHeartbeat(conn: Connection): void {
+  /**
+   * The status link of this connection: `birth` first (sent here, before any reading: rhea sends a session's
+   * deliveries in order, and none are handed over before up()), then a heartbeat now and every heartbeatSeconds.
+   * Best effort, not from the outbox: a fleet tool goes by the TTLs and the next birth.
+   */
+  private startStatus(conn: Connection): void {
     const cfg = this.cfg
-    if (!cfg.statusAddress || !this.statusSource) return
+    if (!cfg.statusAddress) return
     const address = expandAddress(cfg.statusAddress, this.gatewayId)
-    this.statusSender = conn.open_sender({ target: cfg.durableTarget ? { address, durable: 1 } : { address } })
+    this.statusSender = conn.open_sender({ target: cfg.durableTarget ? { address, durable: 1 } : { address }, autosettle: true })
+    const ctx = this.statusContext()!
+    const l = this.lifecycle
+    this.sendStatus(birthMessage(ctx, l, this.devices(), Date.now(), ++this.statusSeq), {})
     const beat = (): void => {
       if (this.conn !== conn || !this.statusSender) return
-      const sender = this.statusSender
-      this.statusSource!().then((snap) => {
-        if (this.conn !== conn) return
-        const m = statusMessage(snap, this.gatewayId, address, cfg.heartbeatSeconds, Date.now())
-        sender.send({ ...m, body: rhea.message.data_section(m.body) })
+      const snapshot = this.statusSource ? this.statusSource() : Promise.resolve({})
+      snapshot.then((snap) => {
+        if (this.conn !== conn || !this.statusSender) return
+        this.sendStatus(heartbeatMessage(ctx, snap, this.devices(), Date.now(), ++this.statusSeq), {})
       }, (err: unknown) => this.log.warn({ err: describe(err) }, 'status snapshot failed'))
     }
     beat()
     this.heartbeat = setInterval(beat, cfg.heartbeatSeconds * 1000)
   }
 
+  private devices(): ReturnType<GatewayLifecycle['devices']> {
+    try { return this.lifecycle.devices() } catch (err) {
+      this.log.warn({ err: describe(err) }, 'device list for the status address failed')
+      return []
+    }
+  }
+
   private up(): void {
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null }
-    if (this.conn) this.startHeartbeat(this.conn)
-    this.log.info({ url: this.url, address: this.cfg.address, delivery: this.cfg.delivery }, 'upstream connected')
+    if (this.conn) this.startStatus(this.conn)
+    const node = this.hosts[this.hostIndex]!
+    this.log.info({ url: this.url, endpoint: `${node.host}:${node.port}`, ...(this.hosts.length > 1 ? { node: this.hostIndex + 1, of: this.hosts.length } : {}), address: this.cfg.address, delivery: this.cfg.delivery }, 'upstream connected')
     this.linkState.up()
   }
 
@@ -687,7 +798,71 @@ export class AmqpUpstream implements Upstream {
   private down(conn: Connection): void {
     if (this.conn !== conn) return
     this.drop(conn)
+    // A cluster: the next attempt goes to the next node (this one just failed or went away).
+    this.nextHost()
     this.linkState.down(() => this.connect(), this.closed)
+  }
+
+  /**
+   * `edgeway doctor` (doctor.ts): on each node, a connection of its own (never the running gateway's) that attaches a
+   * sender to every address the gateway sends to, and sends one probe (subject PROBE_SUBJECT, application property
+   * `probe: true`, not durable, TTL 1 s) to the telemetry address only: that proves the user's write and topic
+   * permissions for the routing key. The status address is attached to but gets no message (fleet tools see only
+   * the lifecycle contract there), so its topic permission is not proven. Nothing touches the outbox.
+   */
+  async probe(timeoutMs: number): Promise<ProbeResult[]> {
+    const out: ProbeResult[] = []
+    this.container ??= rhea.create_container({ id: `${this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`}-doctor` })
+    this.container.on('error', () => undefined)
+    const telemetry = expandAddress(this.cfg.address, this.gatewayId, PROBE_DEVICE)
+    const targets: { address: string; send: boolean }[] = [{ address: telemetry, send: true }]
+    if (this.cfg.statusAddress) targets.push({ address: expandAddress(this.cfg.statusAddress, this.gatewayId), send: false })
+    for (let i = 0; i < this.hosts.length; i++) {
+      this.hostIndex = i
+      const endpoint = `${this.hosts[i]!.host}:${this.hosts[i]!.port}`
+      for (const t of targets) out.push({ endpoint, address: t.address, sent: t.send, ...await this.probeOne(t.address, t.send, timeoutMs) })
+    }
+    return out
+  }
+
+  private probeOne(address: string, send: boolean, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+    return new Promise((resolve) => {
+      let conn: Connection
+      try { conn = this.container!.connect(this.connectionOptions('-doctor')) } catch (err) { resolve({ ok: false, detail: describe(err) }); return }
+      let done = false
+      const finish = (ok: boolean, detail: string): void => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        try { conn.close() } catch { /* gone */ }
+        const socket = (conn as unknown as { socket?: Socket }).socket
+        if (socket) setTimeout(() => socket.destroy(), 500).unref()
+        resolve({ ok, detail })
+      }
+      const timer = setTimeout(() => finish(false, `no answer within ${timeoutMs} ms`), timeoutMs)
+      const fail = (what: string) => (ctx: EventContext): void => finish(false, `${what}: ${describe((ctx as EventContext & { error?: unknown }).error ?? ctx.sender?.error ?? ctx.session?.error ?? ctx.connection?.error)}`)
+      conn.on('connection_error', fail('connection refused'))
+      conn.on('disconnected', fail('disconnected'))
+      conn.on('connection_close', fail('connection closed by the broker'))
+      conn.on('session_error', fail('session ended by the broker'))
+      conn.on('session_close', fail('session ended by the broker'))
+      conn.on('sender_error', fail('attach refused'))
+      conn.on('sender_close', fail('link closed by the broker'))
+      conn.on('protocol_error', () => finish(false, 'protocol error'))
+      conn.on('error', () => undefined)
+      const sender = conn.open_sender({ target: this.cfg.durableTarget ? { address, durable: 1 } : { address } })
+      sender.once('sendable', () => {
+        if (!send) { finish(true, 'attached'); return }
+        sender.send({
+          subject: PROBE_SUBJECT, ttl: 1000, durable: false, content_type: 'application/json',
+          application_properties: { gateway: this.gatewayId, probe: true },
+          body: rhea.message.data_section(Buffer.from(JSON.stringify({ probe: true, gateway: this.gatewayId }), 'utf8')),
+        })
+      })
+      conn.on('accepted', () => finish(true, 'probe accepted'))
+      conn.on('released', () => finish(false, 'probe released by the broker'))
+      conn.on('rejected', (ctx: EventContext) => finish(false, `probe rejected: ${describe((ctx.delivery?.remote_state as { error?: unknown } | undefined)?.error)}`))
+    })
   }
 
   /** For tests and logs: the address a device's readings go to. */

@@ -75,6 +75,9 @@ export class AlertEngine {
     this.feed({ kind: 'outbox', depth: s.depth, oldestAgeMs: s.oldestAgeMs, drops: Object.values(s.drops).reduce((a, b) => a + b, 0) })
   }
 
+  /** The outbox's salvage at start (what happened), or null once the moved file is gone. */
+  observeOutboxRecovery(text: string | null): void { this.feed({ kind: 'outboxCorrupted', text }) }
+
   /** A device removed from the registry: its alerts clear and nothing more is raised for it. */
   forget(device: string): void { this.feed({ kind: 'forget', device }) }
 

@@ -3,8 +3,8 @@
 // alerts (the unit tests drive it with a fake clock) and the engine only has to call tick() when nextDue() says.
 import type { AlertsConfig, ThresholdRule } from './config.ts'
 
-export type AlertRule = 'device_offline' | 'threshold' | 'outbox_backlog' | 'outbox_drops' | 'upstream_down'
-export const ALERT_RULES: readonly AlertRule[] = ['device_offline', 'threshold', 'outbox_backlog', 'outbox_drops', 'upstream_down']
+export type AlertRule = 'device_offline' | 'threshold' | 'outbox_backlog' | 'outbox_drops' | 'upstream_down' | 'outbox_corrupted'
+export const ALERT_RULES: readonly AlertRule[] = ['device_offline', 'threshold', 'outbox_backlog', 'outbox_drops', 'upstream_down', 'outbox_corrupted']
 export type Severity = 'warning' | 'critical'
 
 export interface Alert {
@@ -32,6 +32,8 @@ export type AlertInput =
   | { kind: 'reading'; device: string; metrics: Record<string, MetricValue> }
   | { kind: 'outbox'; depth: number; oldestAgeMs: number; drops: number }
   | { kind: 'upstreams'; upstreams: UpstreamSnapshot[] }
+  /** The outbox was found corrupted at start and salvaged (text: what happened); null once the operator removed the moved file. */
+  | { kind: 'outboxCorrupted'; text: string | null }
   /** The device was removed from the registry: its alerts clear, its pending ones are dropped. */
   | { kind: 'forget'; device: string }
   | { kind: 'tick' }
@@ -65,6 +67,7 @@ export class AlertRules {
   private readonly levels: Map<string, Level>[]
   private readonly thresholdKeys: string[]
   private backlog: Alert | null = null
+  private corrupted: Alert | null = null
   /** Drops seen in outbox stats so far; `count`: those since the active drops alert was raised. */
   private drops = { seen: 0, count: 0, lastAt: 0, alert: null as Alert | null }
   private readonly upstreams = new Map<string, Alert>()
@@ -94,6 +97,7 @@ export class AlertRules {
       case 'outbox': this.outbox(input, at, out); break
       case 'upstreams': this.upstreamsSnapshot(input.upstreams, at, out); this.tick(at, out); break
       case 'forget': this.forget(input.device, at, out); break
+      case 'outboxCorrupted': this.outboxCorrupted(input.text, at, out); break
       case 'tick': this.tick(at, out); break
     }
     return out
@@ -107,12 +111,24 @@ export class AlertRules {
   }
 
   /** Active alerts, oldest first. */
+  /** Critical, raised at once and kept until the condition's source says it is over (the moved file is gone). */
+  private outboxCorrupted(text: string | null, at: number, out: AlertEvent[]): void {
+    if (text !== null && !this.corrupted) {
+      this.corrupted = { id: 'outbox_corrupted', rule: 'outbox_corrupted', severity: 'critical', since: at, text }
+      out.push({ type: 'raised', alert: this.corrupted, text, at })
+    } else if (text === null && this.corrupted) {
+      out.push({ type: 'cleared', alert: this.corrupted, text: 'the corrupted outbox file was removed', at })
+      this.corrupted = null
+    }
+  }
+
   active(): Alert[] {
     const all: Alert[] = []
     for (const p of this.presence.values()) if (p.alert) all.push(p.alert)
     for (const m of this.levels) for (const l of m.values()) if (l.alert) all.push(l.alert)
     if (this.backlog) all.push(this.backlog)
     if (this.drops.alert) all.push(this.drops.alert)
+    if (this.corrupted) all.push(this.corrupted)
     all.push(...this.upstreams.values())
     return all.sort((a, b) => a.since - b.since || (a.id < b.id ? -1 : 1))
   }

@@ -238,6 +238,16 @@ export class MqttBroker {
     return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())))
   }
 
+  /** In-process subscription (e.g. Home Assistant's birth message): every accepted publish matching the filter. */
+  subscribe(filter: string, handler: (topic: string, payload: Buffer) => void): void {
+    const aedes = this.aedes
+    if (!aedes) throw new Error('broker not running')
+    aedes.subscribe(filter, (packet: PublishPacket, cb: () => void) => {
+      try { handler(packet.topic, packet.payload as Buffer) } catch (err) { this.d.log.error({ filter, err: (err as Error).message }, 'in-process subscriber failed') }
+      cb()
+    }, () => undefined)
+  }
+
   private async listen(srv: NetServer | HttpServer, host: string, port: number, kind: ListenerInfo['kind'], path?: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       srv.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`cannot listen for mqtt ${kind} on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)))

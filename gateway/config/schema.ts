@@ -5,6 +5,8 @@ import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
 import { usbIdentity, usbLabel } from '../../devices/serial/usb.ts'
 import { xmppSection } from '../../bridges/xmpp/config.ts'
+import { homeAssistantSection } from '../../bridges/homeassistant/config.ts'
+import { fleetSection } from '../../fleet/config.ts'
 import { alertsSection } from '../alerts/config.ts'
 import { cameraSchema } from '../camera/config.ts'
 import { dashboardConfig } from '../dashboard/config.ts'
@@ -167,9 +169,13 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   firmata: firmataSection.prefault({}),
   xmpp: xmppSection.prefault({}),
+  /** Home Assistant MQTT discovery (bridges/homeassistant/): entities for every device, availability, buttons. */
+  homeassistant: homeAssistantSection.prefault({}),
   /** Alerts (device offline with hold-down, thresholds, outbox backlog and drops, upstream down): gateway/alerts/. */
   alerts: alertsSection.prefault({}),
   camera: cameraSchema.prefault({}),
+  /** `edgeway fleet` (the operator's server, fleet/): read only by that command; a gateway ignores it. */
+  fleet: fleetSection.optional(),
   roles: rolesSection.default({}),
   upstreams: z.array(upstreamSchema).default([]).refine(
     (ups) => new Set(ups.map((u) => u.name)).size === ups.length,

@@ -24,6 +24,10 @@ export const commandDecl = z.object({
   name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a command name is 1 to 64 of A-Za-z0-9._-'),
   description: z.string().max(200).optional(),
   args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,31}$/, 'an argument name is a letter or "_" then up to 31 letters, digits or "_"'), argSpec).optional(),
+  /** How Home Assistant shows it (bridges/homeassistant): a button (default) or an on/off switch. */
+  kind: z.enum(['button', 'switch']).optional(),
+  /** For a switch: the boolean metric that reports its state. */
+  state: z.string().min(1).max(64).optional(),
 }).strict()
 export type CommandDecl = z.infer<typeof commandDecl>
 

@@ -2,7 +2,6 @@
 // live state (devices, readings, outbox, upstreams, refusals), commands, device registration and plug-in channels.
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { hostname, networkInterfaces } from 'node:os'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
@@ -11,15 +10,15 @@ import { messageSocketServer, refuseUpgrade, type MessageSocket, type MessageSoc
 import type { GatewayBus, GatewayEvents } from '../events.ts'
 import type { Device } from '../registry/registry.ts'
 import type { Command, CommandResult } from '../commands/router.ts'
-import { verifySecret } from '../registry/secrets.ts'
 import type { DashboardConfig } from './config.ts'
 import type { AlertView } from '../alerts/engine.ts'
 import type { ChannelConnection, ChannelMessage, DashboardChannel } from './channel.ts'
-import { Sessions, parseCookies, sessionCookie, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
+import { Sessions, parseCookies, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
 import { LoginThrottle } from '../security/login-throttle.ts'
 import { LiveQueue, mergeReadings, mergeLists } from './live-queue.ts'
 import { History } from './history.ts'
 import { assetDirs, assetFile, sendFile, type AssetDirs } from './assets.ts'
+import { machineNames, passwordLogin } from './login.ts'
 
 /** What the dashboard shows about the gateway's health: the /healthz figures. */
 export interface StatusSnapshot {
@@ -268,33 +267,8 @@ export class DashboardServer {
     }
     if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
     if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
-    const addr = req.socket.remoteAddress ?? '?'
     if (!this.passwordSet) { this.deny(res, { ok: false, status: 403, reason: 'no dashboard password is set: run `edgeway dashboard set-password`' }, false); return }
-    // Counted before the body is read and the hash checked: parallel attempts cannot all get past the throttle.
-    const attempt = this.throttle.begin([`addr:${addr}`])
-    if (!attempt.ok) {
-      const seconds = Math.max(1, Math.ceil(attempt.retryAfterMs / 1000))
-      if (attempt.newLockout) this.log.warn({ from: addr, retryAfterSeconds: seconds }, 'dashboard login refused: too many failed attempts')
-      const headers = { 'retry-after': String(seconds), 'cache-control': 'no-store' }
-      const page = /\btext\/html\b/.test(req.headers.accept ?? '') ? lockoutPage(seconds, new Date(Date.now() + seconds * 1000)) : null
-      if (page) res.writeHead(429, { ...headers, ...page.headers }).end(page.body)
-      else res.writeHead(429, { ...headers, 'content-type': 'text/plain; charset=utf-8' }).end(`too many failed logins; try again in ${seconds} s\n`)
-      req.resume()
-      return
-    }
-    const body = await readBody(req, 4096)
-    const password = body === null ? null : new URLSearchParams(body).get('password')
-    const ok = password !== null && password.length > 0 && await verifySecret(password, this.d.config.passwordHash!)
-    attempt.settle(ok)
-    if (!ok) {
-      this.log.warn({ from: addr }, 'dashboard login failed: wrong password')
-      res.writeHead(303, { location: '/login?failed=1', 'cache-control': 'no-store' }).end()
-      return
-    }
-    const s = this.sessions.create('admin')
-    this.log.info({ from: addr }, 'dashboard login')
-    const secure = req.headers['x-forwarded-proto'] === 'https' || 'encrypted' in req.socket
-    res.writeHead(303, { location: '/', 'set-cookie': sessionCookie(s.token, this.d.config.sessionHours * 3600, secure), 'cache-control': 'no-store' }).end()
+    await passwordLogin(req, res, { throttle: this.throttle, sessions: this.sessions, passwordHash: this.d.config.passwordHash!, sessionHours: this.d.config.sessionHours, log: this.log, what: 'dashboard' })
   }
 
   private logout(req: IncomingMessage, res: ServerResponse): void {
@@ -479,48 +453,4 @@ export class DashboardServer {
       this.broadcast({ type: 'status', at: Date.now(), ...s }, 'status')
     } catch (err) { this.log.warn({ err: (err as Error).message }, 'dashboard: status failed') } finally { this.statusBusy = false }
   }
-}
-
-/** The browser's answer to a locked-out login: when to try again, and the way back to the form. */
-function lockoutPage(seconds: number, at: Date): { headers: Record<string, string>; body: string } {
-  const when = at.toISOString().slice(11, 19) + ' UTC'
-  return {
-    headers: {
-      'content-type': 'text/html; charset=utf-8',
-      'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-      'x-content-type-options': 'nosniff', 'x-frame-options': 'DENY',
-    },
-    body: `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>edgeway: too many failed logins</title>
-<link rel="stylesheet" href="/ui/style.css"><link rel="icon" href="/ui/favicon.svg" type="image/svg+xml"></head>
-<body class="login"><main class="panel form login-box">
-<h1>edgeway</h1>
-<p class="error">Too many failed logins from this address.</p>
-<p>Try again in ${seconds} second${seconds === 1 ? '' : 's'} (after ${when}).</p>
-<p><a href="/login">Back to the login</a></p>
-</main></body>
-</html>
-`,
-  }
-}
-
-/** This machine's names and interface addresses, for the Host check. */
-function machineNames(): { hostnames: string[]; addresses: string[] } {
-  const addresses: string[] = []
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) addresses.push(a.address)
-  let name = ''
-  try { name = hostname() } catch { /* no name: addresses and loopback still work */ }
-  return { hostnames: name ? [name] : [], addresses }
-}
-
-async function readBody(req: IncomingMessage, max: number): Promise<string | null> {
-  const chunks: Buffer[] = []
-  let n = 0
-  for await (const chunk of req) {
-    n += (chunk as Buffer).length
-    if (n > max) return null
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks).toString('utf8')
 }

@@ -15,13 +15,16 @@ import type { BenchContext, BenchSection } from './lib/section.ts';
 import { renderTable } from './lib/table.ts';
 import { mqttSection } from './mqtt/section.ts';
 import { amqpSection } from './amqp/section.ts';
+import { amqpClusterSection } from './amqp/cluster.ts';
 import { serialSection } from './serial/section.ts';
 import { xmppSection } from './xmpp/section.ts';
 import { dashboardSection } from './dashboard/section.ts';
 import { cameraSection } from './camera/section.ts';
 import { historySection } from './history/section.ts';
+import { fleetSection } from './fleet/section.ts';
+import { devicePageSection } from './devicepage/section.ts';
 
-const SECTIONS: BenchSection[] = [mqttSection, amqpSection, serialSection, dashboardSection, xmppSection, cameraSection, historySection];
+const SECTIONS: BenchSection[] = [mqttSection, amqpSection, amqpClusterSection, serialSection, dashboardSection, xmppSection, cameraSection, historySection, devicePageSection, fleetSection];
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -38,6 +41,7 @@ function usage(): string {
     '            BENCH_FSYNC_SAMPLES=2000 (4 KiB append + fdatasync probe; 0: none)',
     'env (amqp): BENCH_AMQP_MESSAGES=100000 BENCH_AMQP_WINDOW=500 BENCH_AMQP_BACKLOG=1000000 BENCH_AMQP_LIVE_SECONDS=8 BENCH_AMQP_LIVE_WARMUP_SECONDS=2',
     '            BENCH_AMQP_DRAIN_LIVE=1000 (readings/s of live ingest during the drain)',
+    'env (amqp-cluster): BENCH_AMQP_MESSAGES BENCH_AMQP_WINDOW as above, BENCH_AMQP_CLUSTER_MESSAGES=50000 BENCH_AMQP_CLUSTER_RATE=1000',
     'env (serial): BENCH_SERIAL_SECONDS=10 BENCH_SERIAL_WINDOW=4 (the firmware ack window) BENCH_SERIAL_SYNC=FULL|NORMAL',
     'env (xmpp): BENCH_XMPP_MESSAGES=5000 BENCH_XMPP_WINDOW=200 BENCH_XMPP_BACKLOG=5000 BENCH_XMPP_DROPS=20',
     'env (camera): BENCH_CAMERA_SECONDS=10 BENCH_CAMERA_VIEWERS=0,1,3 BENCH_CAMERA_BITRATE=4M (empty: bare test pattern)',

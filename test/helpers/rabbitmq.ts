@@ -112,7 +112,7 @@ export async function startRabbitMq(opts: RabbitOptions = {}): Promise<RabbitMq>
 }
 
 /** epmd daemonises on its own port: find it by its command line in /proc and stop it by pid. */
-function killEpmd(epmdPort: number): void {
+export function killEpmd(epmdPort: number): void {
   for (const pid of pidsOf('epmd')) {
     try {
       const env = readFileSync(`/proc/${pid}/environ`, 'utf8')
