@@ -17,6 +17,8 @@ import { evaluateHealth } from './health.ts'
 import { Forwarder } from './upstream/forwarder.ts'
 import type { Upstream } from './upstream/types.ts'
 import { CommandRouter, type CommandResult } from './commands/router.ts'
+import { DeviceLinks } from './links/device-link.ts'
+import { MqttDeviceLink } from './broker/device-link.ts'
 import { CameraService } from './camera/service.ts'
 import { cameraHealthReasons } from './camera/health.ts'
 import { OtaService } from './ota/service.ts'
@@ -49,7 +51,6 @@ const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
 import { randomUUID } from 'node:crypto'
 import { configDigest, isLifecycleSink, type DeviceState } from '../bridges/amqp/lifecycle.ts'
-import { toSerialCommand } from '../devices/serial/commands.ts'
 import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
 import { FirmataLinks } from '../devices/firmata/link.ts'
 
@@ -96,11 +97,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const enabled = config.upstreams.filter((u) => u.enabled)
   // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
   // Which devices exist and which are online, over every link: for the command router and the XMPP bridge.
-  const linkDevices = (): string[] => [...serial.links, ...firmata.links].map((l): string => l.config.device)
-  const isOnline = (d: string): boolean => broker.isDeviceOnline(d) || (serial.byDevice(d)?.status().online ?? false) || (firmata.byDevice(d)?.status().online ?? false)
+  // (closures: `links` is built once the broker and the boards exist, below)
+  /** The configured boards (their ids are reserved and tracked like registered devices). */
+  const boardDevices = (): string[] => [...serial.devices(), ...firmata.devices()]
+  const isOnline = (d: string): boolean => links.isOnline(d)
   const xmpp: XmppBridge | null = config.xmpp.enabled ? new (await import('../bridges/xmpp/bridge.ts')).XmppBridge(config.xmpp, {
     gatewayId: config.gateway.id, dataDir: config.gateway.dataDir, bus, log: log.child({ bridge: 'xmpp' }),
-    devices: (): string[] => [...new Set([...registry.list().map((d) => d.id), ...broker.connectedDevices, ...linkDevices()])],
+    devices: (): string[] => [...new Set([...registry.list().map((d) => d.id), ...links.devices()])],
     isOnline, dispatch: (cmd): Promise<CommandResult> => commands.dispatch(cmd),
   }) : null
   if (xmpp?.upstream && enabled.some((u) => u.name === xmpp.upstream!.name)) throw new Error(`xmpp.pubsub.upstream "${xmpp.upstream.name}" clashes with an entry of upstreams`)
@@ -138,35 +141,19 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const forwarders = upstreams.map((u) => new Forwarder(u, outbox, metrics, log))
   const serial = new SerialLinks(config.serial.ports, { outbox, registry, bus, log })
   const firmata = new FirmataLinks(config.firmata.boards, { outbox, registry, bus, log })
+  // Boards first, MQTT last: a configured board's id is its own, any other device is reached over MQTT.
+  const links = new DeviceLinks([serial, firmata, new MqttDeviceLink(broker)])
   metrics.setReplySource(() => upstreams.flatMap((u) => {
     const s = u.status()
     return s.repliesFailed === undefined ? [] : [{ upstream: u.name, sent: s.repliesSent ?? 0, failed: s.repliesFailed }]
   }))
   metrics.setSerialSource(() => serial.links.map((l) => { const s = l.status(); return { device: s.device, ...s.framing, reopens: s.reopens } }))
-  // Commands from any upstream go to the device's link: a serial board, or `devices/<id>/cmd/<name>` over MQTT
-  // (whose result comes back through the broker hook below).
+  // Commands from any upstream go to the device's link: a board (it answers at once), else MQTT
+  // (`devices/<id>/cmd/<name>`, the answer coming back through the broker hook below).
   const commands = new CommandRouter({
-    isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || linkDevices().includes(d),
+    isKnown: (d) => registry.get(d) !== undefined || links.devices().includes(d),
     isOnline,
-    send: async (d, name, payload) => {
-      const board = firmata.byDevice(d)
-      const link = serial.byDevice(d)
-      if (!board && !link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
-      // Firmata actuators act at once; a serial board answers in-band (COMMAND_RESULT). Either way the answer goes
-      // to the router as the device's result.
-      const { id, args } = JSON.parse(payload) as { id: string; args: unknown }
-      let reply: { id: string; result: unknown } | { id: string; error: string }
-      if (board) {
-        const r = board.command(name, args)
-        reply = r.ok ? { id, result: r.result } : { id, error: r.error }
-      } else {
-        const mapped = toSerialCommand(name, args)
-        reply = mapped.ok
-          ? await link!.send(mapped.command).then((r) => (r === 'ok' || r === 'sent' ? { id, result: r } : { id, error: r }))
-          : { id, error: mapped.error }
-      }
-      commands.handleResult(d, name, JSON.stringify(reply))
-    },
+    send: (d, cmd) => links.command(d, cmd),
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
   commands.onDone((e) => bus.safeEmit('commandDone', e))
@@ -177,7 +164,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   if (config.xmpp.alerts.thresholds.length) log.warn({ thresholds: config.xmpp.alerts.thresholds.length }, legacyThresholdsWarning(config.xmpp.enabled))
   const alerts = new AlertEngine({
     config: effectiveAlerts(config.alerts, config.xmpp.enabled ? config.xmpp.alerts.thresholds : []), bus, metrics, log: log.child({ component: 'alerts' }),
-    tracked: (d) => registry.get(d) !== undefined || linkDevices().includes(d),
+    tracked: (d) => registry.get(d) !== undefined || boardDevices().includes(d),
     upstreams: () => upstreams.map((u) => ({ name: u.name, ...u.status() })),
   })
   const alertSinks = upstreams.filter(isAlertSink)
@@ -288,10 +275,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   if (lifecycleSinks.length) {
     const lifecycleDevices = (): DeviceState[] => {
       const known = new Map(registry.list().map((d) => [d.id, d]))
-      const ids = [...new Set([...known.keys(), ...broker.connectedDevices, ...linkDevices()])].sort()
+      const ids = [...new Set([...known.keys(), ...links.devices()])].sort()
       return ids.map((id) => {
         const d = known.get(id)
-        const link = broker.isDeviceOnline(id) ? 'mqtt' : serial.byDevice(id) ? 'serial' : firmata.byDevice(id) ? 'firmata' : d?.link ?? null
+        const link = links.onlineLink(id) ?? (serial.serves(id) ? 'serial' : firmata.serves(id) ? 'firmata' : d?.link ?? null)
         return { id, online: isOnline(id), link, firmware: d?.firmwareVersion ?? null, lastSeen: d?.lastSeen ?? null }
       })
     }

@@ -1,14 +1,16 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { CommandRouter, type CommandTarget } from '../gateway/commands/router.ts'
+import { DeviceLinks, type DeviceLink, type LinkCommand } from '../gateway/links/device-link.ts'
+import { MqttDeviceLink } from '../gateway/broker/device-link.ts'
 
-function target(known: string[], online: string[]): CommandTarget & { sent: { device: string; name: string; payload: string }[] } {
-  const sent: { device: string; name: string; payload: string }[] = []
+function target(known: string[], online: string[]): CommandTarget & { sent: { device: string; cmd: LinkCommand }[] } {
+  const sent: { device: string; cmd: LinkCommand }[] = []
   return {
     sent,
     isKnown: (d) => known.includes(d),
     isOnline: (d) => online.includes(d),
-    send: async (device, name, payload) => { sent.push({ device, name, payload }) },
+    send: async (device, cmd) => { sent.push({ device, cmd }); return { kind: 'sent' } },
   }
 }
 
@@ -17,7 +19,7 @@ test('a command goes to the device and resolves with its result', async () => {
   const r = new CommandRouter(t)
   const p = r.dispatch({ id: 'c1', device: 'd1', name: 'reboot', args: { delay: 5 } })
   await new Promise((res) => setImmediate(res))
-  assert.deepEqual(t.sent, [{ device: 'd1', name: 'reboot', payload: '{"id":"c1","args":{"delay":5}}' }])
+  assert.deepEqual(t.sent, [{ device: 'd1', cmd: { id: 'c1', name: 'reboot', args: { delay: 5 } } }])
   assert.equal(r.handleResult('d2', 'reboot', '{"id":"c1","result":1}'), false, 'another device cannot answer it')
   assert.equal(r.handleResult('d1', 'reboot', '{"id":"c1","result":{"in":5}}'), true)
   assert.deepEqual(await p, { id: 'c1', device: 'd1', name: 'reboot', ok: true, result: { in: 5 } })
@@ -51,4 +53,26 @@ test('a failed send and a stopping gateway resolve pending commands', async () =
   const p = r2.dispatch({ id: 'p', device: 'd1', name: 'x', args: 1 })
   r2.close()
   assert.equal((await p as { code: string }).code, 'timeout')
+})
+
+test('a link that answers at once (a board) settles the command with its answer, typed, with no result topic', async () => {
+  const answers: Record<string, Awaited<ReturnType<DeviceLink['command']>>> = {
+    ok: { kind: 'answered', ok: true, result: { state: 1 } },
+    bad: { kind: 'answered', ok: false, error: 'bad_args' },
+  }
+  const board: DeviceLink = { kind: 'serial', serves: (d) => d === 'b1', isOnline: () => true, devices: () => ['b1'], command: async (_d, c) => answers[c.name]! }
+  const published: { topic: string; payload: string }[] = []
+  const mqtt = new MqttDeviceLink({ isDeviceOnline: (d) => d === 'm1', connectedDevices: ['m1'], publish: async (topic, payload) => { published.push({ topic, payload: String(payload) }) } })
+  const links = new DeviceLinks([board, mqtt])
+  assert.deepEqual(links.devices(), ['b1', 'm1'])
+  assert.equal(links.linkOf('b1'), board)
+  assert.equal(links.linkOf('m1'), mqtt, 'MQTT serves every device the boards do not')
+  const r = new CommandRouter({ isKnown: (d) => links.devices().includes(d), isOnline: (d) => links.isOnline(d), send: (d, c) => links.command(d, c) })
+  assert.deepEqual(await r.dispatch({ id: 'a', device: 'b1', name: 'ok', args: null }), { id: 'a', device: 'b1', name: 'ok', ok: true, result: { state: 1 } })
+  assert.deepEqual(await r.dispatch({ id: 'b', device: 'b1', name: 'bad', args: null }), { id: 'b', device: 'b1', name: 'bad', ok: false, code: 'device_error', error: 'bad_args' })
+  const m = r.dispatch({ id: 'c', device: 'm1', name: 'reboot', args: { in: 1 } })
+  await new Promise((res) => setImmediate(res))
+  assert.deepEqual(published, [{ topic: 'devices/m1/cmd/reboot', payload: '{"id":"c","args":{"in":1}}' }])
+  assert.equal(r.handleResult('m1', 'reboot', '{"id":"c","result":"ok"}'), true)
+  assert.deepEqual(await m, { id: 'c', device: 'm1', name: 'reboot', ok: true, result: 'ok' })
 })

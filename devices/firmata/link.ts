@@ -10,6 +10,8 @@ import type { FirmataBoardConfig } from './config.ts'
 import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
 import { SerialTransport } from './transport.ts'
+import { reportPresence } from '../../gateway/links/presence.ts'
+import type { DeviceLink, LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
 
 export const FIRMATA_LINK = 'firmata'
 
@@ -122,11 +124,8 @@ export class FirmataLink {
       this.firmware = board.firmware
       this.hellos++
       board.onChange(() => this.report())
-      try {
-        this.d.registry.setOnline(this.config.device, true, FIRMATA_LINK)
-        this.d.registry.setFirmware(this.config.device, board.firmware)
-      } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
-      this.d.bus.safeEmit('deviceOnline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path })
+      reportPresence({ ...this.d, log: this.log }, { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path, online: true })
+      try { this.d.registry.setFirmware(this.config.device, board.firmware) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
       this.d.bus.safeEmit('firmware', { device: this.config.device, version: board.firmware, healthy: null })
       this.log.info({ firmware: board.firmware, sensors: this.config.sensors.length, actuators: this.config.actuators.length }, 'firmata board ready')
       this.reportTimer = setInterval(() => this.report(), this.config.reportIntervalMs)
@@ -192,9 +191,7 @@ export class FirmataLink {
   }
 
   private markOffline(reason: string): void {
-    try { this.d.registry.setOnline(this.config.device, false, FIRMATA_LINK) } catch (e) { this.log.warn({ err: (e as Error).message }, 'registry update failed') }
-    this.d.bus.safeEmit('deviceOffline', { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path, reason })
-    this.log.info({ reason }, 'firmata board offline')
+    reportPresence({ ...this.d, log: this.log }, { device: this.config.device, link: FIRMATA_LINK, clientId: this.config.path, online: false, reason, message: 'firmata board offline' })
   }
 
   /** One reading with every value that has one (a sensor not sampled yet is left out). */
@@ -214,9 +211,20 @@ export class FirmataLink {
 }
 
 /** All configured Firmata boards, started and stopped together by main. */
-export class FirmataLinks {
+/** All configured Firmata boards; the Firmata DeviceLink (a command's name is an actuator's, it acts at once). */
+export class FirmataLinks implements DeviceLink {
+  readonly kind = FIRMATA_LINK
   readonly links: FirmataLink[]
   constructor(boards: FirmataBoardConfig[], deps: FirmataLinkDeps) { this.links = boards.map((b) => new FirmataLink(b, deps)) }
+  serves(device: string): boolean { return this.byDevice(device) !== undefined }
+  isOnline(device: string): boolean { return this.byDevice(device)?.status().online ?? false }
+  devices(): string[] { return this.links.map((l) => l.config.device) }
+  async command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome> {
+    const board = this.byDevice(device)
+    if (!board) throw new Error(`no Firmata board "${device}"`)
+    const r = board.command(cmd.name, cmd.args)
+    return r.ok ? { kind: 'answered', ok: true, result: r.result } : { kind: 'answered', ok: false, error: r.error }
+  }
   start(): void { for (const l of this.links) l.start() }
   async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
   byDevice(device: string): FirmataLink | undefined { return this.links.find((l) => l.config.device === device) }

@@ -11,6 +11,9 @@ import {
 } from './framing.ts'
 import { knownPortPath, openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
 import type { UsbMatch } from './usb.ts'
+import { toSerialCommand } from './commands.ts'
+import { reportPresence } from '../../gateway/links/presence.ts'
+import type { DeviceLink, LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
 
 export const SERIAL_LINK = 'serial'
 
@@ -38,7 +41,8 @@ export interface SerialLinkDeps {
   listPorts?: ListPorts
 }
 
-export type CommandResult = 'ok' | 'unknown_op' | 'bad_args' | 'sent'
+/** The board's answer to a COMMAND frame ('sent': JSON-line framing, which has no answers). */
+export type BoardCommandStatus = 'ok' | 'unknown_op' | 'bad_args' | 'sent'
 
 export interface SerialLinkStatus {
   device: string
@@ -140,7 +144,7 @@ export class SerialLink {
    * Sends a command and resolves with the board's result. Binary framing: retransmitted (same seq, the firmware
    * answers a repeat without running it twice) until a COMMAND_RESULT arrives. JSON framing has no results: 'sent'.
    */
-  async send(cmd: SerialCommand): Promise<CommandResult> {
+  async send(cmd: SerialCommand): Promise<BoardCommandStatus> {
     if (!this.port) throw new Error(`serial port ${this.config.path} is not open`)
     if (this.config.framing === 'json') {
       await this.port.write(Buffer.from(JSON.stringify(cmd) + '\n'))
@@ -252,17 +256,13 @@ export class SerialLink {
   private setOnline(): void {
     if (this.online) return
     this.online = true
-    try { this.d.registry.setOnline(this.config.device, true, SERIAL_LINK) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
-    this.d.bus.safeEmit('deviceOnline', { device: this.config.device, link: SERIAL_LINK, clientId: this.config.path })
-    this.log.info('serial device online')
+    reportPresence({ ...this.d, log: this.log }, { device: this.config.device, link: SERIAL_LINK, clientId: this.config.path, online: true, message: 'serial device online' })
   }
 
   private setOffline(reason: string): void {
     if (!this.online) return
     this.online = false
-    try { this.d.registry.setOnline(this.config.device, false, SERIAL_LINK) } catch (err) { this.log.warn({ err: (err as Error).message }, 'registry update failed') }
-    this.d.bus.safeEmit('deviceOffline', { device: this.config.device, link: SERIAL_LINK, clientId: this.config.path, reason })
-    this.log.info({ reason }, 'serial device offline')
+    reportPresence({ ...this.d, log: this.log }, { device: this.config.device, link: SERIAL_LINK, clientId: this.config.path, online: false, reason, message: 'serial device offline' })
   }
 
   private write(data: Uint8Array): void {
@@ -352,11 +352,26 @@ export class SerialLink {
   }
 }
 
-/** All configured serial links, started and stopped together by main. */
-export class SerialLinks {
+/** All configured serial links, started and stopped together by main; the serial DeviceLink. */
+export class SerialLinks implements DeviceLink {
+  readonly kind = SERIAL_LINK
   readonly links: SerialLink[]
   constructor(ports: SerialPortConfig[], deps: SerialLinkDeps) {
     this.links = ports.map((p) => new SerialLink(p, deps))
+  }
+
+  serves(device: string): boolean { return this.byDevice(device) !== undefined }
+  isOnline(device: string): boolean { return this.byDevice(device)?.status().online ?? false }
+  devices(): string[] { return this.links.map((l) => l.config.device) }
+
+  /** The routed command mapped to the board's command set; the board answers in-band (COMMAND_RESULT). */
+  async command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome> {
+    const link = this.byDevice(device)
+    if (!link) throw new Error(`no serial board "${device}"`)
+    const mapped = toSerialCommand(cmd.name, cmd.args)
+    if (!mapped.ok) return { kind: 'answered', ok: false, error: mapped.error }
+    const status = await link.send(mapped.command)
+    return status === 'ok' || status === 'sent' ? { kind: 'answered', ok: true, result: status } : { kind: 'answered', ok: false, error: status }
   }
 
   start(): void { for (const l of this.links) l.start() }

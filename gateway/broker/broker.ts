@@ -18,6 +18,7 @@ import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
 import { installDedupe } from './dedupe.ts'
+import { reportPresence } from '../links/presence.ts'
 import { guardPackets, MalformedPacketError, PacketTooLargeError } from './packet-guard.ts'
 import { RefusalLog } from '../log/refusals.ts'
 import { classifyTopic, mayMatchTelemetry } from './policy.ts'
@@ -591,13 +592,8 @@ export class MqttBroker {
     if (!conns) this.deviceConns.set(device, conns = new Set())
     conns.add(client)
     this.d.metrics.devicesConnected.set(this.deviceConns.size)
-    if (conns.size === 1) {
-      // Only a registered device's presence is written to the registry (anonymous clients never change it).
-      if (identity.principal.kind === 'device') {
-        try { this.d.registry.setOnline(device, true, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
-      }
-      this.d.bus.safeEmit('deviceOnline', { device, link: 'mqtt', clientId: client.id })
-    }
+    // Only a registered device's presence is written to the registry (anonymous clients never change it).
+    if (conns.size === 1) reportPresence(this.d, { device, link: 'mqtt', clientId: client.id, online: true, record: identity.principal.kind === 'device' })
   }
 
   /** Idempotent: every way a connection ends comes here, possibly more than once. */
@@ -615,10 +611,7 @@ export class MqttBroker {
     if (conns.size > 0) return
     this.deviceConns.delete(device)
     this.d.metrics.devicesConnected.set(this.deviceConns.size)
-    if (identity.principal.kind === 'device') {
-      try { this.d.registry.setOnline(device, false, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
-    }
-    this.d.bus.safeEmit('deviceOffline', { device, link: 'mqtt', clientId: client.id, reason })
+    reportPresence(this.d, { device, link: 'mqtt', clientId: client.id, online: false, reason, record: identity.principal.kind === 'device' })
   }
 
   /** Before its CONNECT a client has no id yet: its refusals are keyed by its address. */

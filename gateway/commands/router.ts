@@ -1,6 +1,7 @@
 // Routes a command from any upstream (or the CLI/dashboard later) to the device link that owns the device, and
 // resolves with the device's result. Every command gets exactly one result: success, device error, or a routing
 // error (unknown device, offline, expired, timeout) — never silence.
+import type { LinkCommand, LinkCommandOutcome } from '../links/device-link.ts'
 
 export interface Command {
   /** Correlates the device's result (the upstream's message id). */
@@ -18,11 +19,12 @@ export type CommandResult =
   | { id: string; device: string; name: string; ok: true; result: unknown }
   | { id: string; device: string; name: string; ok: false; code: CommandErrorCode; error: string }
 
-/** The device side: for now the embedded MQTT broker (`devices/<id>/cmd/<name>`). */
+/** The device side: the device links (gateway/links/device-link.ts), behind what the router needs of them. */
 export interface CommandTarget {
   isKnown(device: string): boolean
   isOnline(device: string): boolean
-  send(device: string, name: string, payload: string): Promise<void>
+  /** Resolves with the device's answer when the link has it at once; 'sent' (or nothing): it comes via handleResult. */
+  send(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome | void>
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
@@ -68,7 +70,12 @@ export class CommandRouter {
         resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: cmd.expiresAt !== undefined && wait === left ? 'expired' : 'timeout', error: `no result from the device within ${wait} ms` })
       }, wait)
       this.pending.set(cmd.id, { cmd, resolve, timer })
-      this.target.send(cmd.device, cmd.name, JSON.stringify({ id: cmd.id, args: cmd.args ?? null })).catch((err: unknown) => {
+      this.target.send(cmd.device, { id: cmd.id, name: cmd.name, args: cmd.args ?? null }).then((out) => {
+        if (!out || out.kind === 'sent') return
+        this.settle(cmd.id, out.ok
+          ? { id: cmd.id, device: cmd.device, name: cmd.name, ok: true, result: out.result }
+          : { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'device_error', error: out.error })
+      }, (err: unknown) => {
         this.settle(cmd.id, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: (err as Error).message })
       })
     })
