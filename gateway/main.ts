@@ -120,7 +120,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     file: files.outbox, gatewayId: config.gateway.id, upstreams: [...enabled.map((u) => u.name), ...(config.xmpp.enabled && config.xmpp.pubsub.enabled ? [config.xmpp.pubsub.upstream] : [])],
     maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeSeconds * 1000,
     synchronous: config.outbox.synchronous, batchRows: config.outbox.batchRows, diskFullHoldMs: config.outbox.diskFullHoldSeconds * 1000, priority: config.outbox.priority, log,
-    ...(history ? { tap: history.tapPort() } : {}),
+    ...(history ? { tap: history.tapPort(), tapMinIntervalMs: config.history.minIntervalMs } : {}),
   })
   // Home Assistant discovery: its topics are the gateway's own (haRoles), its publisher starts after the broker.
   const haConfig = config.homeassistant.enabled ? resolveHomeAssistant(config.homeassistant, config.gateway.id) : null

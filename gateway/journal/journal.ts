@@ -38,6 +38,8 @@ const otaRank = (state: string): number => { const i = OTA_ORDER.indexOf(state);
 
 export class DeviceJournal {
   private worker: Worker | null = null
+  private lastError = ''
+  private lastErrorAt = 0
   private pending: JournalEntry[] = []
   private readonly payloads = new Map<string, LastPayload>()
   private readonly dirtyPayloads = new Set<string>()
@@ -184,7 +186,14 @@ export class DeviceJournal {
       this.reads.delete(m.id)
       if (m.view) r.resolve(m.view)
       else r.reject(new Error(m.error ?? 'journal read failed'))
-    } else if (m.t === 'error') this.o.log.warn({ err: m.message }, 'device journal')
+    } else if (m.t === 'error') {
+      // Once per distinct error a minute: a full disk fails every flush until space is back.
+      const now = Date.now()
+      if (m.message === this.lastError && now - this.lastErrorAt < 60_000) return
+      this.lastError = m.message
+      this.lastErrorAt = now
+      this.o.log.warn({ err: m.message }, 'device journal write failed (the journal goes on; repeats within a minute are not logged)')
+    }
   }
 }
 

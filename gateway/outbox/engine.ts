@@ -40,7 +40,7 @@ export class OutboxEngine {
     this.prioMetrics = new Set(init.priority?.metrics ?? [])
     this.prioDevices = new Set(init.priority?.devices ?? [])
     this.held = new HeldAppends(init.diskFullHoldMs ?? 60_000)
-    this.tap = init.tap ? new HistoryTap(init.tap) : null
+    this.tap = init.tap ? new HistoryTap(init.tap, init.tapMinIntervalMs ?? 0) : null
   }
 
   /** Opens the database (throws if it cannot), says 'ready' and starts maintenance. */

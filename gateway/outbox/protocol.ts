@@ -31,6 +31,8 @@ export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
   priority?: { metrics: string[]; devices: string[] }
   /** history tap: committed JSON readings are posted here for the history store (gateway/history/tap.ts). */
   tap?: MessagePort
+  /** The tap's sampling interval per device (gateway/history/tap.ts; 0: every reading). */
+  tapMinIntervalMs?: number
 }
 
 export type ToWorker =
