@@ -124,3 +124,8 @@ export function readingEnvelope(r: Pick<Reading, 'msgId' | 'device' | 'seq' | 't
 }
 
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+/** A device id, or "*" for every device (rules in config that may apply to all). */
+export const DEVICE_ID_OR_ALL_RE = new RegExp(`${DEVICE_ID_RE.source}|^\\*$`)
+export const DEVICE_ID_RULE = 'letters, digits, "_", "." and "-", 1 to 64 characters, starting with a letter or digit'
+/** A command's name, as routed to `devices/<id>/cmd/<name>` and shown in every UI. */
+export const COMMAND_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/

@@ -10,7 +10,7 @@
 // carrying the device's latest value of every metric as JSON, so each entity's `value_template` finds its key in
 // every message (a device may send only some metrics per reading), and serial and Firmata devices, whose readings
 // never cross the broker, show up too.
-import type { MetricValue } from '../../gateway/readings.ts'
+import { COMMAND_NAME_RE, type MetricValue } from '../../gateway/readings.ts'
 import type { Role, Rule } from '../../gateway/broker/roles.ts'
 
 export type Component = 'sensor' | 'binary_sensor' | 'button' | 'switch'
@@ -207,7 +207,6 @@ export function metricDiscovery(g: GatewayInfo, d: DeviceInfo, metric: string, k
 /** A command as declared in `metadata.commands` that HA can drive. */
 export interface HaCommand { name: string; kind: 'button' | 'switch'; label?: string; args: Record<string, unknown>; switchArg: string; stateMetric?: string }
 
-const COMMAND_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
 
 /**
  * `metadata.commands: [{ name, kind?: "button" | "switch", description?, args?, state? }]`, read leniently (an entry

@@ -1,7 +1,8 @@
 // Pure chat-command parsing and reply texts: what a person types to a device JID, and what the device "says" back.
 import type { CommandResult } from '../../gateway/commands/router.ts'
+import { COMMAND_NAME_RE, type MetricValue } from '../../gateway/readings.ts'
 
-export type MetricValue = number | string | boolean
+export type { MetricValue }
 
 export type ChatCommand =
   | { kind: 'help' }
@@ -11,7 +12,6 @@ export type ChatCommand =
   | { kind: 'device'; name: string; args: unknown }
   | { kind: 'unknown'; text: string; hint: string }
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
 
 /** A value typed in chat: JSON when it parses (numbers, true/false, objects), else the text itself. */
 export function parseValue(s: string): unknown {
@@ -51,7 +51,7 @@ export function parseChat(body: string): ChatCommand {
       return { kind: 'device', name: 'set', args: { name: s[1]!, value: parseValue(s[2]!) } }
     }
   }
-  if (!NAME_RE.test(m[1]!)) return { kind: 'unknown', text: t, hint: `"${m[1]!.slice(0, 40)}" is not a command name (letters, digits, ".", "_", "-")` }
+  if (!COMMAND_NAME_RE.test(m[1]!)) return { kind: 'unknown', text: t, hint: `"${m[1]!.slice(0, 40)}" is not a command name (letters, digits, ".", "_", "-")` }
   return { kind: 'device', name: m[1]!, args: parseArgs(rest) }
 }
 

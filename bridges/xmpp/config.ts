@@ -1,12 +1,13 @@
 // The `xmpp:` section of edgeway.yaml: validated here, one line in gateway/config/schema.ts.
 import { z } from 'zod'
+import { DEVICE_ID_OR_ALL_RE } from '../../gateway/readings.ts'
 
 /** A bare JID (`alice@example.org`), a whole domain (`example.org`) or `*` (anyone). */
 const jidPattern = z.string().min(1).max(1023).refine(
   (s) => s === '*' || /^([^@/\s]+@)?[^@/\s]+$/.test(s),
   'a bare JID (user@domain), a domain, or "*"',
 )
-const deviceId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$|^\*$/, 'a device id or "*"')
+const deviceId = z.string().regex(DEVICE_ID_OR_ALL_RE, 'a device id or "*"')
 
 const allowRule = z.object({
   /** Who: bare JIDs, whole domains, or "*". */

@@ -1,6 +1,7 @@
 // The `firmata` YAML section: boards running StandardFirmata, each pin described as a sensor or an actuator.
 // Validated here, referenced by one line in gateway/config/schema.ts.
 import { z } from 'zod'
+import { DEVICE_ID_RE, DEVICE_ID_RULE } from '../../gateway/readings.ts'
 import { usbIdentity, usbLabel } from '../serial/usb.ts'
 
 const name = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,31}$/, 'a letter, then letters, digits or "_", at most 32 characters')
@@ -26,7 +27,7 @@ const actuator = z.discriminatedUnion('type', [
 
 export const firmataBoard = z.object({
   /** Registry id: readings, presence and the Firmata firmware name are recorded under it. */
-  device: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, "_", "." and "-", 1 to 64 characters'),
+  device: z.string().regex(DEVICE_ID_RE, DEVICE_ID_RULE),
   /** Prefer /dev/serial/by-id/...: ttyUSB numbers change when boards are replugged. */
   path: z.string().min(1).optional(),
   /** Or the board's USB identity, looked up among the present ports at every (re)open. */

@@ -1,8 +1,9 @@
 // The `alerts:` section of edgeway.yaml (one line in gateway/config/schema.ts), and the mapping of the deprecated
 // `xmpp.alerts.thresholds` key into it: one rule set, evaluated once, for the dashboard, health, XMPP and AMQP.
 import { z } from 'zod'
+import { DEVICE_ID_OR_ALL_RE } from '../readings.ts'
 
-const deviceId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$|^\*$/, 'a device id or "*"')
+const deviceId = z.string().regex(DEVICE_ID_OR_ALL_RE, 'a device id or "*"')
 
 export const thresholdRule = z.object({
   /** The device this applies to; absent or "*": every device that reports the metric. */

@@ -22,7 +22,8 @@ export interface Alert {
 /** A raise or a clear. `text` says what happened: the alert's text, or why it cleared ("sensor-1 is back online"). */
 export interface AlertEvent { type: 'raised' | 'cleared'; alert: Alert; text: string; at: number }
 
-export type MetricValue = number | string | boolean
+import type { MetricValue } from '../readings.ts'
+export type { MetricValue }
 
 export interface UpstreamSnapshot { name: string; connected: boolean; since: number; lastError: string | null }
 

@@ -41,7 +41,8 @@ export class TelemetryIntake {
     })
     d.outbox.onAppendFailed((err, count) => {
       d.metrics.refusals.inc({ reason: 'outbox_unavailable' }, count)
-      if (!this.outboxFailing) {
+      // A full disk has its own line (main.ts, once per spell); this one is for the other write failures.
+      if (!this.outboxFailing && err.code !== 'disk_full') {
         this.outboxFailing = true
         d.log.error({ err: err.message }, 'outbox write failed: withholding acks, devices will retry')
       }

@@ -2,6 +2,7 @@
 // resolves with the device's result. Every command gets exactly one result: success, device error, or a routing
 // error (unknown device, offline, expired, timeout) — never silence.
 import type { LinkCommand, LinkCommandOutcome } from '../links/device-link.ts'
+import { COMMAND_NAME_RE } from '../readings.ts'
 
 export interface Command {
   /** Correlates the device's result (the upstream's message id). */
@@ -27,7 +28,6 @@ export interface CommandTarget {
   send(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome | void>
 }
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
 
 export class CommandRouter {
   private readonly pending = new Map<string, { cmd: Command; resolve: (r: CommandResult) => void; timer: NodeJS.Timeout }>()
@@ -57,7 +57,7 @@ export class CommandRouter {
     const fail = (code: CommandErrorCode, error: string): Promise<CommandResult> =>
       Promise.resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code, error })
     if (!cmd.id) return fail('bad_request', 'command without an id')
-    if (!NAME_RE.test(cmd.name)) return fail('bad_request', `invalid command name "${cmd.name.slice(0, 80)}"`)
+    if (!COMMAND_NAME_RE.test(cmd.name)) return fail('bad_request', `invalid command name "${cmd.name.slice(0, 80)}"`)
     if (this.pending.has(cmd.id)) return fail('bad_request', `command id "${cmd.id}" is already in flight`)
     const left = cmd.expiresAt === undefined ? this.timeoutMs : cmd.expiresAt - this.now()
     if (left <= 0) return fail('expired', `command expired ${-left} ms before it could be routed`)

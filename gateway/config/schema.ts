@@ -1,5 +1,6 @@
 // The one definition of edgeway.yaml: defaults, validation and the editor JSON schema all come from here.
 import { z } from 'zod'
+import { DEVICE_ID_RE, DEVICE_ID_RULE } from '../readings.ts'
 import { hostname } from 'node:os'
 import { amqpUpstream } from '../../bridges/amqp/config.ts'
 import { firmataSection } from '../../devices/firmata/config.ts'
@@ -46,7 +47,7 @@ export const upstreamSchema = z.discriminatedUnion('type', [mqttUpstream, amqpUp
 /** A board on a serial port (devices/serial/link.ts). */
 const serialPort = z.object({
   /** Registry id of the board: its readings, presence and firmware version are recorded under it. */
-  device: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, "_", "." and "-", 1 to 64 characters'),
+  device: z.string().regex(DEVICE_ID_RE, DEVICE_ID_RULE),
   /** Prefer a stable name such as /dev/serial/by-id/usb-...: ttyUSB numbers change when boards are replugged. */
   path: z.string().min(1).optional(),
   /** Or the board's USB identity, looked up among the present ports at every (re)open: survives re-enumeration. */

@@ -2,6 +2,7 @@
 // maps a metric name to its display `{ unit, name }` (the history charts read units and names from there), and
 // `commands` declares the commands the device understands, from which the page draws forms. Pure validation.
 import { z } from 'zod'
+import { COMMAND_NAME_RE } from '../readings.ts'
 
 export const MAX_METADATA_BYTES = 16 * 1024
 
@@ -21,7 +22,7 @@ const argSpec = z.object({
 }).strict()
 
 export const commandDecl = z.object({
-  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'a command name is 1 to 64 of A-Za-z0-9._-'),
+  name: z.string().regex(COMMAND_NAME_RE, 'a command name is 1 to 64 of A-Za-z0-9._-'),
   description: z.string().max(200).optional(),
   args: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,31}$/, 'an argument name is a letter or "_" then up to 31 letters, digits or "_"'), argSpec).optional(),
   /** How Home Assistant shows it (bridges/homeassistant): a button (default) or an on/off switch. */

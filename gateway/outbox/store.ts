@@ -96,9 +96,7 @@ export class OutboxStore {
         ts INTEGER NOT NULL, recv INTEGER NOT NULL, kind INTEGER NOT NULL, link TEXT NOT NULL, payload BLOB NOT NULL,
         reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (upstream, id));
     `)
-    // Older databases have no retry flag on dead-lettered rows yet.
-    const deadCols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
-    if (!deadCols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
+    addDeadRetryColumn(db)
     // ... and no priority lane (a constant default: O(1) on any table size).
     const cols = (db.prepare('PRAGMA table_info(readings)').all() as { name: string }[]).map((c) => c.name)
     if (!cols.includes('prio')) db.exec('ALTER TABLE readings ADD COLUMN prio INTEGER NOT NULL DEFAULT 0')
@@ -485,13 +483,18 @@ export function readDeadLetters(file: string, upstream?: string, limit = 1000): 
  * Only a flag is written, so this is safe while the gateway runs: its outbox worker turns flagged rows into readings
  * within one maintenance round (or at the next start), being the only writer of row ids.
  */
+/** Older databases have no retry flag on dead-lettered rows yet (the store and the CLI may open either first). */
+function addDeadRetryColumn(db: Db): void {
+  const cols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
+  if (!cols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
+}
+
 export function requestDeadRetry(file: string, opts: { upstream?: string; ids?: number[] } = {}): number {
   const db = openDatabase(file, { synchronous: 'FULL' })
   try {
     const hasDead = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead'").get()
     if (!hasDead) return 0
-    const cols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
-    if (!cols.includes('retry')) db.exec('ALTER TABLE dead ADD COLUMN retry INTEGER NOT NULL DEFAULT 0')
+    addDeadRetryColumn(db)
     const where: string[] = ['retry = 0']
     const args: (string | number)[] = []
     if (opts.upstream !== undefined) { where.push('upstream = ?'); args.push(opts.upstream) }
