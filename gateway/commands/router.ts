@@ -72,11 +72,11 @@ export class CommandRouter {
       this.pending.set(cmd.id, { cmd, resolve, timer })
       this.target.send(cmd.device, { id: cmd.id, name: cmd.name, args: cmd.args ?? null }).then((out) => {
         if (!out || out.kind === 'sent') return
-        this.settle(cmd.id, out.ok
+        this.complete(cmd.id, out.ok
           ? { id: cmd.id, device: cmd.device, name: cmd.name, ok: true, result: out.result }
           : { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'device_error', error: out.error })
       }, (err: unknown) => {
-        this.settle(cmd.id, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: (err as Error).message })
+        this.complete(cmd.id, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: (err as Error).message })
       })
     })
   }
@@ -95,7 +95,7 @@ export class CommandRouter {
     // Only the addressed device may answer its command.
     if (!p || p.cmd.device !== device || p.cmd.name !== name) return false
     const failed = m.error !== undefined && m.error !== null || m.ok === false
-    this.settle(m.id, failed
+    this.complete(m.id, failed
       ? { id: m.id, device, name, ok: false, code: 'device_error', error: typeof m.error === 'string' ? m.error : JSON.stringify(m.error ?? 'failed') }
       : { id: m.id, device, name, ok: true, result: m.result ?? null })
     return true
@@ -105,11 +105,12 @@ export class CommandRouter {
   close(): void {
     for (const id of [...this.pending.keys()]) {
       const p = this.pending.get(id)!
-      this.settle(id, { id, device: p.cmd.device, name: p.cmd.name, ok: false, code: 'timeout', error: 'gateway stopping' })
+      this.complete(id, { id, device: p.cmd.device, name: p.cmd.name, ok: false, code: 'timeout', error: 'gateway stopping' })
     }
   }
 
-  private settle(id: string, r: CommandResult): void {
+  /** The command's one result: its waiter is resolved and forgotten (later answers match nothing). */
+  private complete(id: string, r: CommandResult): void {
     const p = this.pending.get(id)
     if (!p) return
     this.pending.delete(id)

@@ -136,8 +136,8 @@ export class HistoryService {
   private onMessage(m: FromHistory): void {
     switch (m.t) {
       case 'ready': this.onReady?.({ lastRow: m.lastRow, caughtUp: m.caughtUp }); this.onReady = null; this.onStartFailed = null; break
-      case 'answer': this.settle(m.id, m.value); break
-      case 'closed': this.settle(m.id, undefined); break
+      case 'answer': this.resolveRequest(m.id, m.value); break
+      case 'closed': this.resolveRequest(m.id, undefined); break
       case 'failed':
         if (m.id !== undefined && this.requests.has(m.id)) {
           const r = this.requests.get(m.id)!
@@ -156,7 +156,7 @@ export class HistoryService {
     }
   }
 
-  private settle(id: number, value: unknown): void {
+  private resolveRequest(id: number, value: unknown): void {
     const r = this.requests.get(id)
     if (!r) return
     this.requests.delete(id)

@@ -27,18 +27,19 @@ class PendingBatch {
   devices: string[] = []
   links: string[] = []
   payloads: Uint8Array[] = []
-  /** A callback per reading, or the owner that settles it with the tag at the same index. */
+  /** A callback per reading, or the owner that is answered with the tag at the same index. */
   owners: (Done | AppendOwner)[] = []
   tags: number[] = []
   bytes = 0
   get size(): number { return this.devices.length }
 
-  settle(i: number, err: Error | null, refused?: string): void {
-    settle(this.owners[i]!, this.tags[i]!, err, refused)
+  answer(i: number, err: Error | null, refused?: string): void {
+    answerAppend(this.owners[i]!, this.tags[i]!, err, refused)
   }
 }
 
-function settle(owner: Done | AppendOwner, tag: number, err: Error | null, refused?: string): void {
+/** An append's answer: stored (err null), refused as undecodable (`refused`), or failed. */
+function answerAppend(owner: Done | AppendOwner, tag: number, err: Error | null, refused?: string): void {
   if (typeof owner === 'function') owner(err, refused)
   else owner.settled(tag, err, refused)
 }
@@ -143,7 +144,7 @@ export class OutboxClient implements Outbox {
 
   private add(reading: RawReading, owner: Done | AppendOwner, tag: number): void {
     if (this.closed || this.fatal) {
-      settle(owner, tag, new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
+      answerAppend(owner, tag, new OutboxError(this.fatal ? `outbox failed: ${this.fatal.message}` : 'outbox closed', 'closed'))
       return
     }
     const p = this.pending
@@ -311,7 +312,7 @@ export class OutboxClient implements Outbox {
             const why = refused.size > 0 ? refused.get(`${id}:${i}`) : undefined
             if (why !== undefined) {
               this.events.emit('refused', { device: b.devices[i]!, link: b.links[i]!, reason: why })
-              b.settle(i, null, why)
+              b.answer(i, null, why)
               continue
             }
             const link = b.links[i]!
@@ -322,7 +323,7 @@ export class OutboxClient implements Outbox {
             }
             run++
             devices.set(b.devices[i]!, link)
-            b.settle(i, null)
+            b.answer(i, null)
           }
         }
         if (runLink !== null) storedByLink.set(runLink, (storedByLink.get(runLink) ?? 0) + run)
@@ -338,7 +339,7 @@ export class OutboxClient implements Outbox {
           const b = this.inflightAppends.get(id)?.batch
           if (!b) continue
           count += b.size
-          for (let i = 0; i < b.size; i++) b.settle(i, err)
+          for (let i = 0; i < b.size; i++) b.answer(i, err)
           this.inflightAppends.delete(id)
         }
         this.events.emit('appendFailed', err, count)
@@ -347,9 +348,9 @@ export class OutboxClient implements Outbox {
       case 'held':
         this.events.emit('held', new OutboxError(`outbox disk full: ${m.message}`, m.code))
         break
-      case 'claimed': this.settle(m.id, m.rows); break
-      case 'stats': this.settle(m.id, m.stats); break
-      case 'closed': this.settle(m.id, undefined); break
+      case 'claimed': this.resolveRequest(m.id, m.rows); break
+      case 'stats': this.resolveRequest(m.id, m.stats); break
+      case 'closed': this.resolveRequest(m.id, undefined); break
       case 'dropped':
         this.events.emit('dropped', { reason: m.reason, rows: m.rows, bytes: m.bytes })
         break
@@ -394,7 +395,7 @@ export class OutboxClient implements Outbox {
     this.events.on('refused', listener)
   }
 
-  private settle(id: number, value: unknown): void {
+  private resolveRequest(id: number, value: unknown): void {
     const r = this.requests.get(id)
     if (!r) return
     this.requests.delete(id)
@@ -409,7 +410,7 @@ export class OutboxClient implements Outbox {
     const batches = [...[...this.inflightAppends.values()].map((x) => x.batch), this.pending]
     this.inflightAppends.clear()
     this.pending = new PendingBatch()
-    for (const b of batches) for (let i = 0; i < b.size; i++) b.settle(i, e)
+    for (const b of batches) for (let i = 0; i < b.size; i++) b.answer(i, e)
     for (const r of this.requests.values()) r.reject(e)
     this.requests.clear()
     this.events.emit('failure', err)
