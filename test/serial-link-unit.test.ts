@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { pino } from 'pino'
 import { GatewayBus } from '../gateway/events.ts'
 import type { RawReading } from '../gateway/readings.ts'
-import { SerialLink, type SerialPortConfig } from '../devices/serial/link.ts'
+import { SerialLink, type SerialLinkConfig } from '../devices/serial/link.ts'
 import type { OpenPort, PortEvents } from '../devices/serial/port.ts'
 import { CobsDecoder, encodeFrame, encodeReadingPayload, FrameType, type Frame } from '../devices/serial/framing.ts'
 import { tempDir, waitFor } from './helpers/net.ts'
@@ -18,7 +18,7 @@ after(async () => { for (const c of cleanups.reverse()) await c() })
 
 const log = pino({ level: 'silent' })
 const registry = { setOnline: () => undefined, setFirmware: () => undefined }
-const cfg = (over: Partial<SerialPortConfig> = {}): SerialPortConfig =>
+const cfg = (over: Partial<SerialLinkConfig> = {}): SerialLinkConfig =>
   ({ device: 'd1', path: '/dev/fake', baudRate: 115200, framing: 'cobs', reopenMinMs: 10, reopenMaxMs: 100, offlineAfterMs: 5000, ...over })
 
 test('retransmitted readings are stored once; ACK only after the commit; NACK when the outbox fails', async () => {

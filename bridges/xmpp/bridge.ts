@@ -11,7 +11,7 @@ import { XmppLink, type IqAnswer } from './connection.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
 import { allowed, blockedBy, jidMatches, Rhythm } from './policy.ts'
 import { adhocCompleted, adhocForm, adhocList, bareJid, blockItems, chat, child, formValues, discoInfo, el, errorReply, NS, parseIncoming, presence, rosterSuggestion, type Incoming, type Show, type XmlNode } from './stanza.ts'
-import { getReply, HELP, parseChat, resultReply, statusReply, summary, alertChat, unknownReply, type ChatCommand, type DeviceView, type MetricValue } from './chat.ts'
+import { getReply, HELP, parseChat, resultReply, statusReply, summary, alertChat, unknownReply, type ChatCommand, type ContactView, type MetricValue } from './chat.ts'
 import { PubSubUpstream } from './pubsub.ts'
 
 export interface XmppBridgeDeps {
@@ -143,7 +143,7 @@ export class XmppBridge {
     return blockedBy(this.cfg.blocked, jid) || blockedBy(this.serverBlocked, jid) || blockedBy(this.store.blocked(), jid)
   }
 
-  private view(device: string): DeviceView {
+  private view(device: string): ContactView {
     const s = this.state(device)
     return {
       online: s.online, link: s.link, lastAt: s.rhythm.lastAt, intervalMs: s.rhythm.intervalMs, metrics: s.metrics,

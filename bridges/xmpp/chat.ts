@@ -84,7 +84,8 @@ export function summary(metrics: Record<string, MetricValue>, max = 120): string
   return out
 }
 
-export interface DeviceView {
+/** What a contact's status and get replies show of its device. */
+export interface ContactView {
   online: boolean
   link: string | null
   lastAt: number | null
@@ -93,7 +94,7 @@ export interface DeviceView {
   lateness: 'away' | 'xa' | null
 }
 
-export function statusReply(device: string, v: DeviceView, now: number): string {
+export function statusReply(device: string, v: ContactView, now: number): string {
   const state = !v.online ? 'offline' : v.lateness === 'xa' ? 'online, readings long overdue' : v.lateness === 'away' ? 'online, readings overdue' : 'online'
   const lines = [`${device}: ${state}${v.link ? ` (${v.link})` : ''}`]
   if (v.lastAt !== null) lines.push(`last reading ${Math.round((now - v.lastAt) / 1000)} s ago (${new Date(v.lastAt).toISOString()})`)
@@ -104,7 +105,7 @@ export function statusReply(device: string, v: DeviceView, now: number): string 
   return lines.join('\n')
 }
 
-export function getReply(device: string, metric: string, v: DeviceView): string {
+export function getReply(device: string, metric: string, v: ContactView): string {
   const val = v.metrics[metric]
   if (val === undefined) {
     const known = Object.keys(v.metrics)

@@ -17,7 +17,7 @@ import type { DeviceLink, LinkCommand, LinkCommandOutcome } from '../../gateway/
 
 export const SERIAL_LINK = 'serial'
 
-export interface SerialPortConfig {
+export interface SerialLinkConfig {
   /** Registry id of the board on this port. */
   device: string
   /** Prefer a stable name (/dev/serial/by-id/...): ttyUSBn numbers change across replugs. With `usb`, a label. */
@@ -87,7 +87,7 @@ export class SerialLink {
   private readonly commands = new Map<number, (status: number) => void>()
   private readonly log: Logger
 
-  constructor(readonly config: SerialPortConfig, private readonly d: SerialLinkDeps) {
+  constructor(readonly config: SerialLinkConfig, private readonly d: SerialLinkDeps) {
     this.reopener = new Reopener(config.reopenMinMs, config.reopenMaxMs, () => void this.open(), () => this.stopped)
     this.log = d.log.child({ link: SERIAL_LINK, device: config.device, port: config.path })
   }
@@ -356,7 +356,7 @@ export class SerialLink {
 export class SerialLinks implements DeviceLink {
   readonly kind = SERIAL_LINK
   readonly links: SerialLink[]
-  constructor(ports: SerialPortConfig[], deps: SerialLinkDeps) {
+  constructor(ports: SerialLinkConfig[], deps: SerialLinkDeps) {
     this.links = ports.map((p) => new SerialLink(p, deps))
   }
 
