@@ -1,0 +1,89 @@
+// The Forwarder on its own (issue 12 asked for a direct test): an in-memory outbox with one cursor and a scripted
+// upstream. Row order, credit, each outcome (accepted -> ack, released -> offered again after the pause, rejected ->
+// dead letter), and a link loss that gives back everything in flight, resent in row order after the reconnect.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { pino } from 'pino'
+import { Forwarder } from '../gateway/upstream/forwarder.ts'
+import { Metrics } from '../gateway/metrics.ts'
+import type { ClaimedRow, Outbox, OutboxStats } from '../gateway/outbox/types.ts'
+import type { Outcome, Upstream, UpstreamStatus } from '../gateway/upstream/types.ts'
+import { waitFor } from './helpers/net.ts'
+
+/** One upstream's cursor over rows 1..n: pending, in flight, acked, dead. */
+class MemoryOutbox implements Pick<Outbox, 'claim' | 'ack' | 'release' | 'deadLetter' | 'onAppended'> {
+  rows: number[] = []
+  inflight = new Set<number>()
+  acked: number[] = []
+  dead: { id: number; reason: string }[] = []
+  releases = 0
+  private listeners: ((id: number) => void)[] = []
+  add(n: number): void {
+    const first = this.rows.length + 1
+    for (let i = 0; i < n; i++) this.rows.push(first + i)
+    for (const l of this.listeners) l(this.rows.length)
+  }
+  async claim(_u: string, limit: number): Promise<ClaimedRow[]> {
+    const done = new Set([...this.acked, ...this.dead.map((d) => d.id)])
+    const out = this.rows.filter((id) => !done.has(id) && !this.inflight.has(id)).slice(0, limit)
+    for (const id of out) this.inflight.add(id)
+    return out.map((id) => ({ rowId: id, device: 'd', seq: id, msgId: `gw:d:${id}`, deviceSeq: null, ts: id, receivedAt: id, kind: 'json', payload: '{"v":1}', link: 'mqtt', priority: false }))
+  }
+  ack(_u: string, ids: number[]): void { for (const id of ids) { this.inflight.delete(id); this.acked.push(id) } }
+  release(_u: string, ids?: number[]): void { this.releases++; for (const id of ids ?? [...this.inflight]) this.inflight.delete(id) }
+  deadLetter(_u: string, id: number, reason: string): void { this.inflight.delete(id); this.dead.push({ id, reason }) }
+  onAppended(l: (id: number) => void): () => void { this.listeners.push(l); return () => { this.listeners = this.listeners.filter((x) => x !== l) } }
+  stats(): Promise<OutboxStats> { throw new Error('not used') }
+}
+
+/** An upstream whose answer per row is scripted; it holds rows until told to answer. */
+class ScriptedUpstream implements Upstream {
+  readonly name = 'up'
+  connected = false
+  maxInflight = 4
+  held: { id: number; settle: (id: number, o: Outcome, d?: string) => void }[] = []
+  delivered: number[] = []
+  private listeners: (() => void)[] = []
+  async start(): Promise<void> { /* nothing */ }
+  async close(): Promise<void> { /* nothing */ }
+  status(): UpstreamStatus { return { connected: this.connected, since: 0, lastError: null } }
+  credit(): number { return this.connected ? this.maxInflight - this.held.length : 0 }
+  deliver(rows: ClaimedRow[], settle: (id: number, o: Outcome, d?: string) => void): void {
+    for (const r of rows) { this.delivered.push(r.rowId); this.held.push({ id: r.rowId, settle }) }
+  }
+  onChange(l: () => void): void { this.listeners.push(l) }
+  setConnected(c: boolean): void { this.connected = c; if (!c) this.held = []; for (const l of this.listeners) l() }
+  answer(outcome: (id: number) => Outcome): void {
+    const h = this.held
+    this.held = []
+    for (const x of h) x.settle(x.id, outcome(x.id), `scripted ${outcome(x.id)}`)
+  }
+}
+
+test('forwarder: credit, row order, every outcome, and a link loss resends what was in flight in order', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ScriptedUpstream()
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(10)
+  await new Promise((r) => setTimeout(r, 30))
+  assert.deepEqual(up.delivered, [], 'nothing is sent while the link is down')
+  up.setConnected(true)
+  await waitFor('first window', () => up.delivered.length === 4, 2000)
+  assert.deepEqual(up.delivered, [1, 2, 3, 4], 'within credit, in row order')
+  up.answer((id) => (id === 2 ? 'rejected' : id === 3 ? 'released' : 'accepted'))
+  await waitFor('next window', () => up.delivered.length === 8, 2000)
+  assert.deepEqual(outbox.acked, [1, 4])
+  assert.deepEqual(outbox.dead, [{ id: 2, reason: 'scripted rejected' }])
+  assert.deepEqual(up.delivered.slice(4), [5, 6, 7, 8])
+  // The link drops with 5..8 unsettled: they go back to pending and come again, in row order, after the reconnect.
+  up.setConnected(false)
+  assert.ok(outbox.releases >= 1, 'the link loss released the cursor')
+  assert.deepEqual([...outbox.inflight], [], 'nothing is left in flight')
+  up.setConnected(true)
+  await waitFor('resent after the reconnect', () => up.delivered.length >= 12, 2000)
+  assert.deepEqual(up.delivered.slice(8, 12), [3, 5, 6, 7], 'the released row and the ones in flight, in row order')
+  await waitFor('all settled', () => { up.answer(() => 'accepted'); return outbox.acked.length + outbox.dead.length === 10 }, 3000)
+  assert.deepEqual([...outbox.acked].sort((a, b) => a - b), [1, 3, 4, 5, 6, 7, 8, 9, 10])
+  f.stop()
+})
