@@ -274,6 +274,9 @@ function fromJsonColumn<T>(text: string | null): T | undefined {
 
 const SCHEMA_VERSION = 1
 
+/** Inbound QoS 2 publishes one client may have awaiting PUBREL (aedes 1.2.0's maxInflightInbound default). */
+export const MAX_INBOUND_QOS2 = 1000
+
 // Orders: the parent keeps Maps / arrays in insertion order, and an entry that is overwritten keeps
 // its place. Rows are therefore upserted (ON CONFLICT DO UPDATE keeps the rowid) and read back by
 // rowid. Table names are prefixed so the file could be shared with other gateway stores.
@@ -460,6 +463,8 @@ export class SqlitePersistence extends MemoryPersistenceBase {
   #telemetryWatched: boolean | null = null
   /** client id -> owner of its persistent session, as in mqtt_session_owners (read once at setup). */
   readonly #owners = new Map<string, string>()
+  /** client id -> message ids of its inbound QoS 2 publishes awaiting PUBREL (bounded: see incomingStorePacket). */
+  readonly #incoming = new Map<string, Set<string>>()
 
   constructor(opts: SqlitePersistenceOptions) {
     super()
@@ -603,7 +608,16 @@ export class SqlitePersistence extends MemoryPersistenceBase {
 
   override async incomingStorePacket(client: PersistenceClient, packet: PersistencePacket): Promise<void> {
     const { stmt } = this.#ready()
+    // aedes 1.2.0 bounded this (maxInflightInbound, 1000); the 2.0 line does not: a client that sends fresh QoS 2
+    // packet ids and withholds PUBREL would grow this table without end. Refused, aedes closes the connection.
+    const key = String(packet.messageId)
+    let ids = this.#incoming.get(client.id)
+    if (ids && !ids.has(key) && ids.size >= MAX_INBOUND_QOS2) {
+      throw new Error(`more than ${MAX_INBOUND_QOS2} inbound QoS 2 messages awaiting PUBREL`)
+    }
     await super.incomingStorePacket(client, packet)
+    if (!ids) this.#incoming.set(client.id, ids = new Set())
+    ids.add(key)
     const stored = new Packet(packet)
     stored.messageId = packet.messageId
     const { json, payload } = encodePacket(stored)
@@ -615,13 +629,19 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     const { stmt } = this.#ready()
     await super.incomingDelPacket(client, packet) // rejects with 'no such packet'
     stmt.incomingDelete.run(client.id, String(packet.messageId))
+    const ids = this.#incoming.get(client.id)
+    if (ids?.delete(String(packet.messageId)) && ids.size === 0) this.#incoming.delete(client.id)
   }
 
   override async cleanIncoming(client: PersistenceClient): Promise<void> {
     const { stmt } = this.#ready()
     await super.cleanIncoming(client)
     stmt.incomingDeleteClient.run(client.id)
+    this.#incoming.delete(client.id)
   }
+
+  /** Inbound QoS 2 publishes of a client id awaiting PUBREL. */
+  incomingCount(clientId: string): number { return this.#incoming.get(clientId)?.size ?? 0 }
 
   // --- wills ---------------------------------------------------------------------------------
 
@@ -690,6 +710,7 @@ export class SqlitePersistence extends MemoryPersistenceBase {
       stmt.ownerDelete.run(clientId)
     })()
     this.#owners.delete(clientId)
+    this.#incoming.delete(clientId)
     this.#telemetryWatched = null
   }
 
@@ -751,7 +772,13 @@ export class SqlitePersistence extends MemoryPersistenceBase {
 
     const incoming = db.prepare<[], PacketRow & { client_id: string }>(
       'SELECT client_id, packet, payload FROM mqtt_incoming ORDER BY rowid').all()
-    for (const row of incoming) await super.incomingStorePacket({ id: row.client_id }, decodePacket(row.packet, row.payload))
+    for (const row of incoming) {
+      const packet = decodePacket(row.packet, row.payload)
+      await super.incomingStorePacket({ id: row.client_id }, packet)
+      let ids = this.#incoming.get(row.client_id)
+      if (!ids) this.#incoming.set(row.client_id, ids = new Set())
+      ids.add(String(packet.messageId))
+    }
 
     for (const row of db.prepare<[], { client_id: string; owner: string }>('SELECT client_id, owner FROM mqtt_session_owners').all()) {
       this.#owners.set(row.client_id, row.owner)
