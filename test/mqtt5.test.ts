@@ -37,8 +37,12 @@ async function connect5(u: string, opts: IClientOptions): Promise<{ c: MqttClien
   return { c, connack }
 }
 
+/** The next DISCONNECT from the gateway (rejects if the connection closes without one). */
 function nextDisconnect(c: MqttClient): Promise<IDisconnectPacket> {
-  return new Promise((resolve) => c.once('disconnect', resolve))
+  return new Promise((resolve, reject) => {
+    c.once('disconnect', resolve)
+    c.once('close', () => setTimeout(() => reject(new Error('closed without a DISCONNECT')), 50))
+  })
 }
 
 async function cliSecret(args: string[]): Promise<string> {

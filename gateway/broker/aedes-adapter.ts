@@ -13,7 +13,7 @@ interface ClientInternals {
   _keepaliveTimer: { refresh(): void } | null
   connected: boolean
   closed: boolean
-  conn: { write(b: Buffer): unknown }
+  conn: { write(b: Buffer, cb?: () => void): unknown }
   /** null until CONNECT is accepted; 3, 4 or 5 after. */
   version: number | null
   /** MQTT 5 inbound topic aliases of this connection (alias -> topic), filled by aedes' publish handler. */
@@ -140,12 +140,8 @@ export function disconnectWithReason(client: object, reasonCode: number, reasonS
  * then (aedes is still sending the session's queued messages) it would just close. The packet is written directly then.
  */
 function sendDisconnect(c: ClientInternals, reasonCode: number, reasonString: string, done?: () => void): void {
-  if (c.connected || c.version !== 5 || !c.connackSent || c.closed) {
-    c.disconnect({ reasonCode, properties: { reasonString } }, done)
-    return
-  }
-  c.conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode, properties: { reasonString } } as mqttPacket.Packet, { protocolVersion: 5 }))
-  c.close(done)
+  if (earlyV5(c)) earlyDisconnect(c, reasonCode, reasonString, done)
+  else c.disconnect({ reasonCode, properties: { reasonString } }, done)
 }
 
 /**
@@ -156,11 +152,21 @@ export function addDisconnectReasons(client: object, reasons: Readonly<Record<nu
   const c = internals(client)
   if (!c) return
   const disconnect = c.disconnect
-  c.disconnect = function (opts, done) {
+  c.disconnect = function (this: ClientInternals, opts, done) {
     const o = typeof opts === 'object' && opts !== null ? opts : { reasonCode: 0 }
-    const why = reasons[o.reasonCode]
-    return disconnect.call(this, why && !o.properties ? { ...o, properties: { reasonString: why } } : o, typeof opts === 'function' ? opts : done)
+    const cb = typeof opts === 'function' ? opts as () => void : done
+    const why = o.properties?.reasonString ?? reasons[o.reasonCode]
+    if (why !== undefined && earlyV5(this)) return earlyDisconnect(this, o.reasonCode, why, cb)
+    return disconnect.call(this, why !== undefined && !o.properties ? { ...o, properties: { reasonString: why } } : o, cb)
   }
+}
+
+/** Between its CONNACK and aedes' end of the connect: aedes' disconnect() would close without a DISCONNECT. */
+const earlyV5 = (c: ClientInternals): boolean => !c.connected && c.version === 5 && c.connackSent === true && !c.closed
+
+function earlyDisconnect(c: ClientInternals, reasonCode: number, reasonString: string, done?: () => void): void {
+  // closed once written: the socket's writes are corked until the next tick (net/coalesce.ts), a close now would drop it
+  c.conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode, properties: { reasonString } } as mqttPacket.Packet, { protocolVersion: 5 }), () => c.close(done))
 }
 
 /**
