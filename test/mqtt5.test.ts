@@ -229,7 +229,7 @@ test('a packet over mqtt.maxPacketSize: DISCONNECT 0x95 with the reason, counted
   await end(c)
 })
 
-test('a subscription filter aedes cannot hold ("constructor", "__proto__") closes that connection, not the gateway', async () => {
+test('a subscription filter aedes cannot hold ("constructor", "__proto__") closes that connection, not the gateway', { timeout: scaled(20000) }, async () => {
   for (const f of ['constructor', '__proto__']) {
     for (const v of [4, 5] as const) {
       const c = await connect(url, { ...creds('v5a'), protocolVersion: v })
