@@ -258,6 +258,39 @@ test('mosquitto_pub -V 5 and mosquitto_sub -V 5', async () => {
   assert.match(bad.stderr + bad.stdout, /Bad user name or password/i)
 })
 
+test('session expiry is persisted: a session lives for its interval, across a restart; expired, it is gone (while down, or after the restart)', { timeout: scaled(60000) }, async () => {
+  const open = async (id: string, interval: number): Promise<{ c: MqttClient; present: boolean }> => {
+    const { c, connack } = await connect5(url, { ...creds('v5a', { clientId: id }), clean: false, properties: { sessionExpiryInterval: interval } })
+    return { c, present: connack.sessionPresent }
+  }
+  const ids = { long: 'v5a:long', short: 'v5a:short', mid: 'v5a:mid' }
+  const intervals = { long: 120, short: 1, mid: 15 }
+  for (const k of ['long', 'short', 'mid'] as const) {
+    const { c } = await open(ids[k], intervals[k])
+    await c.subscribeAsync(`devices/v5a/cmd/${k}`, { qos: 1 })
+    c.stream.destroy()
+  }
+  const t0 = Date.now()
+  await g.stop()
+  await new Promise((r) => setTimeout(r, 1500))
+  await g.start()
+  assert.ok(Date.now() - t0 < 13000, 'restarted before the mid session expires')
+  const ops = (await connect5(url, { clientId: 'ops5-s', username: 'ops5', password: opsSecret })).c
+  for (const k of ['long', 'short', 'mid'] as const) await ops.publishAsync(`devices/v5a/cmd/${k}`, `{"id":"${k}"}`, { qos: 1 })
+  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 16500 - Date.now())))
+  for (const k of ['long', 'short', 'mid'] as const) {
+    // (expiry 0 here would make aedes drop the queue: it treats Clean Start 0 + Session Expiry 0 as a clean session)
+    const c = mqtt.connect(url, { reconnectPeriod: 0, ...creds('v5a', { clientId: ids[k] }), clean: false, properties: { sessionExpiryInterval: 60 } })
+    const got = collect(c)
+    const present = await new Promise<boolean>((resolve, reject) => { c.once('connect', (p) => resolve(p.sessionPresent)); c.once('error', reject) })
+    await new Promise((r) => setTimeout(r, 300))
+    assert.equal(present, k === 'long', `${k}: session present`)
+    assert.deepEqual(got.map((p) => p.payload.toString()), k === 'long' ? ['{"id":"long"}'] : [], `${k}: queued commands`)
+    await end(c)
+  }
+  await end(ops)
+})
+
 test('DISCONNECT 0x8B with a reason string on shutdown (last: stops the gateway)', async () => {
   const { c } = await connect5(url, creds('v5a'))
   const gone = nextDisconnect(c)

@@ -63,6 +63,10 @@ const FAST_PENDING = 256
 const FAST_PENDING_BYTES = 1 << 20
 /** MQTT 5 topic aliases a client may use towards the gateway (advertised in CONNACK). */
 const TOPIC_ALIAS_MAXIMUM = 32
+/** How often expired MQTT 5 sessions are looked for (Session Expiry Intervals are whole seconds). */
+const EXPIRY_SWEEP_MS = 1000
+/** MQTT 5 Session Expiry Interval meaning "never" (MQTT 5.0 section 3.1.2.11.2). */
+const SESSION_NEVER_EXPIRES = 0xffffffff
 /** Reason strings of the DISCONNECTs aedes sends on its own (MQTT 5). */
 const DISCONNECT_REASONS: Readonly<Record<number, string>> = {
   [RC.SESSION_TAKEN_OVER]: 'session taken over: another connection logged in with this client id',
@@ -105,6 +109,7 @@ export class MqttBroker {
   private readonly rejectEmptyId = new WeakSet<Client>()
   /** v5 clients gone with a delayed will still pending in aedes (revocation cancels it), by client id. */
   private readonly pendingWills = new Map<string, Client>()
+  private expirySweep: NodeJS.Timeout | null = null
   private readonly gone = new WeakSet<Client>()
   private readonly requests = new WeakMap<Client, ConnectRequest>()
   private readonly addresses = new WeakMap<Client, string>()
@@ -188,8 +193,12 @@ export class MqttBroker {
       if (set.size === 0) this.liveWatchers.delete(client)
     })
     aedes.on('keepaliveTimeout', (client) => log.info({ clientId: client.id }, 'mqtt keepalive timeout'))
-    // aedes 2 ends a v5 session after its expiry interval without touching its inbound QoS 2 state (1.2.0 did).
-    aedes.on('sessionExpired', (client) => { void this.persistence?.cleanIncoming(client).catch(() => undefined) })
+    // aedes 2 ends a v5 session after its expiry interval in memory only (its inbound QoS 2 state, its owner and the
+    // persisted expiry stay): the sweep below purges it. The sweep also ends sessions restored after a restart,
+    // which aedes holds no timer for.
+    aedes.on('sessionExpired', (client) => this.expireSessions([client.id]))
+    this.expirySweep = setInterval(() => this.expireSessions(), EXPIRY_SWEEP_MS)
+    this.expirySweep.unref()
     aedes.on('clientError', (client, err) => this.onClientError(client, err))
     aedes.on('connectionError', (client, err) => this.onClientError(client, err))
 
@@ -240,6 +249,7 @@ export class MqttBroker {
   }
 
   async stop(): Promise<void> {
+    if (this.expirySweep) clearInterval(this.expirySweep)
     this.stopAccepting()
     const closing = this.serversClosed
     await this.closeWs?.()
@@ -322,6 +332,8 @@ export class MqttBroker {
       ;(will as PublishPacket & { owner?: string }).owner = key
     }
     if (!client.clean) this.persistence?.setSessionOwner(clientId, key)
+    // a session resumed (or replaced) before it expired
+    this.persistence?.setSessionExpiry(clientId, null)
     // A clean start discards the old session's inbound QoS 2 state (aedes 1.2.0 did this at CONNECT; 2.0 does not).
     if (req.cleanStart) await this.persistence?.cleanIncoming(client)
     this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
@@ -662,6 +674,14 @@ export class MqttBroker {
     }
     // A clean session's inbound QoS 2 state ends with it (aedes 1.2.0 did this; 2.0 does not: it would pile up).
     if (client.clean && client.id) void this.persistence?.cleanIncoming(client).catch(() => undefined)
+    // MQTT 5 Session Expiry: persisted, so that a restart ends the session on time too (not if taken over: the
+    // new connection owns the session)
+    const interval = client.sessionExpiryInterval
+    if (identity && isV5(client) && !client.clean && interval > 0 && interval < SESSION_NEVER_EXPIRES && !this.claims.has(client.id)) {
+      try { this.persistence?.setSessionExpiry(client.id, Date.now() + interval * 1000) } catch (err) {
+        this.d.log.warn({ clientId: client.id, err: (err as Error).message }, 'session expiry not persisted')
+      }
+    }
     const device = identity?.device
     if (identity) this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), reason }, 'mqtt client disconnected')
     const conns = device ? this.deviceConns.get(device) : undefined
@@ -673,6 +693,18 @@ export class MqttBroker {
       try { this.d.registry.setOnline(device, false, 'mqtt') } catch (err) { this.d.log.warn({ err: (err as Error).message }, 'registry update failed') }
     }
     this.d.bus.safeEmit('deviceOffline', { device, link: 'mqtt', clientId: client.id, reason })
+  }
+
+  /** Ends expired MQTT 5 sessions that no connection holds (all of them, or the given ids if expired). */
+  private expireSessions(ids?: string[]): void {
+    const p = this.persistence
+    if (!p || !this.aedes) return
+    const expired = p.expiredSessions(Date.now())
+    for (const id of ids ? expired.filter((x) => ids.includes(x)) : expired) {
+      if (this.claims.has(id)) continue
+      this.d.log.info({ clientId: id }, 'mqtt session expired')
+      void p.purgeClient(id, { keepWill: true }).catch((err: Error) => this.d.log.warn({ clientId: id, err: err.message }, 'expired session not purged'))
+    }
   }
 
   /** Before its CONNECT a client has no id yet: its refusals are keyed by its address. */
