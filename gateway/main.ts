@@ -111,10 +111,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const commands = new CommandRouter({
     isKnown: (d) => registry.get(d) !== undefined || broker.isDeviceOnline(d) || linkDevices().includes(d),
     isOnline,
-    send: async (d, name, payload) => {
+    send: async (d, name, payload, expiresAt) => {
       const board = firmata.byDevice(d)
       const link = serial.byDevice(d)
-      if (!board && !link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false)
+      // MQTT 5: a command carries its Message Expiry Interval: queued for a device that dropped off, it is not
+      // delivered after the router has already reported it expired (or timed out) to its sender
+      if (!board && !link) return broker.publish(`devices/${d}/cmd/${name}`, payload, 1, false, expiresAt === undefined ? undefined : { messageExpiryInterval: Math.max(1, Math.ceil((expiresAt - Date.now()) / 1000)) })
       // Firmata actuators act at once; a serial board answers in-band (COMMAND_RESULT). Either way the answer goes
       // to the router as the device's result.
       const { id, args } = JSON.parse(payload) as { id: string; args: unknown }

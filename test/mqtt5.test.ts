@@ -291,6 +291,37 @@ test('session expiry is persisted: a session lives for its interval, across a re
   await end(ops)
 })
 
+test('message expiry: a queued command and a retained message are dropped once expired, across a restart; a live one arrives with its remaining interval', { timeout: scaled(60000) }, async () => {
+  const dev = { ...creds('v5b', { clientId: 'v5b:exp' }), clean: false, properties: { sessionExpiryInterval: 300 } }
+  const first = (await connect5(url, dev)).c
+  await first.subscribeAsync('devices/v5b/cmd/+', { qos: 1 })
+  first.stream.destroy()
+  const ops = (await connect5(url, { clientId: 'ops5-e', username: 'ops5', password: opsSecret })).c
+  await ops.publishAsync('devices/v5b/cmd/short', '{"id":"short"}', { qos: 1, properties: { messageExpiryInterval: 1 } })
+  await ops.publishAsync('devices/v5b/cmd/long', '{"id":"long"}', { qos: 1, properties: { messageExpiryInterval: 120 } })
+  await end(ops)
+  const d2 = (await connect5(url, creds('v5b'))).c
+  await d2.publishAsync('devices/v5b/state', '{"v":1}', { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } })
+  await end(d2)
+  await g.stop()
+  await new Promise((r) => setTimeout(r, 2000))
+  await g.start()
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...dev })
+  const got = collect(c)
+  await new Promise<void>((resolve, reject) => { c.once('connect', () => resolve()); c.once('error', reject) })
+  await waitFor('the live command', () => got.find((p) => p.topic === 'devices/v5b/cmd/long'))
+  await new Promise((r) => setTimeout(r, 300))
+  assert.deepEqual(got.map((p) => p.topic), ['devices/v5b/cmd/long'], 'the expired command is not delivered')
+  const left = got[0]!.properties?.messageExpiryInterval ?? 0
+  assert.ok(left > 100 && left < 120, `remaining interval ${left}`)
+  const obs = (await connect5(url, { clientId: 'ops5-r', username: 'ops5', password: opsSecret })).c
+  const seen = collect(obs)
+  await obs.subscribeAsync('devices/v5b/state', { qos: 1 })
+  await new Promise((r) => setTimeout(r, 500))
+  assert.deepEqual(seen, [], 'the expired retained message is not delivered')
+  await end(c, obs)
+})
+
 test('DISCONNECT 0x8B with a reason string on shutdown (last: stops the gateway)', async () => {
   const { c } = await connect5(url, creds('v5a'))
   const gone = nextDisconnect(c)

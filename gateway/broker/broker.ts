@@ -262,10 +262,10 @@ export class MqttBroker {
   }
 
   /** Server-side publish (errors, commands, state); does not go through the device ACL. */
-  publish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2, retain: boolean): Promise<void> {
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2, retain: boolean, properties?: { messageExpiryInterval?: number }): Promise<void> {
     const aedes = this.aedes
     if (!aedes) return Promise.reject(new Error('broker not running'))
-    const packet = { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain, dup: false } as PublishPacket
+    const packet = { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain, dup: false, ...(properties ? { properties } : {}) } as PublishPacket
     return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())))
   }
 

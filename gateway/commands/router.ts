@@ -22,7 +22,8 @@ export type CommandResult =
 export interface CommandTarget {
   isKnown(device: string): boolean
   isOnline(device: string): boolean
-  send(device: string, name: string, payload: string): Promise<void>
+  /** `expiresAt` (ms epoch): the command is worthless after it (MQTT 5: its Message Expiry Interval). */
+  send(device: string, name: string, payload: string, expiresAt?: number): Promise<void>
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/
@@ -56,7 +57,7 @@ export class CommandRouter {
         resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: cmd.expiresAt !== undefined && wait === left ? 'expired' : 'timeout', error: `no result from the device within ${wait} ms` })
       }, wait)
       this.pending.set(cmd.id, { cmd, resolve, timer })
-      this.target.send(cmd.device, cmd.name, JSON.stringify({ id: cmd.id, args: cmd.args ?? null })).catch((err: unknown) => {
+      this.target.send(cmd.device, cmd.name, JSON.stringify({ id: cmd.id, args: cmd.args ?? null }), this.now() + wait).catch((err: unknown) => {
         this.settle(cmd.id, { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'send_failed', error: (err as Error).message })
       })
     })
