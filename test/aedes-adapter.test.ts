@@ -10,10 +10,12 @@ import mqtt, { type IClientOptions, type IDisconnectPacket, type MqttClient } fr
 import {
   RC, assertClientInternals, protocolVersion, isV5, interceptPackets, resolveTopicAlias, disconnectWithReason,
   addDisconnectReasons, refusePacketTooLarge, answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill,
-  unsafeKey, stripWillProperties, type FastConnection,
+  unsafeKey, stripWillProperties, limitOutboundPacketSize, type FastConnection,
 } from '../gateway/broker/aedes-adapter.ts'
 import { collect, end } from './helpers/mqtt.ts'
 import { waitFor, scaled } from './helpers/net.ts'
+
+const dropped: { topic: string; size: number; max: number }[] = []
 
 interface Bare { aedes: Aedes; server: Server; url: string; clients: Client[]; fast: Map<Client, FastConnection>; stop(): Promise<void> }
 
@@ -29,6 +31,7 @@ async function bare(opts: Parameters<typeof Aedes.createBroker>[0] = {}, take?: 
     const client = aedes.handle(socket)
     clients.push(client)
     assertClientInternals(client)
+    limitOutboundPacketSize(client, (topic, size, max) => { dropped.push({ topic, size, max }) })
     addDisconnectReasons(client, { [RC.SESSION_TAKEN_OVER]: 'taken over', [RC.SERVER_SHUTTING_DOWN]: 'bye' })
     let conn: FastConnection | null = null
     conn = interceptPackets(client, (p) => p.cmd === 'publish' && conn !== null && take !== undefined && take(client, conn, p as PublishPacket))
@@ -207,4 +210,20 @@ test('premise: aedes 2.0.0-beta.1 crashes on a client id or filter naming an Obj
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, id, filter], { encoding: 'utf8', cwd: process.cwd(), timeout: scaled(10000) })
     assert.notEqual(r.stdout.trim(), 'survived', `aedes survives ${id}/${filter}: fixed upstream? unsafeKey and the packet-guard check can be reviewed`)
   }
+})
+
+test('adapter: the client\'s Maximum Packet Size wraps aedes\' deliver0/deliverQoS (live delivery; a queue replayed at reconnect is written by aedes directly)', async () => {
+  const b = await bare()
+  const c = await connect(b.url, { clientId: 'm5', protocolVersion: 5, clean: false, properties: { maximumPacketSize: 100, sessionExpiryInterval: 60 } })
+  const got = collect(c)
+  await c.subscribeAsync('m/#', { qos: 1 })
+  const pub = await connect(b.url, { clientId: 'mp' })
+  dropped.length = 0
+  for (const qos of [0, 1] as const) await pub.publishAsync(`m/big${qos}`, Buffer.alloc(200), { qos })
+  await pub.publishAsync('m/small', 'ok', { qos: 1 })
+  await waitFor('small', () => got.find((p) => p.topic === 'm/small'))
+  assert.deepEqual(got.map((p) => p.topic), ['m/small'])
+  assert.deepEqual(dropped.map((d) => [d.topic, d.max]), [['m/big0', 100], ['m/big1', 100]])
+  assert.ok(dropped.every((d) => d.size > 200))
+  await end(c, pub)
 })

@@ -322,6 +322,22 @@ test('message expiry: a queued command and a retained message are dropped once e
   await end(c, obs)
 })
 
+test('the client\'s Maximum Packet Size: a larger PUBLISH is not sent to it (dropped and counted), smaller ones are', async () => {
+  const dev = (await connect5(url, creds('v5c', { properties: { maximumPacketSize: 200 } }))).c
+  const got = collect(dev)
+  await dev.subscribeAsync('devices/v5c/cmd/+', { qos: 1 })
+  const ops = (await connect5(url, { clientId: 'ops5-m', username: 'ops5', password: opsSecret })).c
+  const before = await refusals('client_max_packet_size')
+  await ops.publishAsync('devices/v5c/cmd/big', JSON.stringify({ id: 'big', args: 'x'.repeat(400) }), { qos: 1 })
+  await ops.publishAsync('devices/v5c/cmd/big0', JSON.stringify({ id: 'big0', args: 'x'.repeat(400) }), { qos: 0 })
+  await ops.publishAsync('devices/v5c/cmd/small', '{"id":"small"}', { qos: 1, properties: { userProperties: { a: 'b' } } })
+  await waitFor('small command', () => got.find((p) => p.topic === 'devices/v5c/cmd/small'))
+  await new Promise((r) => setTimeout(r, 300))
+  assert.deepEqual(got.map((p) => p.topic), ['devices/v5c/cmd/small'])
+  assert.equal(await refusals('client_max_packet_size') - before, 2)
+  await end(dev, ops)
+})
+
 test('DISCONNECT 0x8B with a reason string on shutdown (last: stops the gateway)', async () => {
   const { c } = await connect5(url, creds('v5a'))
   const gone = nextDisconnect(c)

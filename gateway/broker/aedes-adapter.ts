@@ -28,7 +28,13 @@ interface ClientInternals {
   /** Set once the CONNACK is written; `connected` only once aedes finished the connect (queued messages sent). */
   connackSent?: boolean
   broker: { topicAliasMaximum: number }
+  /** MQTT 5: the client's Maximum Packet Size (aedes 2 records it but does not enforce it). */
+  maximumPacketSize?: number
+  deliver0(packet: OutboundPacket, cb: () => void): void
+  deliverQoS(packet: OutboundPacket, cb: () => void): void
 }
+
+interface OutboundPacket { topic: string; payload: Buffer | string; qos: number; properties?: object }
 
 /** MQTT 5 reason codes the gateway sends (MQTT 5.0 section 2.4). */
 export const RC = {
@@ -237,4 +243,38 @@ export function unsafeKey(s: string): boolean {
 export function stripWillProperties(will: { properties?: Record<string, unknown> }): void {
   const p = will.properties
   if (p && 'willDelayInterval' in p) delete p.willDelayInterval
+}
+
+/** Total size of a v5 PUBLISH without properties (exact), or of the encoded packet when it has properties. */
+function publishSize(p: OutboundPacket): number {
+  if (p.properties && Object.keys(p.properties).length > 0) {
+    return mqttPacket.generate({ cmd: 'publish', topic: p.topic, payload: p.payload, qos: p.qos as 0 | 1 | 2, messageId: 1, retain: false, dup: false, properties: p.properties } as mqttPacket.Packet, { protocolVersion: 5 }).length
+  }
+  const payload = typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
+  const remaining = 2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + 1 + payload
+  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining
+}
+
+/**
+ * MQTT 5 Maximum Packet Size of the client (MQTT-3.1.2-24): a PUBLISH larger than it is not sent but discarded, as if
+ * it had been delivered. aedes 2 does not enforce it; this wraps the client's two deliver functions (before any
+ * subscription captures them: call right after aedes.handle). Not covered: a persistent session's queue replayed at
+ * reconnect, which aedes' connect handler writes directly (emptyQueue), and a dropped QoS 1/2 message of a
+ * persistent session stays in its queue (aedes has no "discard this entry" step before a packet id is assigned).
+ */
+export function limitOutboundPacketSize(client: object, dropped: (topic: string, size: number, max: number) => void): void {
+  const c = internals(client)
+  if (!c || typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') {
+    throw new Error('aedes client lacks deliver0/deliverQoS: aedes internals changed (see gateway/broker/aedes-adapter.ts)')
+  }
+  const wrap = (deliver: (packet: OutboundPacket, cb: () => void) => void) => function (this: unknown, packet: OutboundPacket, cb: () => void): void {
+    const max = c.maximumPacketSize
+    if (max !== undefined && max > 0 && c.version === 5) {
+      const size = publishSize(packet)
+      if (size > max) { dropped(packet.topic, size, max); setImmediate(cb); return }
+    }
+    deliver.call(this, packet, cb)
+  }
+  c.deliver0 = wrap(c.deliver0)
+  c.deliverQoS = wrap(c.deliverQoS)
 }

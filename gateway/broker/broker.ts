@@ -27,7 +27,7 @@ import { LoginThrottle, type LoginAttempt } from '../security/login-throttle.ts'
 import { FastAcks, ackTag } from './fast-acks.ts'
 import {
   RC, isV5, interceptPackets, resolveTopicAlias, addDisconnectReasons, disconnectWithReason, refusePacketTooLarge,
-  answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill, unsafeKey, stripWillProperties, assertClientInternals, type FastConnection,
+  answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill, limitOutboundPacketSize, unsafeKey, stripWillProperties, assertClientInternals, type FastConnection,
 } from './aedes-adapter.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
 
@@ -211,6 +211,10 @@ export class MqttBroker {
       stream.once('close', () => this.onClientGone(client, 'closed'))
       assertClientInternals(client)
       addDisconnectReasons(client, DISCONNECT_REASONS)
+      limitOutboundPacketSize(client, (topic, size, max) => {
+        this.d.metrics.refusals.inc({ reason: 'client_max_packet_size' })
+        this.refusalLog.note('client_max_packet_size', client.id ?? '-', `not sent to "${client.id}": ${size} bytes on "${topic.slice(0, 120)}" exceed its maximum packet size (${max})`, { clientId: client.id, topic })
+      })
       guardPackets(client, {
         maxPacketSize: cfg.maxPacketSize,
         // MQTT 5: DISCONNECT 0x95 with the reason; before CONNECT, and for 3.1.1, the connection just closes.
