@@ -5,11 +5,13 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket } from 'mqtt'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, connectRefused, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { freePort, waitFor, tempDir, scaled } from './helpers/net.ts'
+import { rawConnect, connectPacket } from './helpers/raw.ts'
 import { startMosquitto, mosquittoClientsAvailable, type Mosquitto } from './helpers/mosquitto.ts'
 
 let g: GatewayProc
@@ -336,6 +338,26 @@ test('the client\'s Maximum Packet Size: a larger PUBLISH is not sent to it (dro
   assert.deepEqual(got.map((p) => p.topic), ['devices/v5c/cmd/small'])
   assert.equal(await refusals('client_max_packet_size') - before, 2)
   await end(dev, ops)
+})
+
+test('inbound QoS 2 state: a clean session\'s ends with it (aedes 2 keeps it); a persistent session\'s survives (3.1.1 clients)', async () => {
+  const rows = (id: string): number => {
+    const db = new Database(join(g.dataDir, 'broker.db'), { readonly: true, fileMustExist: true })
+    try { return (db.prepare('SELECT count(*) AS n FROM mqtt_incoming WHERE client_id = ?').get(id) as { n: number }).n } finally { db.close() }
+  }
+  for (const clean of [true, false]) {
+    const id = `v5c:q2${clean ? 'c' : 'p'}`
+    const c = await rawConnect(g.mqttPort)
+    c.send(connectPacket(id, { clean, username: 'v5c', password: Buffer.from(secrets.v5c!) }))
+    assert.equal(((await c.next('connack')) as { returnCode: number }).returnCode, 0)
+    // PUBREC arrives, PUBREL is never sent: the packet stays stored until the session ends
+    c.send({ cmd: 'publish', topic: 'devices/v5c/state', payload: Buffer.from('x'), qos: 2, messageId: 7, dup: false, retain: false })
+    await c.next('pubrec')
+    c.socket.destroy()
+    await c.closed
+    await new Promise((r) => setTimeout(r, 300))
+    assert.equal(rows(id), clean ? 0 : 1, clean ? 'a clean session leaves nothing' : 'a persistent session keeps it')
+  }
 })
 
 test('DISCONNECT 0x8B with a reason string on shutdown (last: stops the gateway)', async () => {

@@ -339,7 +339,8 @@ export class MqttBroker {
     // a session resumed (or replaced) before it expired
     this.persistence?.setSessionExpiry(clientId, null)
     // A clean start discards the old session's inbound QoS 2 state (aedes 1.2.0 did this at CONNECT; 2.0 does not).
-    if (req.cleanStart) await this.persistence?.cleanIncoming(client)
+    // (only when there is some: a write with fsync on every CONNECT would sit in every device's ack latency)
+    if (req.cleanStart && this.persistence?.incomingCount(clientId)) await this.persistence.cleanIncoming(client)
     this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
     this.claims.set(clientId, client)
     return true
@@ -677,7 +678,7 @@ export class MqttBroker {
       if (this.pendingWills.size > 1024 && this.aedes) for (const id of [...this.pendingWills.keys()]) if (!hasDelayedWill(this.aedes, id)) this.pendingWills.delete(id)
     }
     // A clean session's inbound QoS 2 state ends with it (aedes 1.2.0 did this; 2.0 does not: it would pile up).
-    if (client.clean && client.id) void this.persistence?.cleanIncoming(client).catch(() => undefined)
+    if (client.clean && client.id && this.persistence?.incomingCount(client.id)) void this.persistence.cleanIncoming(client).catch(() => undefined)
     // MQTT 5 Session Expiry: persisted, so that a restart ends the session on time too (not if taken over: the
     // new connection owns the session)
     const interval = client.sessionExpiryInterval
