@@ -420,6 +420,11 @@ test('inbound QoS 2 awaiting PUBREL is bounded per client (aedes 1.2.0 maxInflig
     await p.cleanIncoming(client)
     assert.equal(p.incomingCount('flood'), 0)
     await p.incomingStorePacket(client, q2(MAX_INBOUND_QOS2 + 2))
+    // a whole socket read is handled concurrently: the bound holds for calls that are all in flight at once
+    await p.cleanIncoming(client)
+    const all = await Promise.allSettled(Array.from({ length: MAX_INBOUND_QOS2 + 50 }, (_, i) => p.incomingStorePacket(client, q2(i + 1))))
+    assert.equal(all.filter((r) => r.status === 'rejected').length, 50)
+    assert.equal(p.incomingCount('flood'), MAX_INBOUND_QOS2)
     await p.destroy()
   } finally { dir.cleanup() }
 })

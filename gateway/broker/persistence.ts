@@ -624,14 +624,23 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     const { stmt } = this.#ready()
     // aedes 1.2.0 bounded this (maxInflightInbound, 1000); the 2.0 line does not: a client that sends fresh QoS 2
     // packet ids and withholds PUBREL would grow this table without end. Refused, aedes closes the connection.
+    // The slot is taken before the await: aedes handles every packet of one socket read concurrently, so a check
+    // here and a count after it would let a whole chunk through (aedes' own first fix had that flaw, see
+    // GHSA-5jvp-3p2v-5qgf); keyed by packet id, a DUP retransmission takes no second slot.
     const key = String(packet.messageId)
     let ids = this.#incoming.get(client.id)
-    if (ids && !ids.has(key) && ids.size >= MAX_INBOUND_QOS2) {
+    const fresh = !ids?.has(key)
+    if (ids && fresh && ids.size >= MAX_INBOUND_QOS2) {
       throw new Error(`more than ${MAX_INBOUND_QOS2} inbound QoS 2 messages awaiting PUBREL`)
     }
-    await super.incomingStorePacket(client, packet)
     if (!ids) this.#incoming.set(client.id, ids = new Set())
     ids.add(key)
+    try {
+      await super.incomingStorePacket(client, packet)
+    } catch (err) {
+      if (fresh) ids.delete(key)
+      throw err
+    }
     const stored = new Packet(packet)
     stored.messageId = packet.messageId
     const { json, payload } = encodePacket(stored)
