@@ -1,5 +1,5 @@
 // aedes' dedupe dropped any packet that reached a subscriber after a later-numbered one (moscajs/aedes#994): a
-// retained or QoS 1 publish overtaken by a quicker one was lost. gateway/broker/dedupe.ts replaces the check.
+// retained or QoS 1 publish overtaken by a quicker one was lost. gateway/broker/aedes-adapter.ts (installDedupe) replaces the check.
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
@@ -7,7 +7,7 @@ import mqtt from 'mqtt'
 import { startGateway, type RunningGateway } from '../gateway/main.ts'
 import { parseConfig } from '../gateway/config/load.ts'
 import { createLogger } from '../gateway/log.ts'
-import { installDedupe } from '../gateway/broker/dedupe.ts'
+import { installDedupe } from '../gateway/broker/aedes-adapter.ts'
 import { freePort, tempDir, waitFor } from './helpers/net.ts'
 
 const { dir, cleanup } = tempDir('edgeway-dedupe-')

@@ -10,6 +10,7 @@ import { Aedes } from 'aedes'
 import { connect, connectAsync, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt'
 import {
   SqlitePersistence,
+  MAX_INBOUND_QOS2,
   type PersistencePacket,
   type PersistenceSubscription,
 } from '../gateway/broker/persistence.ts'
@@ -397,4 +398,33 @@ test('a persistent session and a retained message survive a broker restart', { t
     for (const b of brokers) await b.stop()
     cleanup()
   }
+})
+
+test('inbound QoS 2 awaiting PUBREL is bounded per client (aedes 1.2.0 maxInflightInbound; aedes 2.0 has none); PUBREL, cleanIncoming and a restart keep the count', async () => {
+  const dir = tempDir('edgeway-persist-qos2-')
+  try {
+    const file = join(dir.dir, 'broker.db')
+    let p = await openAt(file, 'b1')
+    const client = { id: 'flood' }
+    const q2 = (messageId: number): PersistencePacket => pkt({ cmd: 'publish', topic: 'devices/x/telemetry', payload: Buffer.from('{}'), qos: 2, messageId, dup: false, retain: false })
+    for (let i = 1; i <= MAX_INBOUND_QOS2; i++) await p.incomingStorePacket(client, q2(i))
+    await p.incomingStorePacket(client, q2(5)) // a retransmission takes no new slot
+    await assert.rejects(p.incomingStorePacket(client, q2(MAX_INBOUND_QOS2 + 1)), /awaiting PUBREL/)
+    await p.incomingStorePacket({ id: 'other' }, q2(1))
+    await p.incomingDelPacket(client, q2(1))
+    await p.incomingStorePacket(client, q2(MAX_INBOUND_QOS2 + 1))
+    await p.destroy()
+    p = await openAt(file, 'b2')
+    assert.equal(p.incomingCount('flood'), MAX_INBOUND_QOS2)
+    await assert.rejects(p.incomingStorePacket(client, q2(MAX_INBOUND_QOS2 + 2)), /awaiting PUBREL/)
+    await p.cleanIncoming(client)
+    assert.equal(p.incomingCount('flood'), 0)
+    await p.incomingStorePacket(client, q2(MAX_INBOUND_QOS2 + 2))
+    // a whole socket read is handled concurrently: the bound holds for calls that are all in flight at once
+    await p.cleanIncoming(client)
+    const all = await Promise.allSettled(Array.from({ length: MAX_INBOUND_QOS2 + 50 }, (_, i) => p.incomingStorePacket(client, q2(i + 1))))
+    assert.equal(all.filter((r) => r.status === 'rejected').length, 50)
+    assert.equal(p.incomingCount('flood'), MAX_INBOUND_QOS2)
+    await p.destroy()
+  } finally { dir.cleanup() }
 })

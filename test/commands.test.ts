@@ -19,7 +19,10 @@ test('a command goes to the device and resolves with its result', async () => {
   const r = new CommandRouter(t)
   const p = r.dispatch({ id: 'c1', device: 'd1', name: 'reboot', args: { delay: 5 } })
   await new Promise((res) => setImmediate(res))
-  assert.deepEqual(t.sent, [{ device: 'd1', cmd: { id: 'c1', name: 'reboot', args: { delay: 5 } } }])
+  assert.equal(t.sent.length, 1)
+  const sent = t.sent[0]!
+  assert.deepEqual({ device: sent.device, id: sent.cmd.id, name: sent.cmd.name, args: sent.cmd.args }, { device: 'd1', id: 'c1', name: 'reboot', args: { delay: 5 } })
+  assert.ok(sent.cmd.expiresAt !== undefined && Math.abs(sent.cmd.expiresAt - Date.now() - 30000) < 1000, 'the command carries its deadline (the router timeout)')
   assert.equal(r.handleResult('d2', 'reboot', '{"id":"c1","result":1}'), false, 'another device cannot answer it')
   assert.equal(r.handleResult('d1', 'reboot', '{"id":"c1","result":{"in":5}}'), true)
   assert.deepEqual(await p, { id: 'c1', device: 'd1', name: 'reboot', ok: true, result: { in: 5 } })

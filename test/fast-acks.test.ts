@@ -43,3 +43,21 @@ test('fast acks: a failed commit fails the connection without an ack; a closed c
   await tick()
   assert.deepEqual(gone.writes, [])
 })
+
+test('fast acks: a refused reading gets the target\'s refusal ack in its place (MQTT 5 PUBACK 0x99); without one, a plain PUBACK', async () => {
+  const t = { ...target(), refusedAck: (id: number, reason: string) => Buffer.from([0x40, 3, id >> 8, id & 0xff, 0x99, reason.length]) }
+  const acks = new FastAcks(t)
+  const tags = [ackTag(1, true, 10), ackTag(2, true, 10), ackTag(3, true, 10)]
+  for (const tag of tags) acks.take(tag)
+  acks.settled(tags[0]!, null)
+  acks.settled(tags[1]!, null, 'bad')
+  acks.settled(tags[2]!, null)
+  await tick()
+  assert.deepEqual(t.writes.map((b) => [...b]), [[0x40, 2, 0, 1, 0x40, 3, 0, 2, 0x99, 3, 0x40, 2, 0, 3]])
+  const plain = target()
+  const acks3 = new FastAcks(plain)
+  acks3.take(tags[1]!)
+  acks3.settled(tags[1]!, null, 'bad')
+  await tick()
+  assert.deepEqual(plain.writes.map((b) => [...b]), [[0x40, 2, 0, 2]])
+})

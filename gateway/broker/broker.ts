@@ -17,7 +17,6 @@ import { DEVICE_ID_RE } from '../readings.ts'
 import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
-import { installDedupe } from './dedupe.ts'
 import { reportPresence } from '../links/presence.ts'
 import { guardPackets, MalformedPacketError, PacketTooLargeError } from './packet-guard.ts'
 import { RefusalLog } from '../log/refusals.ts'
@@ -27,6 +26,11 @@ import type { Role } from './roles.ts'
 import { TelemetryIntake } from './intake.ts'
 import { LoginThrottle, type LoginAttempt } from '../security/login-throttle.ts'
 import { FastAcks, ackTag } from './fast-acks.ts'
+import {
+  installDedupe,
+  RC, isV5, interceptPackets, resolveTopicAlias, addDisconnectReasons, disconnectWithReason, refusePacketTooLarge,
+  answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill, limitOutboundPacketSize, unsafeKey, stripWillProperties, assertClientInternals, type FastConnection,
+} from './aedes-adapter.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
 
 export interface BrokerDeps {
@@ -55,18 +59,26 @@ interface Identity {
 }
 
 /** What the CONNECT asked for, kept from preConnect (aedes has replaced an empty client id by then). */
-interface ConnectRequest { clientId: string; will: PublishPacket | undefined; address: string }
+interface ConnectRequest { clientId: string; will: PublishPacket | undefined; address: string; cleanStart: boolean }
 
-/** The parts of aedes 1.x's Client the telemetry fast path uses (checked at run time: absent, there is no fast path). */
-interface AedesClientInternals {
-  _parser: EventEmitter
-  _keepaliveInterval: number
-  _keepaliveTimer: { refresh(): void } | null
-  connected: boolean
-  conn: { write(b: Buffer): unknown }
-}
 const FAST_PENDING = 256
 const FAST_PENDING_BYTES = 1 << 20
+/** MQTT 5 topic aliases a client may use towards the gateway (advertised in CONNACK). */
+const TOPIC_ALIAS_MAXIMUM = 32
+/** How often expired MQTT 5 sessions are looked for (Session Expiry Intervals are whole seconds). */
+const EXPIRY_SWEEP_MS = 1000
+/** MQTT 5 Session Expiry Interval meaning "never" (MQTT 5.0 section 3.1.2.11.2). */
+const SESSION_NEVER_EXPIRES = 0xffffffff
+/** Reason strings of the DISCONNECTs aedes sends on its own (MQTT 5). */
+const DISCONNECT_REASONS: Readonly<Record<number, string>> = {
+  [RC.SESSION_TAKEN_OVER]: 'session taken over: another connection logged in with this client id',
+  [RC.SERVER_SHUTTING_DOWN]: 'the gateway is shutting down',
+}
+
+/** Total size of an MQTT packet whose remaining length is `remaining` (MQTT 5 Maximum Packet Size counts it all). */
+function wireSize(remaining: number): number {
+  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining
+}
 
 export interface ListenerInfo { kind: 'tcp' | 'tls' | 'ws'; host: string; port: number; path?: string }
 
@@ -97,6 +109,9 @@ export class MqttBroker {
   /** Connected clients' subscriptions that can match a telemetry topic (clean sessions are not in the persistence). */
   private readonly liveWatchers = new Map<Client, Set<string>>()
   private readonly rejectEmptyId = new WeakSet<Client>()
+  /** v5 clients gone with a delayed will still pending in aedes (revocation cancels it), by client id. */
+  private readonly pendingWills = new Map<string, Client>()
+  private expirySweep: NodeJS.Timeout | null = null
   private readonly gone = new WeakSet<Client>()
   private readonly requests = new WeakMap<Client, ConnectRequest>()
   private readonly addresses = new WeakMap<Client, string>()
@@ -145,13 +160,19 @@ export class MqttBroker {
       persistence: this.persistence,
       connectTimeout: cfg.connectTimeoutMs,
       keepaliveLimit: cfg.keepaliveLimit,
+      // MQTT 5: advertised in CONNACK. The limit itself is packet-guard's (on the remaining length, before the body
+      // is buffered); this is the same limit as a total packet size, so aedes' own check never fires first.
+      maximumPacketSize: wireSize(cfg.maxPacketSize),
+      topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
       // Device ids are up to 64 characters; this limit only applies to MQTT 3.1 (3.1.1 has none).
       maxClientsIdLength: 64,
       heartbeatInterval: 60_000,
       preConnect: (client, packet, cb) => {
-        // MQTT-3.1.3-8: a zero-length client id with clean session off must be rejected with code 2; aedes accepts it.
-        if ((packet.clientId ?? '').length === 0 && packet.clean === false) this.rejectEmptyId.add(client)
-        this.requests.set(client, { clientId: packet.clientId ?? '', will: packet.will as PublishPacket | undefined, address: this.addresses.get(client) ?? '?' })
+        // MQTT-3.1.3-8: a zero-length client id with clean session off must be rejected with code 2 (MQTT 3.1/3.1.1;
+        // MQTT 5 assigns one). An id aedes cannot hold safely is rejected the same way (see unsafeKey).
+        const id = packet.clientId ?? ''
+        if ((id.length === 0 && packet.clean === false && (packet.protocolVersion ?? 4) < 5) || unsafeKey(id)) this.rejectEmptyId.add(client)
+        this.requests.set(client, { clientId: id, will: packet.will as PublishPacket | undefined, address: this.addresses.get(client) ?? '?', cleanStart: packet.clean !== false })
         cb(null, true)
       },
       authenticate: (client, username, password, cb) => { this.authenticate(client, username, password).then((r) => cb(null, r), (e: AuthenticateError) => cb(e, false)) },
@@ -174,6 +195,12 @@ export class MqttBroker {
       if (set.size === 0) this.liveWatchers.delete(client)
     })
     aedes.on('keepaliveTimeout', (client) => log.info({ clientId: client.id }, 'mqtt keepalive timeout'))
+    // aedes 2 ends a v5 session after its expiry interval in memory only (its inbound QoS 2 state, its owner and the
+    // persisted expiry stay): the sweep below purges it. The sweep also ends sessions restored after a restart,
+    // which aedes holds no timer for.
+    aedes.on('sessionExpired', (client) => this.expireSessions([client.id]))
+    this.expirySweep = setInterval(() => this.expireSessions(), EXPIRY_SWEEP_MS)
+    this.expirySweep.unref()
     aedes.on('clientError', (client, err) => this.onClientError(client, err))
     aedes.on('connectionError', (client, err) => this.onClientError(client, err))
 
@@ -183,14 +210,28 @@ export class MqttBroker {
       const client = aedes.handle(stream)
       // Before the client subscribes to anything: aedes registers these functions with each subscription.
       if (!installDedupe(client)) {
-        this.d.log.error('aedes client internals changed (deliver0/deliverQoS/duplicates): connection refused, see gateway/broker/dedupe.ts')
+        this.d.log.error('aedes client internals changed (deliver0/deliverQoS/duplicates): connection refused, see gateway/broker/aedes-adapter.ts')
         stream.destroy()
         return
       }
       this.addresses.set(client, address ?? '?')
       // The connection's end is the one event every path (DISCONNECT, error, takeover, keepalive, revocation) ends in.
       stream.once('close', () => this.onClientGone(client, 'closed'))
-      guardPackets(client, { maxPacketSize: cfg.maxPacketSize })
+      assertClientInternals(client)
+      addDisconnectReasons(client, DISCONNECT_REASONS)
+      limitOutboundPacketSize(client, (topic, size, max) => {
+        this.d.metrics.refusals.inc({ reason: 'client_max_packet_size' })
+        this.refusalLog.note('client_max_packet_size', client.id ?? '-', `not sent to "${client.id}": ${size} bytes on "${topic.slice(0, 120)}" exceed its maximum packet size (${max})`, { clientId: client.id, topic })
+      })
+      guardPackets(client, {
+        maxPacketSize: cfg.maxPacketSize,
+        // MQTT 5: DISCONNECT 0x95 with the reason; before CONNECT, and for 3.1.1, the connection just closes.
+        onTooLarge: (err) => {
+          if (!refusePacketTooLarge(client, err.message)) return false
+          this.refuse('packet_too_large', err.message, this.errorCtx(client))
+          return true
+        },
+      })
       this.installFastPath(client)
     }
     if (cfg.tcp.enabled) {
@@ -220,6 +261,7 @@ export class MqttBroker {
   }
 
   async stop(): Promise<void> {
+    if (this.expirySweep) clearInterval(this.expirySweep)
     this.stopAccepting()
     const closing = this.serversClosed
     await this.closeWs?.()
@@ -232,10 +274,10 @@ export class MqttBroker {
   }
 
   /** Server-side publish (errors, commands, state); does not go through the device ACL. */
-  publish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2, retain: boolean): Promise<void> {
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1 | 2, retain: boolean, properties?: { messageExpiryInterval?: number }): Promise<void> {
     const aedes = this.aedes
     if (!aedes) return Promise.reject(new Error('broker not running'))
-    const packet = { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain, dup: false } as PublishPacket
+    const packet = { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos, retain, dup: false, ...(properties ? { properties } : {}) } as PublishPacket
     return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())))
   }
 
@@ -273,10 +315,14 @@ export class MqttBroker {
 
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<boolean> {
     const cfg = this.d.config
-    const req = this.requests.get(client) ?? { clientId: client.id, will: undefined, address: '?' }
+    const req = this.requests.get(client) ?? { clientId: client.id, will: undefined, address: '?', cleanStart: true }
     const clientId = client.id
     const address = req.address
     if (this.rejectEmptyId.has(client)) {
+      if (req.clientId !== '') {
+        this.refuse('client_id', `client id "${req.clientId.slice(0, 40)}" is not accepted by this broker`, { address })
+        throw authError(IDENTIFIER_REJECTED, 'identifier rejected: this client id is reserved')
+      }
       this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', { address })
       throw authError(IDENTIFIER_REJECTED, 'identifier rejected: a persistent session needs a client id')
     }
@@ -308,6 +354,11 @@ export class MqttBroker {
       ;(will as PublishPacket & { owner?: string }).owner = key
     }
     if (!client.clean) this.persistence?.setSessionOwner(clientId, key)
+    // a session resumed (or replaced) before it expired
+    this.persistence?.setSessionExpiry(clientId, null)
+    // A clean start discards the old session's inbound QoS 2 state (aedes 1.2.0 did this at CONNECT; 2.0 does not).
+    // (only when there is some: a write with fsync on every CONNECT would sit in every device's ack latency)
+    if (req.cleanStart && this.persistence?.incomingCount(clientId)) await this.persistence.cleanIncoming(client)
     this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
     this.claims.set(clientId, client)
     return true
@@ -435,8 +486,18 @@ export class MqttBroker {
       const identity = this.identities.get(client)
       if (!identity || identity.key !== key || client.closed) continue
       identity.revoked = true
-      client.close()
+      if (isV5(client)) disconnectWithReason(client, RC.ADMINISTRATIVE_ACTION, 'access revoked')
+      else client.close()
       disconnected++
+    }
+    // A v5 client that is gone but whose delayed will is still pending: the will is not published.
+    for (const [id, client] of [...this.pendingWills]) {
+      const identity = this.identities.get(client)
+      if (!identity || identity.key !== key) continue
+      identity.revoked = true
+      this.pendingWills.delete(id)
+      if (this.aedes) cancelDelayedWill(this.aedes, id)
+      await this.persistence?.delWill({ id })
     }
     const removed = kind === 'device' ? !this.d.registry.get(id)?.hasSecret : this.d.registry.getClient(id) === undefined
     let purgedSessions = 0
@@ -464,29 +525,28 @@ export class MqttBroker {
    * subscriber present, more than FAST_PENDING uncommitted publishes on this connection) takes aedes' path unchanged.
    */
   private installFastPath(client: Client): void {
-    const c = client as unknown as Partial<AedesClientInternals>
-    const parser = c._parser
-    const enqueue = parser?.listeners('packet')[0] as ((this: EventEmitter, p: unknown) => void) | undefined
-    if (!parser || !enqueue || typeof c._keepaliveInterval !== 'number' || !c.conn) return
-    const internals = c as AedesClientInternals
-    const acks = new FastAcks({
-      get connected() { return internals.connected },
-      write: (b) => internals.conn.write(b),
+    let conn: FastConnection | null = null
+    let acks: FastAcks | null = null
+    conn = interceptPackets(client, (packet) => packet.cmd === 'publish' && conn !== null && acks !== null && this.fastPublish(client, conn, acks, packet as PublishPacket))
+    if (!conn) return
+    const c = conn
+    acks = new FastAcks({
+      get connected() { return c.connected },
+      write: (b) => c.write(b),
       fail: (err) => (client as unknown as EventEmitter).emit('error', err),
-    })
-    const broker = this
-    parser.removeListener('packet', enqueue)
-    parser.on('packet', function (this: EventEmitter, packet: { cmd: string }) {
-      if (packet.cmd !== 'publish' || !broker.fastPublish(client, internals, acks, packet as PublishPacket)) enqueue.call(this, packet)
+      // MQTT 5: a payload that does not decode is answered with PUBACK 0x99 (3.1.1: a plain PUBACK, as before)
+      refusedAck: (messageId, reason) => c.v5 ? encodeAck(1, messageId, RC.PAYLOAD_FORMAT_INVALID, c.problemInfo ? `payload refused: ${reason}` : null) : null,
     })
   }
 
   /** True if the publish was taken (stored, acked after the commit); false: aedes handles it. */
-  private fastPublish(client: Client, c: AedesClientInternals, acks: FastAcks, packet: PublishPacket): boolean {
+  private fastPublish(client: Client, c: FastConnection, acks: FastAcks, packet: PublishPacket): boolean {
     if (packet.qos === 2 || packet.retain || !c.connected) return false
     const id = this.identities.get(client)
     if (!id || id.revoked || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
-    const topic = packet.topic
+    // MQTT 5 topic alias: resolved into aedes' own map (an unknown or invalid one is aedes' to refuse)
+    const topic = packet.properties?.topicAlias !== undefined ? resolveTopicAlias(client, packet) : packet.topic
+    if (topic === null) return false
     let device = id.fastDevice
     if (topic !== id.fastTopic || device === undefined) {
       const t = classifyTopic(topic)
@@ -496,7 +556,7 @@ export class MqttBroker {
       device = id.fastDevice = t.device
     }
     if (this.liveWatchers.size > 0 || this.persistence?.telemetryWatched !== false) return false
-    if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh()
+    c.touch()
     const payload = packet.payload as Buffer
     const tag = ackTag(packet.messageId ?? 0, packet.qos === 1, payload.length)
     acks.take(tag)
@@ -506,6 +566,8 @@ export class MqttBroker {
 
   private authorizePublish(client: Client | null, packet: PublishPacket, cb: (err?: Error | null) => void): void {
     const topic = packet.topic
+    // aedes 2.0.0-beta.1 publishes a will with its Will Delay Interval property, which is not a PUBLISH property
+    if (packet.properties !== undefined) stripWillProperties(packet)
     // client === null: a will stored before a restart, published on its owner's behalf: checked as that owner.
     if (!client) {
       if (this.checkStoredWill(packet)) return cb(null)
@@ -516,6 +578,14 @@ export class MqttBroker {
     const identity = this.identities.get(client)
     if (!identity) return cb(new RefusedError('not authenticated'))
     if (identity.revoked) return cb(new RefusedError('access revoked'))
+    if (this.gone.has(client)) {
+      // a will published after its connection ended (MQTT 5 will delay): its owner must still exist
+      if (this.pendingWills.get(client.id) === client) this.pendingWills.delete(client.id)
+      if (!this.resolveOwner(identity.key, client.id)) {
+        this.refuse('acl_will', `will of "${client.id.slice(0, 80)}" on "${topic.slice(0, 120)}" dropped: its owner is gone`, { ...ctxOf(identity.principal), clientId: client.id, topic })
+        return cb(new RefusedError('will owner gone'))
+      }
+    }
     const t = classifyTopic(topic)
     const d = mayPublishAsPrincipal(identity.principal, topic, t, this.anonymousRole)
     if (!d.ok) {
@@ -530,16 +600,23 @@ export class MqttBroker {
           return cb(new RefusedError('invalid device id in topic'))
         }
         const persistence = this.persistence
+        // MQTT 5: a payload that does not decode gets PUBACK/PUBREC 0x99 once the worker refused it (3.1.1: acked)
+        const done = isV5(client) && packet.qos > 0 ? (err: Error | null, refused?: string): void => {
+          if (err || refused === undefined) return cb(err)
+          answeredByGateway(packet)
+          writeAck(client, packet.qos as 1 | 2, packet.messageId ?? 0, RC.PAYLOAD_FORMAT_INVALID, `payload refused: ${refused}`)
+          cb(null)
+        } : cb
         if (packet.qos === 2 && packet.dup && persistence) {
           // A QoS 2 retransmission whose PUBREC was lost is already stored (aedes keeps it until PUBREL):
           // store it once, so QoS 2 stays exactly-once into the outbox.
           persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
             () => cb(null),
-            () => this.intake.handle(t.device, packet.payload as Buffer, cb),
+            () => this.intake.handle(t.device, packet.payload as Buffer, done),
           )
           return
         }
-        this.intake.handle(t.device, packet.payload as Buffer, cb)
+        this.intake.handle(t.device, packet.payload as Buffer, done)
         return
       }
       // What the device itself reports: its firmware (the registry, for registered devices only) and its results.
@@ -585,7 +662,9 @@ export class MqttBroker {
     const identity = this.identities.get(client)
     // A connection can end while aedes is still connecting it (its ready event comes after its close): never counted.
     if (!identity || client.closed || this.gone.has(client)) return
-    this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), clean: client.clean }, 'mqtt client connected')
+    // a reconnect cancels a delayed will (aedes clears its timer)
+    this.pendingWills.delete(client.id)
+    this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), clean: client.clean, version: client.version }, 'mqtt client connected')
     const device = identity.device
     if (!device) return
     let conns = this.deviceConns.get(device)
@@ -604,6 +683,23 @@ export class MqttBroker {
     if (this.claims.get(client.id) === client) this.claims.delete(client.id)
     // The identity stays (WeakMap): aedes may still publish this client's will through authorizePublish.
     const identity = this.identities.get(client)
+    // (aedes may have cleared client.will already: the CONNECT's will says whether a delayed one can be pending)
+    const will = this.requests.get(client)?.will
+    if (identity && will && isV5(client) && ((will.properties as { willDelayInterval?: number } | undefined)?.willDelayInterval ?? 0) > 0) {
+      this.pendingWills.set(client.id, client)
+      // entries of wills that were published, cancelled or discarded (a clean DISCONNECT) are pruned now and then
+      if (this.pendingWills.size > 1024 && this.aedes) for (const id of [...this.pendingWills.keys()]) if (!hasDelayedWill(this.aedes, id)) this.pendingWills.delete(id)
+    }
+    // A clean session's inbound QoS 2 state ends with it (aedes 1.2.0 did this; 2.0 does not: it would pile up).
+    if (client.clean && client.id && this.persistence?.incomingCount(client.id)) void this.persistence.cleanIncoming(client).catch(() => undefined)
+    // MQTT 5 Session Expiry: persisted, so that a restart ends the session on time too (not if taken over: the
+    // new connection owns the session)
+    const interval = client.sessionExpiryInterval
+    if (identity && isV5(client) && !client.clean && interval > 0 && interval < SESSION_NEVER_EXPIRES && !this.claims.has(client.id)) {
+      try { this.persistence?.setSessionExpiry(client.id, Date.now() + interval * 1000) } catch (err) {
+        this.d.log.warn({ clientId: client.id, err: (err as Error).message }, 'session expiry not persisted')
+      }
+    }
     const device = identity?.device
     if (identity) this.d.log.info({ clientId: client.id, ...ctxOf(identity.principal), reason }, 'mqtt client disconnected')
     const conns = device ? this.deviceConns.get(device) : undefined
@@ -614,12 +710,29 @@ export class MqttBroker {
     reportPresence(this.d, { device, link: 'mqtt', clientId: client.id, online: false, reason, record: identity.principal.kind === 'device' })
   }
 
+  /** Ends expired MQTT 5 sessions that no connection holds (all of them, or the given ids if expired). */
+  private expireSessions(ids?: string[]): void {
+    const p = this.persistence
+    if (!p || !this.aedes) return
+    const expired = p.expiredSessions(Date.now())
+    for (const id of ids ? expired.filter((x) => ids.includes(x)) : expired) {
+      if (this.claims.has(id)) continue
+      this.d.log.info({ clientId: id }, 'mqtt session expired')
+      void p.purgeClient(id, { keepWill: true }).catch((err: Error) => this.d.log.warn({ clientId: id, err: err.message }, 'expired session not purged'))
+    }
+  }
+
   /** Before its CONNECT a client has no id yet: its refusals are keyed by its address. */
   private errorCtx(client: Client): { clientId?: string; address?: string } {
     return client.id ? { clientId: client.id } : { address: this.addresses.get(client) ?? '?' }
   }
 
   private onClientError(client: Client, err: Error): void {
+    // aedes' own check after packet-guard refused an oversized packet: already counted
+    if ((err as { maximumPacketSize?: number }).maximumPacketSize !== undefined && /packet too large/.test(err.message)) return
+    // MQTT 5: aedes reports refusals it answered with a reason code (PUBACK 0x87 ...) here, the connection stays up;
+    // every way a connection ends still reaches onClientGone through its close event.
+    if (isV5(client) && err instanceof RefusedError && !client.closed) return
     if (err instanceof RefusedError) {
       // already logged and counted where it was raised
     } else if (err instanceof PacketTooLargeError) {

@@ -8,6 +8,8 @@ export interface AckTarget {
   readonly connected: boolean
   write(b: Buffer): unknown
   fail(err: Error): void
+  /** The ack of a QoS 1 publish the outbox refused (it does not decode); null: a plain PUBACK (MQTT 3.1.1). */
+  refusedAck?(messageId: number, reason: string): Buffer | null
 }
 
 // A tag packs what settling needs (no object per publish): bits 0-15 the packet id, bit 16 QoS 1, the rest the
@@ -23,7 +25,9 @@ export class FastAcks implements AppendOwner {
   /** Publishes waiting for their commit (count, bytes): beyond a bound the broker stops taking the fast path. */
   pending = 0
   pendingBytes = 0
+  /** Packet ids to ack, in arrival order; a negative entry -(i+1) is the i-th special ack in `special`. */
   private ids: number[] = []
+  private special: Buffer[] = []
   private readonly flushAcks = (): void => this.flush()
 
   constructor(private readonly target: AckTarget) {}
@@ -33,24 +37,35 @@ export class FastAcks implements AppendOwner {
     this.pendingBytes += Math.floor(tag / BYTES)
   }
 
-  settled(tag: number, err: Error | null): void {
+  settled(tag: number, err: Error | null, refused?: string): void {
     this.pending--
     this.pendingBytes -= Math.floor(tag / BYTES)
     // as aedes does with a failed publish: the connection ends without an ack, the device resends later
     if (err) { this.target.fail(err); return }
     if ((tag & QOS1) === 0) return
-    if (this.ids.push(tag & 0xffff) === 1) process.nextTick(this.flushAcks)
+    let entry = tag & 0xffff
+    if (refused !== undefined) {
+      const ack = this.target.refusedAck?.(entry, refused)
+      if (ack) entry = -this.special.push(ack)
+    }
+    if (this.ids.push(entry) === 1) process.nextTick(this.flushAcks)
   }
 
   /** The PUBACKs of one commit go out as one write, in the order the publishes arrived (MQTT-4.6.0-2). */
   private flush(): void {
     const ids = this.ids
+    const special = this.special
     this.ids = []
+    if (special.length) this.special = []
     if (!this.target.connected) return
-    const b = Buffer.allocUnsafe(ids.length * 4)
-    for (let i = 0, o = 0; i < ids.length; i++, o += 4) {
+    let size = ids.length * 4
+    for (const s of special) size += s.length - 4
+    const b = Buffer.allocUnsafe(size)
+    for (let i = 0, o = 0; i < ids.length; i++) {
       const id = ids[i]!
+      if (id < 0) { o += special[-id - 1]!.copy(b, o); continue }
       b[o] = 0x40; b[o + 1] = 0x02; b[o + 2] = id >> 8; b[o + 3] = id & 0xff
+      o += 4
     }
     this.target.write(b)
   }

@@ -1,4 +1,4 @@
-// Packet checks that aedes 1.x and mqtt-packet 9 do not make, installed on each client's mqtt-packet parser:
+// Packet checks that aedes 2.0.0-beta.1 and mqtt-packet 9 do not make, installed on each client's mqtt-packet parser:
 // a maximum packet size (checked on the length header, before the body is buffered) and the MQTT 3.1.1 rules whose
 // breach the server MUST answer by closing the connection. They run inside the parser, before it emits 'packet', so
 // they hold whoever listens to 'packet' (the broker's fast path replaces aedes' listener). These are parser
@@ -17,6 +17,8 @@ interface ParsingPacket {
   protocolVersion?: number
   clientId?: string
   will?: { topic?: string }
+  subscriptions?: { topic: string }[]
+  unsubscriptions?: string[]
 }
 
 interface ParserLike {
@@ -30,7 +32,14 @@ interface ParserLike {
   _emitError(err: Error): void
 }
 
-export interface PacketGuardOptions { maxPacketSize: number }
+export interface PacketGuardOptions {
+  maxPacketSize: number
+  /**
+   * An oversized packet: true if the caller refused it itself (an MQTT 5 client gets DISCONNECT 0x95 and nothing
+   * more is read); false, the parser emits the error and the connection closes.
+   */
+  onTooLarge?: (err: PacketTooLargeError) => boolean
+}
 
 export class PacketTooLargeError extends Error {
   constructor(readonly size: number, readonly max: number) {
@@ -82,7 +91,8 @@ export function guardParser(parser: object, opts: PacketGuardOptions): void {
   g._parseLength = function guardedParseLength(this: ParserLike): boolean {
     const ok = parseLength.call(this)
     if (ok && this.packet.length > max) {
-      this._emitError(new PacketTooLargeError(this.packet.length, max))
+      const err = new PacketTooLargeError(this.packet.length, max)
+      if (!opts.onTooLarge?.(err)) this._emitError(err)
       return false
     }
     return ok
@@ -153,9 +163,15 @@ function packetRule(p: ParsingPacket): MalformedPacketError | null {
       if (p.qos > 0 && p.messageId === 0) return new MalformedPacketError('MQTT-2.3.1-1', `QoS ${p.qos} PUBLISH with packet identifier 0`)
       return null
     case 'subscribe':
-    case 'unsubscribe':
+    case 'unsubscribe': {
       if (p.messageId === 0) return new MalformedPacketError('MQTT-2.3.1-1', `${p.cmd.toUpperCase()} with packet identifier 0`)
+      // aedes 2.0.0-beta.1 keys a client's subscriptions by filter in a plain object: a filter naming an
+      // Object.prototype member ("constructor", "__proto__" ...) crashes it (see aedes-adapter.ts, unsafeKey).
+      const filters = p.cmd === 'subscribe' ? (p.subscriptions ?? []).map((s) => s.topic) : p.unsubscriptions ?? []
+      const bad = filters.find((f) => typeof f === 'string' && f in Object.prototype)
+      if (bad !== undefined) return new MalformedPacketError('edgeway-unsafe-filter', `topic filter "${bad.slice(0, 40)}" is not accepted by this broker`)
       return null
+    }
     default: return null
   }
 }

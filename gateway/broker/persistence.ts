@@ -272,7 +272,10 @@ function fromJsonColumn<T>(text: string | null): T | undefined {
 // Schema
 // ---------------------------------------------------------------------------------------------
 
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
+
+/** Inbound QoS 2 publishes one client may have awaiting PUBREL (aedes 1.2.0's maxInflightInbound default). */
+export const MAX_INBOUND_QOS2 = 1000
 
 // Orders: the parent keeps Maps / arrays in insertion order, and an entry that is overwritten keeps
 // its place. Rows are therefore upserted (ON CONFLICT DO UPDATE keeps the rowid) and read back by
@@ -327,6 +330,11 @@ CREATE TABLE IF NOT EXISTS mqtt_session_owners (
   client_id TEXT PRIMARY KEY,
   owner     TEXT NOT NULL
 );
+-- MQTT 5 Session Expiry: when a disconnected session ends (ms epoch); no row: connected, or it never expires.
+CREATE TABLE IF NOT EXISTS mqtt_session_expiry (
+  client_id  TEXT PRIMARY KEY,
+  expires_at INTEGER NOT NULL
+);
 `
 
 function migrate(db: Db): void {
@@ -379,6 +387,8 @@ interface Statements {
   willDelete: Statement<[string]>
   ownerUpsert: Statement<[string, string]>
   ownerDelete: Statement<[string]>
+  expiryUpsert: Statement<[string, number]>
+  expiryDelete: Statement<[string]>
   outgoingDeleteClient: Statement<[string]>
 }
 
@@ -421,6 +431,9 @@ function prepareStatements(db: Db): Statements {
     ownerUpsert: db.prepare(`INSERT INTO mqtt_session_owners (client_id, owner) VALUES (?, ?)
       ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner`),
     ownerDelete: db.prepare('DELETE FROM mqtt_session_owners WHERE client_id = ?'),
+    expiryUpsert: db.prepare(`INSERT INTO mqtt_session_expiry (client_id, expires_at) VALUES (?, ?)
+      ON CONFLICT (client_id) DO UPDATE SET expires_at = excluded.expires_at`),
+    expiryDelete: db.prepare('DELETE FROM mqtt_session_expiry WHERE client_id = ?'),
     outgoingDeleteClient: db.prepare('DELETE FROM mqtt_outgoing WHERE client_id = ?'),
   }
 }
@@ -460,6 +473,10 @@ export class SqlitePersistence extends MemoryPersistenceBase {
   #telemetryWatched: boolean | null = null
   /** client id -> owner of its persistent session, as in mqtt_session_owners (read once at setup). */
   readonly #owners = new Map<string, string>()
+  /** client id -> message ids of its inbound QoS 2 publishes awaiting PUBREL (bounded: see incomingStorePacket). */
+  readonly #incoming = new Map<string, Set<string>>()
+  /** client id -> when its disconnected MQTT 5 session expires (ms epoch), as in mqtt_session_expiry. */
+  readonly #expiry = new Map<string, number>()
 
   constructor(opts: SqlitePersistenceOptions) {
     super()
@@ -485,6 +502,8 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     }
     this.#db = db
     this.#telemetryWatched = null
+    // MQTT 5 sessions that expired while the gateway was down are gone now (their wills stay: aedes publishes them)
+    for (const id of this.expiredSessions(Date.now())) await this.purgeClient(id, { keepWill: true })
   }
 
   /**
@@ -603,7 +622,25 @@ export class SqlitePersistence extends MemoryPersistenceBase {
 
   override async incomingStorePacket(client: PersistenceClient, packet: PersistencePacket): Promise<void> {
     const { stmt } = this.#ready()
-    await super.incomingStorePacket(client, packet)
+    // aedes 1.2.0 bounded this (maxInflightInbound, 1000); the 2.0 line does not: a client that sends fresh QoS 2
+    // packet ids and withholds PUBREL would grow this table without end. Refused, aedes closes the connection.
+    // The slot is taken before the await: aedes handles every packet of one socket read concurrently, so a check
+    // here and a count after it would let a whole chunk through (aedes' own first fix had that flaw, see
+    // GHSA-5jvp-3p2v-5qgf); keyed by packet id, a DUP retransmission takes no second slot.
+    const key = String(packet.messageId)
+    let ids = this.#incoming.get(client.id)
+    const fresh = !ids?.has(key)
+    if (ids && fresh && ids.size >= MAX_INBOUND_QOS2) {
+      throw new Error(`more than ${MAX_INBOUND_QOS2} inbound QoS 2 messages awaiting PUBREL`)
+    }
+    if (!ids) this.#incoming.set(client.id, ids = new Set())
+    ids.add(key)
+    try {
+      await super.incomingStorePacket(client, packet)
+    } catch (err) {
+      if (fresh) ids.delete(key)
+      throw err
+    }
     const stored = new Packet(packet)
     stored.messageId = packet.messageId
     const { json, payload } = encodePacket(stored)
@@ -615,13 +652,19 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     const { stmt } = this.#ready()
     await super.incomingDelPacket(client, packet) // rejects with 'no such packet'
     stmt.incomingDelete.run(client.id, String(packet.messageId))
+    const ids = this.#incoming.get(client.id)
+    if (ids?.delete(String(packet.messageId)) && ids.size === 0) this.#incoming.delete(client.id)
   }
 
   override async cleanIncoming(client: PersistenceClient): Promise<void> {
     const { stmt } = this.#ready()
     await super.cleanIncoming(client)
     stmt.incomingDeleteClient.run(client.id)
+    this.#incoming.delete(client.id)
   }
+
+  /** Inbound QoS 2 publishes of a client id awaiting PUBREL. */
+  incomingCount(clientId: string): number { return this.#incoming.get(clientId)?.size ?? 0 }
 
   // --- wills ---------------------------------------------------------------------------------
 
@@ -651,6 +694,29 @@ export class SqlitePersistence extends MemoryPersistenceBase {
     this.#owners.set(clientId, owner)
   }
 
+  /**
+   * MQTT 5 Session Expiry: when the (now disconnected) session of a client id ends; null: it is connected again, or
+   * never expires. Writes only when it changes.
+   */
+  setSessionExpiry(clientId: string, expiresAt: number | null): void {
+    if (expiresAt === null) {
+      if (!this.#expiry.has(clientId)) return
+      this.#ready().stmt.expiryDelete.run(clientId)
+      this.#expiry.delete(clientId)
+      return
+    }
+    if (this.#expiry.get(clientId) === expiresAt) return
+    this.#ready().stmt.expiryUpsert.run(clientId, expiresAt)
+    this.#expiry.set(clientId, expiresAt)
+  }
+
+  /** Client ids whose session expiry is at or before `now`. */
+  expiredSessions(now: number): string[] {
+    const out: string[] = []
+    for (const [id, at] of this.#expiry) if (at <= now) out.push(id)
+    return out
+  }
+
   /** Client ids whose stored session belongs to `owner`. */
   sessionsOwnedBy(owner: string): string[] {
     return [...this.#owners].filter(([, o]) => o === owner).map(([id]) => id)
@@ -667,12 +733,12 @@ export class SqlitePersistence extends MemoryPersistenceBase {
    * Forgets everything stored for a client id: subscriptions, queued messages, inbound QoS 2 state, its will and its
    * owner (a revoked identity's session must not be delivered to whoever gets that name next).
    */
-  async purgeClient(clientId: string): Promise<void> {
+  async purgeClient(clientId: string, opts: { keepWill?: boolean } = {}): Promise<void> {
     const { db, stmt } = this.#ready()
     const client = { id: clientId }
     await super.cleanSubscriptions(client)
     await super.cleanIncoming(client)
-    await super.delWill(client)
+    if (!opts.keepWill) await super.delWill(client)
     // The parent has no "drop this queue": give every queued entry (the very objects it holds) a message id of its
     // own, outside MQTT's 1..65535, and clear it by that id.
     const queued = await super.outgoingStream(client).toArray() as PersistencePacket[]
@@ -685,11 +751,14 @@ export class SqlitePersistence extends MemoryPersistenceBase {
       stmt.subDeleteClient.run(clientId)
       stmt.subClientDelete.run(clientId)
       stmt.incomingDeleteClient.run(clientId)
-      stmt.willDelete.run(clientId)
+      if (!opts.keepWill) stmt.willDelete.run(clientId)
       stmt.outgoingDeleteClient.run(clientId)
       stmt.ownerDelete.run(clientId)
+      stmt.expiryDelete.run(clientId)
     })()
     this.#owners.delete(clientId)
+    this.#expiry.delete(clientId)
+    this.#incoming.delete(clientId)
     this.#telemetryWatched = null
   }
 
@@ -751,10 +820,19 @@ export class SqlitePersistence extends MemoryPersistenceBase {
 
     const incoming = db.prepare<[], PacketRow & { client_id: string }>(
       'SELECT client_id, packet, payload FROM mqtt_incoming ORDER BY rowid').all()
-    for (const row of incoming) await super.incomingStorePacket({ id: row.client_id }, decodePacket(row.packet, row.payload))
+    for (const row of incoming) {
+      const packet = decodePacket(row.packet, row.payload)
+      await super.incomingStorePacket({ id: row.client_id }, packet)
+      let ids = this.#incoming.get(row.client_id)
+      if (!ids) this.#incoming.set(row.client_id, ids = new Set())
+      ids.add(String(packet.messageId))
+    }
 
     for (const row of db.prepare<[], { client_id: string; owner: string }>('SELECT client_id, owner FROM mqtt_session_owners').all()) {
       this.#owners.set(row.client_id, row.owner)
+    }
+    for (const row of db.prepare<[], { client_id: string; expires_at: number }>('SELECT client_id, expires_at FROM mqtt_session_expiry').all()) {
+      this.#expiry.set(row.client_id, row.expires_at)
     }
 
     // putWill stamps the current broker's id; the saved one is put back, so that a will left by a

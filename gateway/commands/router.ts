@@ -70,7 +70,7 @@ export class CommandRouter {
         resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: cmd.expiresAt !== undefined && wait === left ? 'expired' : 'timeout', error: `no result from the device within ${wait} ms` })
       }, wait)
       this.pending.set(cmd.id, { cmd, resolve, timer })
-      this.target.send(cmd.device, { id: cmd.id, name: cmd.name, args: cmd.args ?? null }).then((out) => {
+      this.target.send(cmd.device, { id: cmd.id, name: cmd.name, args: cmd.args ?? null, expiresAt: this.now() + wait }).then((out) => {
         if (!out || out.kind === 'sent') return
         this.complete(cmd.id, out.ok
           ? { id: cmd.id, device: cmd.device, name: cmd.name, ok: true, result: out.result }

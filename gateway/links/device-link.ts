@@ -3,7 +3,13 @@
 // hand-written list in main.ts. A link kind is one folder implementing DeviceLink plus one line of wiring.
 
 /** A command as a link receives it: the router's id (to correlate the answer), its name and arguments. */
-export interface LinkCommand { id: string; name: string; args: unknown }
+export interface LinkCommand {
+  id: string
+  name: string
+  args: unknown
+  /** ms since epoch after which the answer is no longer awaited: a link that queues (MQTT 5) lets it expire then. */
+  expiresAt?: number
+}
 
 /**
  * What sending a command gave: the device's answer at once (a serial COMMAND_RESULT, a Firmata actuator), or

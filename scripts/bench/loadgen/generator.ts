@@ -5,7 +5,10 @@
  * test. CONNECT is generated and every inbound packet parsed with mqtt-packet;
  * QoS 1 PUBLISHes are stamped from a per-connection template (checked once
  * byte-for-byte against mqtt-packet.generate) so the generator spends its core
- * on the socket work rather than on encoding.
+ * on the socket work rather than on encoding. MQTT 5 (cfg.protocolVersion 5):
+ * the same PUBLISH with an empty property block, or, with cfg.topicAlias, the
+ * first one setting topic alias 1 and every later one an empty topic plus the
+ * alias (two templates, both checked the same way).
  */
 import net from 'node:net';
 import mqttPacket from 'mqtt-packet';
@@ -53,10 +56,25 @@ function encodeRemainingLength(n: number): number[] {
   return out;
 }
 
+/** Fixed header + topic for a PUBLISH whose variable part (packet id, properties, payload) is `rest` bytes. */
+function publishHead(topic: Buffer, rest: number): Buffer {
+  return Buffer.concat([
+    Buffer.from([0x32, ...encodeRemainingLength(2 + topic.length + rest)]),
+    Buffer.from([topic.length >> 8, topic.length & 0xff]),
+    topic,
+  ]);
+}
+
+/** MQTT 5 property blocks (length byte + properties) after the packet id. */
+const NO_PROPS = Buffer.from([0]);
+const ALIAS_1 = Buffer.from([3, 0x23, 0, 1]);
+
 class Conn {
   readonly sock: net.Socket;
-  readonly parser = mqttPacket.parser({ protocolVersion: 4 });
-  private readonly head: Buffer; // fixed header + topic
+  readonly parser: ReturnType<typeof mqttPacket.parser>;
+  private head: Buffer; // fixed header + topic (the current template)
+  private props: Buffer; // MQTT 5 property block, empty for 3.1.1
+  private readonly aliasHead: Buffer | null; // MQTT 5 topic alias: the template after the first PUBLISH
   private readonly prefix = Buffer.from(PREFIX, 'latin1');
   private readonly tails: Buffer[];
   private readonly payloadLen: number;
@@ -73,29 +91,39 @@ class Conn {
     private readonly gen: Generator,
   ) {
     const cfg = gen.cfg;
+    const v5 = cfg.protocolVersion === 5;
+    this.parser = mqttPacket.parser({ protocolVersion: v5 ? 5 : 4 });
     const topic = Buffer.from(cfg.topicTemplate.replaceAll('{clientId}', clientId), 'utf8');
     this.tails = buildTails(cfg.payloadBytes);
     const samplePayload = payloadFor(1, this.tails);
     this.payloadLen = samplePayload.length;
-    const remaining = 2 + topic.length + 2 + this.payloadLen;
-    this.head = Buffer.concat([
-      Buffer.from([0x32, ...encodeRemainingLength(remaining)]),
-      Buffer.from([topic.length >> 8, topic.length & 0xff]),
-      topic,
-    ]);
-    // self-check: the template must produce exactly what mqtt-packet would
+    this.props = !v5 ? Buffer.alloc(0) : cfg.topicAlias ? ALIAS_1 : NO_PROPS;
+    const rest = 2 + this.props.length + this.payloadLen;
+    this.head = publishHead(topic, rest);
+    this.aliasHead = v5 && cfg.topicAlias ? publishHead(Buffer.alloc(0), rest) : null;
+    // self-check: each template must produce exactly what mqtt-packet would
     const seqProbe = 123456;
-    const reference = mqttPacket.generate({
-      cmd: 'publish',
-      topic: topic.toString('utf8'),
-      payload: payloadFor(seqProbe, this.tails),
-      qos: 1,
-      messageId: 4242,
-      retain: false,
-      dup: false,
-    });
-    const mine = this.build(4242, seqProbe);
-    if (!reference.equals(mine)) throw new Error('PUBLISH template does not match mqtt-packet.generate');
+    const check = (t: string, props: Record<string, unknown> | undefined): void => {
+      const reference = mqttPacket.generate({
+        cmd: 'publish',
+        topic: t,
+        payload: payloadFor(seqProbe, this.tails),
+        qos: 1,
+        messageId: 4242,
+        retain: false,
+        dup: false,
+        ...(props ? { properties: props } : {}),
+      } as Packet, { protocolVersion: v5 ? 5 : 4 });
+      const mine = this.build(4242, seqProbe);
+      if (!reference.equals(mine)) throw new Error(`PUBLISH template (${v5 ? 'MQTT 5' : '3.1.1'}${t === '' ? ', alias' : ''}) does not match mqtt-packet.generate`);
+    };
+    check(topic.toString('utf8'), v5 && cfg.topicAlias ? { topicAlias: 1 } : undefined);
+    if (this.aliasHead) {
+      const first = this.head;
+      this.head = this.aliasHead;
+      check('', { topicAlias: 1 });
+      this.head = first;
+    }
 
     this.sock = new net.Socket();
     this.sock.setNoDelay(true);
@@ -118,10 +146,11 @@ class Conn {
   private build(id: number, seq: number): Buffer {
     const s = String(seq);
     const tail = this.tails[s.length] ?? Buffer.alloc(0);
-    const buf = Buffer.allocUnsafe(this.head.length + 2 + this.payloadLen);
+    const buf = Buffer.allocUnsafe(this.head.length + 2 + this.props.length + this.payloadLen);
     let o = this.head.copy(buf, 0);
     buf[o++] = id >> 8;
     buf[o++] = id & 0xff;
+    o += this.props.copy(buf, o);
     o += this.prefix.copy(buf, o);
     o += buf.write(s, o, 'latin1');
     tail.copy(buf, o);
@@ -151,7 +180,7 @@ class Conn {
         mqttPacket.generate({
           cmd: 'connect',
           protocolId: 'MQTT',
-          protocolVersion: 4,
+          protocolVersion: cfg.protocolVersion === 5 ? 5 : 4,
           clean: true,
           clientId: this.clientId,
           keepalive: cfg.keepalive,
@@ -173,7 +202,7 @@ class Conn {
         break;
       }
       case 'connack':
-        this.onConnack(p.returnCode ?? 0);
+        this.onConnack(p.returnCode ?? p.reasonCode ?? 0);
         break;
       case 'pingresp':
         break;
@@ -186,6 +215,8 @@ class Conn {
     const id = this.nextId;
     this.nextId = id === 65535 ? 1 : id + 1;
     const buf = this.build(id, ++this.seq);
+    // after the PUBLISH that set the alias, the topic travels as alias 1 only
+    if (this.aliasHead !== null && this.head !== this.aliasHead) this.head = this.aliasHead;
     this.sendTimes[id & SLOT_MASK] = performance.now();
     this.inflight++;
     this.sock.write(buf);

@@ -33,6 +33,10 @@ export interface ConnectionPlan {
   generators: number;
   connectConcurrency?: number;
   connectTimeoutMs?: number;
+  /** 4 (MQTT 3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5;
+  /** MQTT 5: publish with topic alias 1 after the first PUBLISH. */
+  topicAlias?: boolean;
 }
 
 export interface LoadPlan extends ConnectionPlan {
@@ -141,6 +145,8 @@ function splitConfigs(plan: ConnectionPlan, ratePerClient: number | null): Gener
       ratePerClient,
       connectConcurrency: Math.max(1, Math.floor((plan.connectConcurrency ?? 200) / n)),
       connectTimeoutMs: plan.connectTimeoutMs ?? 10_000,
+      protocolVersion: plan.protocolVersion ?? 4,
+      topicAlias: plan.topicAlias === true,
     });
   }
   return configs;

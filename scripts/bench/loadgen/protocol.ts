@@ -16,6 +16,10 @@ export interface GeneratorConfig {
   /** Max simultaneous TCP/MQTT handshakes in flight while connecting. */
   connectConcurrency: number;
   connectTimeoutMs: number;
+  /** MQTT protocol level: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5;
+  /** MQTT 5 only: the first PUBLISH sets topic alias 1, every later one sends an empty topic and the alias. */
+  topicAlias?: boolean;
 }
 
 export type ParentMessage =

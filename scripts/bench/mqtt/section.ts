@@ -8,6 +8,8 @@
  *   B. load: saturating run (msgs/s, ack latency, broker CPU%, peak RSS), then a
  *      rate-limited run at half the gateway's max rate (ack latency), then fixed-rate
  *      runs at BENCH_FIXED_RATES (default 100, 1,000, 10,000 msgs/s; ack latency)
+ *   Each saturating run is followed by the same load with MQTT 5 clients, without and
+ *   with a topic alias for the telemetry topic (v5 / 3.1.1 ratio per target).
  * The gateway runs first so its max rate is known for everyone's half-rate run.
  * Before any target starts, a disk probe (4 KiB append + fdatasync) runs on the gateway's
  * data filesystem; the fixed-rate latency budgets are stated against it.
@@ -143,6 +145,8 @@ interface TargetResult {
   startup: StartupResult;
   saturation?: SaturationResult;
   halfRate?: RateResult;
+  /** The saturating run again with MQTT 5 clients, without and with a topic alias for the telemetry topic. */
+  mqtt5?: { plain?: LoadResult; alias?: LoadResult };
   fixedRates: FixedRateResult[];
 }
 
@@ -273,6 +277,25 @@ async function runLoadPhase(
     if (peak !== undefined) saturation.brokerPeakRssBytes = peak;
     r.saturation = saturation;
     log(`  ${target.id}: ${fmt.int(sat.ackedPerSec)} msgs/s, p99 ${fmt.ms(sat.latencyMs.p99)} ms, broker CPU ${fmt.fixed(cpuPct, 0)}%`);
+
+    // Same load shape with MQTT 5 clients, right after the 3.1.1 run on the same broker process (the issue's
+    // goal: v5 >= 0.9 x the 3.1.1 figure of the same run), without and with a topic alias.
+    r.mqtt5 = {};
+    for (const [key, extra, what] of [
+      ['plain', { protocolVersion: 5 as const }, 'MQTT 5'],
+      ['alias', { protocolVersion: 5 as const, topicAlias: true }, 'MQTT 5 + topic alias'],
+    ] as const) {
+      log(`  ${target.id}: saturating run, ${what} clients`);
+      try {
+        const res = await runLoad({ ...base, ...extra, clientIdPrefix: `bench-${target.id}-v5${key}-`, totalRate: null });
+        r.mqtt5[key] = res;
+        log(`  ${target.id}: ${what}: ${fmt.int(res.ackedPerSec)} msgs/s (${fmt.ratio(res.ackedPerSec, sat.ackedPerSec)} x 3.1.1), p99 ${fmt.ms(res.latencyMs.p99)} ms`);
+      } catch (e) {
+        r.errors.push(`${what} saturating run: ${errMsg(e)}`);
+        log(`  ${target.id}: ${what} saturating run FAILED: ${errMsg(e)}`);
+        if (t.child.exited() !== undefined) break;
+      }
+    }
 
     const ref = halfRateRef();
     if (ref === undefined) {
@@ -410,6 +433,40 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: Fsync
       'broker CPU% = utime+stime of the broker process, all threads, over the measuring period (100 = one core);',
       'main thr% = its main thread only (the event loop of a node broker). busy = which processes were >= 90%',
       '(on 2 cores, "broker+generator" means the machine is full and the figure is a lower bound).',
+    ],
+  });
+
+  tables.push({
+    title: `MQTT 5 clients, same load shape (${load})`,
+    columns: [
+      { header: 'target' },
+      { header: '3.1.1 msgs/s' },
+      { header: 'v5 msgs/s' },
+      { header: 'v5 / 3.1.1' },
+      { header: 'v5 p99 ms' },
+      { header: 'v5 + alias msgs/s' },
+      { header: 'alias / 3.1.1' },
+      { header: 'alias p99 ms' },
+    ],
+    rows: loaded.map((r) => {
+      if (r.skipped !== undefined) return [r.label, 'NOT RUN'];
+      const base = r.saturation?.ackedPerSec;
+      const v5 = r.mqtt5?.plain;
+      const alias = r.mqtt5?.alias;
+      return [
+        r.label,
+        fmt.int(base),
+        v5 ? fmt.int(v5.ackedPerSec) : 'FAILED',
+        fmt.ratio(v5?.ackedPerSec, base),
+        fmt.ms(v5?.latencyMs.p99),
+        alias ? fmt.int(alias.ackedPerSec) : 'FAILED',
+        fmt.ratio(alias?.ackedPerSec, base),
+        fmt.ms(alias?.latencyMs.p99),
+      ];
+    }),
+    notes: [
+      'each v5 run follows the 3.1.1 saturating run on the same broker process; goal for the gateway: v5 / 3.1.1 >= 0.9.',
+      'alias: the first PUBLISH of a connection sets topic alias 1, every later one has an empty topic and the alias.',
     ],
   });
 

@@ -1,0 +1,326 @@
+// Every aedes internal the gateway relies on, in one place: aedes 2.0.0-beta.1's Client and broker fields and methods
+// that are not part of its documented API (the telemetry fast path, MQTT 5 reason codes the hooks cannot express,
+// per-connection topic aliases, delayed wills). Each accessor checks what it reads; test/aedes-adapter.test.ts runs
+// every one of them against the installed aedes with real MQTT 3.1.1 and MQTT 5 connections, so an aedes upgrade that
+// moves one fails there, loudly, instead of silently turning a check off.
+import type { EventEmitter } from 'node:events'
+import mqttPacket from 'mqtt-packet'
+
+/** The parts of an aedes 2 Client the gateway reads (all but id/closed/clean are private to aedes). */
+interface ClientInternals {
+  _parser: EventEmitter
+  _keepaliveInterval: number
+  _keepaliveTimer: { refresh(): void } | null
+  connected: boolean
+  closed: boolean
+  conn: { write(b: Buffer, cb?: () => void): unknown }
+  /** null until CONNECT is accepted; 3, 4 or 5 after. */
+  version: number | null
+  /** MQTT 5 inbound topic aliases of this connection (alias -> topic), filled by aedes' publish handler. */
+  _topicAliases: Map<number, string>
+  /** MQTT 5 Request Problem Information (false: no reason strings on acks). */
+  _requestProblemInformation?: boolean
+  /** Latch aedes' read loop checks: set, it reads no more from the socket (an oversized packet is being refused). */
+  _rejectingPacketTooLarge: boolean
+  /** aedes 2: DISCONNECT with a reason code (v5 only) and close. */
+  disconnect(opts: { reasonCode: number; properties?: { reasonString?: string } }, done?: () => void): void
+  close(done?: () => void): void
+  /** Set once the CONNACK is written; `connected` only once aedes finished the connect (queued messages sent). */
+  connackSent?: boolean
+  broker: { topicAliasMaximum: number }
+  /** MQTT 5: the client's Maximum Packet Size (aedes 2 records it but does not enforce it). */
+  maximumPacketSize?: number
+  deliver0(packet: OutboundPacket, cb: () => void): void
+  deliverQoS(packet: OutboundPacket, cb: () => void): void
+}
+
+interface OutboundPacket { topic: string; payload: Buffer | string; qos: number; properties?: object }
+
+/** MQTT 5 reason codes the gateway sends (MQTT 5.0 section 2.4). */
+export const RC = {
+  SUCCESS: 0x00,
+  UNSPECIFIED_ERROR: 0x80,
+  CLIENT_ID_NOT_VALID: 0x85,
+  BAD_CREDENTIALS: 0x86,
+  NOT_AUTHORIZED: 0x87,
+  SERVER_SHUTTING_DOWN: 0x8b,
+  SESSION_TAKEN_OVER: 0x8e,
+  TOPIC_FILTER_INVALID: 0x8f,
+  PACKET_TOO_LARGE: 0x95,
+  ADMINISTRATIVE_ACTION: 0x98,
+  PAYLOAD_FORMAT_INVALID: 0x99,
+} as const
+
+const REQUIRED = ['_parser', '_keepaliveInterval', 'conn', 'connected', '_topicAliases', 'disconnect'] as const
+
+function internals(client: object): ClientInternals | null {
+  const c = client as Partial<ClientInternals>
+  for (const k of REQUIRED) if (c[k] === undefined) return null
+  if (typeof c._parser?.listeners !== 'function' || !(c._topicAliases instanceof Map) || typeof c.disconnect !== 'function') return null
+  return c as ClientInternals
+}
+
+/** Throws, naming what is missing, when an aedes Client lacks an internal the gateway relies on. */
+export function assertClientInternals(client: object): void {
+  const c = client as Record<string, unknown>
+  const missing = REQUIRED.filter((k) => c[k] === undefined)
+  if (missing.length) throw new Error(`aedes client lacks ${missing.join(', ')}: aedes internals changed (see gateway/broker/aedes-adapter.ts)`)
+}
+
+/** The protocol version of an accepted connection (3, 4 or 5), or null before its CONNECT was accepted. */
+export function protocolVersion(client: object): number | null {
+  const v = (client as { version?: unknown }).version
+  return typeof v === 'number' ? v : null
+}
+
+export const isV5 = (client: object): boolean => protocolVersion(client) === 5
+
+/** What the fast path needs of one connection. */
+export interface FastConnection {
+  readonly connected: boolean
+  readonly v5: boolean
+  write(b: Buffer): unknown
+  /** A packet counts as activity for the keepalive (aedes refreshes its timer in its own packet handler). */
+  touch(): void
+  /** Whether the client may get reason strings (MQTT 5 Request Problem Information). */
+  readonly problemInfo: boolean
+}
+
+/**
+ * Puts `take` in front of aedes' packet listener on the client's parser: a packet `take` returns true for never
+ * reaches aedes. Returns null (nothing installed) if the internals are not there.
+ */
+export function interceptPackets(client: object, take: (packet: { cmd: string }) => boolean): FastConnection | null {
+  const c = internals(client)
+  if (!c || typeof c._keepaliveInterval !== 'number') return null
+  const parser = c._parser
+  const enqueue = parser.listeners('packet')[0] as ((this: EventEmitter, p: unknown) => void) | undefined
+  if (!enqueue) return null
+  parser.removeListener('packet', enqueue)
+  parser.on('packet', function (this: EventEmitter, packet: { cmd: string }) {
+    if (!take(packet)) enqueue.call(this, packet)
+  })
+  return {
+    get connected() { return c.connected },
+    get v5() { return c.version === 5 },
+    get problemInfo() { return c._requestProblemInformation !== false },
+    write: (b) => c.conn.write(b),
+    touch: () => { if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh() },
+  }
+}
+
+/**
+ * MQTT 5 inbound topic alias, resolved as aedes' publish handler does (the fast path takes the packet before aedes
+ * sees it, so the alias must land in the same map): returns the topic, or null when aedes must handle the packet
+ * (out of range or unknown alias: aedes answers with DISCONNECT 0x94). The alias is removed from the packet.
+ */
+export function resolveTopicAlias(client: object, packet: { topic: string; properties?: { topicAlias?: number } }): string | null {
+  const alias = packet.properties?.topicAlias
+  if (alias === undefined) return packet.topic
+  const c = internals(client)
+  if (!c) return null
+  if (!(alias >= 1 && alias <= c.broker.topicAliasMaximum)) return null
+  let topic = packet.topic
+  if (topic.length > 0) {
+    if (topic.includes('#') || topic.includes('+')) return null
+    c._topicAliases.set(alias, topic)
+  } else {
+    const t = c._topicAliases.get(alias)
+    if (t === undefined) return null
+    topic = t
+  }
+  packet.topic = topic
+  packet.properties!.topicAlias = undefined
+  return topic
+}
+
+/** A v5 DISCONNECT with a reason code and string, then the close (v3: just the close). */
+export function disconnectWithReason(client: object, reasonCode: number, reasonString: string, done?: () => void): void {
+  const c = internals(client)
+  if (!c) { (client as { close(cb?: () => void): void }).close(done); return }
+  sendDisconnect(c, reasonCode, reasonString, done)
+}
+
+/**
+ * aedes' disconnect() writes the DISCONNECT only once the connect finished (`connected`); between the CONNACK and
+ * then (aedes is still sending the session's queued messages) it would just close. The packet is written directly then.
+ */
+function sendDisconnect(c: ClientInternals, reasonCode: number, reasonString: string, done?: () => void): void {
+  if (earlyV5(c)) earlyDisconnect(c, reasonCode, reasonString, done)
+  else c.disconnect({ reasonCode, properties: { reasonString } }, done)
+}
+
+/**
+ * aedes 2 sends DISCONNECT 0x8E (takeover) and 0x8B (shutdown) without a reason string: this wraps the client's
+ * disconnect so that those carry one.
+ */
+export function addDisconnectReasons(client: object, reasons: Readonly<Record<number, string>>): void {
+  const c = internals(client)
+  if (!c) return
+  const disconnect = c.disconnect
+  c.disconnect = function (this: ClientInternals, opts, done) {
+    const o = typeof opts === 'object' && opts !== null ? opts : { reasonCode: 0 }
+    const cb = typeof opts === 'function' ? opts as () => void : done
+    const why = o.properties?.reasonString ?? reasons[o.reasonCode]
+    if (why !== undefined && earlyV5(this)) return earlyDisconnect(this, o.reasonCode, why, cb)
+    return disconnect.call(this, why !== undefined && !o.properties ? { ...o, properties: { reasonString: why } } : o, cb)
+  }
+}
+
+/** Between its CONNACK and aedes' end of the connect: aedes' disconnect() would close without a DISCONNECT. */
+const earlyV5 = (c: ClientInternals): boolean => !c.connected && c.version === 5 && c.connackSent === true && !c.closed
+
+function earlyDisconnect(c: ClientInternals, reasonCode: number, reasonString: string, done?: () => void): void {
+  // closed once written: the socket's writes are corked until the next tick (net/coalesce.ts), a close now would drop it
+  c.conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode, properties: { reasonString } } as mqttPacket.Packet, { protocolVersion: 5 }), () => c.close(done))
+}
+
+/**
+ * An oversized packet on a connected v5 connection: aedes reads no more from the socket, the client gets
+ * DISCONNECT 0x95 with the reason. Returns false (the caller closes the connection its own way) when the client is
+ * not a connected v5 one. Idempotent.
+ */
+export function refusePacketTooLarge(client: object, reasonString: string): boolean {
+  const c = internals(client)
+  if (!c || c.version !== 5 || !(c.connected || c.connackSent) || c.closed) return false
+  if (c._rejectingPacketTooLarge) return true
+  c._rejectingPacketTooLarge = true
+  sendDisconnect(c, RC.PACKET_TOO_LARGE, reasonString)
+  return true
+}
+
+/**
+ * In authorizePublish, for a v5 publish the gateway answers itself (PUBACK/PUBREC 0x99): marked, aedes' enqueue step
+ * neither publishes nor acks it (aedes sets the same mark for its own 0x87 answer).
+ */
+export function answeredByGateway(packet: object): void {
+  ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
+}
+
+/** An MQTT 5 PUBACK (QoS 1) or PUBREC (QoS 2) with a reason code and, if allowed, a reason string. */
+export function encodeAck(qos: 1 | 2, messageId: number, reasonCode: number, reasonString: string | null): Buffer {
+  return mqttPacket.generate({
+    cmd: qos === 1 ? 'puback' : 'pubrec', messageId, reasonCode,
+    ...(reasonString ? { properties: { reasonString: reasonString.slice(0, 200) } } : {}),
+  } as mqttPacket.Packet, { protocolVersion: 5 })
+}
+
+/** Writes a v5 ack on the client's connection (if still connected). */
+export function writeAck(client: object, qos: 1 | 2, messageId: number, reasonCode: number, reasonString: string): void {
+  const c = internals(client)
+  if (!c || !c.connected) return
+  c.conn.write(encodeAck(qos, messageId, reasonCode, c._requestProblemInformation !== false ? reasonString : null))
+}
+
+/** Whether aedes 2 holds a Will Delay timer for this client id. */
+export function hasDelayedWill(broker: object, clientId: string): boolean {
+  const b = broker as { delayedWills?: Map<string, unknown> }
+  return b.delayedWills instanceof Map && b.delayedWills.has(clientId)
+}
+
+/** aedes 2's pending Will Delay timer for a client id: cancelled (revocation). */
+export function cancelDelayedWill(broker: object, clientId: string): boolean {
+  const b = broker as { delayedWills?: Map<string, unknown>; clearDelayedWill?: (id: string) => void }
+  if (!(b.delayedWills instanceof Map) || typeof b.clearDelayedWill !== 'function') {
+    throw new Error('aedes broker lacks delayedWills/clearDelayedWill: aedes internals changed (see gateway/broker/aedes-adapter.ts)')
+  }
+  const had = b.delayedWills.has(clientId)
+  b.clearDelayedWill(clientId)
+  return had
+}
+
+/**
+ * aedes 2.0.0-beta.1 keys clients and per-client subscriptions by wire strings in plain objects (1.2.0's fix for
+ * GHSA-52qw-whmv-87c5, Object.create(null), is not in the 2.0 line): a client id or topic filter that names an
+ * Object.prototype member ("constructor", "__proto__", "toString" ...) crashes the broker. Such names are refused
+ * before aedes sees them.
+ */
+export function unsafeKey(s: string): boolean {
+  return s in Object.prototype
+}
+
+/** Will-only MQTT 5 properties that must not travel in the will's PUBLISH (aedes 2.0.0-beta.1 forwards them). */
+export function stripWillProperties(will: { properties?: Record<string, unknown> }): void {
+  const p = will.properties
+  if (p && 'willDelayInterval' in p) delete p.willDelayInterval
+}
+
+/** Total size of a v5 PUBLISH without properties (exact), or of the encoded packet when it has properties. */
+function publishSize(p: OutboundPacket): number {
+  if (p.properties && Object.keys(p.properties).length > 0) {
+    return mqttPacket.generate({ cmd: 'publish', topic: p.topic, payload: p.payload, qos: p.qos as 0 | 1 | 2, messageId: 1, retain: false, dup: false, properties: p.properties } as mqttPacket.Packet, { protocolVersion: 5 }).length
+  }
+  const payload = typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
+  const remaining = 2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + 1 + payload
+  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining
+}
+
+/**
+ * MQTT 5 Maximum Packet Size of the client (MQTT-3.1.2-24): a PUBLISH larger than it is not sent but discarded, as if
+ * it had been delivered. aedes 2 does not enforce it; this wraps the client's two deliver functions (before any
+ * subscription captures them: call right after aedes.handle). Not covered: a persistent session's queue replayed at
+ * reconnect, which aedes' connect handler writes directly (emptyQueue), and a dropped QoS 1/2 message of a
+ * persistent session stays in its queue (aedes has no "discard this entry" step before a packet id is assigned).
+ */
+export function limitOutboundPacketSize(client: object, dropped: (topic: string, size: number, max: number) => void): void {
+  const c = internals(client)
+  if (!c || typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function') {
+    throw new Error('aedes client lacks deliver0/deliverQoS: aedes internals changed (see gateway/broker/aedes-adapter.ts)')
+  }
+  const wrap = (deliver: (packet: OutboundPacket, cb: () => void) => void) => function (this: unknown, packet: OutboundPacket, cb: () => void): void {
+    const max = c.maximumPacketSize
+    if (max !== undefined && max > 0 && c.version === 5) {
+      const size = publishSize(packet)
+      if (size > max) { dropped(packet.topic, size, max); setImmediate(cb); return }
+    }
+    deliver.call(this, packet, cb)
+  }
+  c.deliver0 = wrap(c.deliver0)
+  c.deliverQoS = wrap(c.deliverQoS)
+}
+
+interface DedupedPacket { brokerId?: string; brokerCounter?: number; qos?: number }
+type DedupeDeliver = (packet: DedupedPacket, cb: () => void) => void
+interface DedupeInternals { duplicates: Record<string, number>; deliver0: DedupeDeliver; deliverQoS: DedupeDeliver }
+
+/** The copies of one packet for overlapping subscriptions arrive within one emit: a short memory is enough. */
+const RECENT = 32
+
+/**
+ * aedes' per-client dedupe (lib/client.js) forwards a packet only if its brokerCounter is above the last one the
+ * client got. It is there for overlapping subscriptions (`a/#` and `a/b` deliver one packet twice), but counters are
+ * assigned when a publish starts and packets reach subscribers when their asynchronous steps finish (the retained
+ * store, the offline queue for QoS > 0): a retained or QoS 1 publish overtaken by a later one is silently lost for
+ * every live subscriber of both (moscajs/aedes#994, #955; measured here: 50 retained server publishes, each followed
+ * by a QoS 0 one, and none of the 50 arrived). This replaces the order check by "not among this client's last
+ * RECENT deliveries", which keeps one copy per packet and loses none.
+ * test/broker-dedupe.test.ts shows the loss without it.
+ */
+export function installDedupe(client: object): boolean {
+  const c = client as Partial<DedupeInternals>
+  const dup = c.duplicates
+  const orig0 = c.deliver0
+  const origQ = c.deliverQoS
+  if (typeof orig0 !== 'function' || typeof origQ !== 'function' || !dup || typeof dup !== 'object') return false
+  let recent: string[] | null = null
+  let next = 0
+  const seen = new Set<string>()
+  // aedes' own check then passes (counter - 1) or refuses (counter) as this memory decides.
+  const decide = (p: DedupedPacket): void => {
+    const id = p.brokerId
+    const n = p.brokerCounter
+    if (!id || typeof n !== 'number') return
+    const key = `${id}:${n}`
+    if (seen.has(key)) { dup[id] = n; return }
+    recent ??= new Array<string>(RECENT).fill('')
+    seen.delete(recent[next]!)
+    recent[next] = key
+    next = (next + 1) % RECENT
+    seen.add(key)
+    dup[id] = n - 1
+  }
+  c.deliver0 = function deliver0(p, cb) { decide(p); orig0.call(this, p, cb) }
+  // QoS 0 packets are passed on to deliver0 (this wrapper), which decides for them.
+  c.deliverQoS = function deliverQoS(p, cb) { if (p.qos !== 0) decide(p); origQ.call(this, p, cb) }
+  return true
+}
