@@ -1,12 +1,11 @@
 // The outbox's message handler: owns the OutboxStore and answers the broker side's messages (protocol.ts).
 // Runs on the outbox worker thread; worker.ts hands it each drain of the port (group commit).
 import { OutboxStore } from './store.ts'
-import { isDiskFull } from '../store/sqlite.ts'
+import { isDiskFull, quickCheck } from '../store/sqlite.ts'
 import { sharedNow, type FromWorker, type LatestReading, type OutboxRecovery, type Refusal, type ToWorker, type WorkerInit } from './protocol.ts'
 import { decodeTelemetry, type ReadingInput } from '../readings.ts'
 import { HeldAppends } from './held.ts'
 import { checkMarker, clearCheckMarker, isCorrupt, salvageOutbox } from './salvage.ts'
-import { quickCheck } from '../store/sqlite.ts'
 import { existsSync, writeFileSync } from 'node:fs'
 
 /** How often held appends are retried while the disk is full. */
@@ -150,21 +149,29 @@ export class OutboxEngine {
   }
 
   /** One transaction for the drain's readings; a full disk holds them instead of failing them (held.ts). */
-  private commit(ids: number[], rows: ReadingInput[], refused: Refusal[], startedAt: number): boolean {
+  private commit(ids: number[], rows: ReadingInput[], refused: Refusal[], startedAt: number): void {
     try {
-      const decoded = sharedNow()
-      const lastRowId = rows.length > 0 ? this.store.appendBatch(rows) : this.store.lastRowId
-      const sentAt = sharedNow()
-      this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
-      this.noteLatest(rows)
-      this.tap?.add(rows, lastRowId)
-      return true
+      this.write(ids, rows, refused, startedAt)
     } catch (err) {
-      this.noteCorruption(err)
       if (isDiskFull(err) && this.init.diskFullHoldMs !== 0) this.hold(ids, rows, refused, err as Error)
       else this.send({ t: 'appendFailed', ids, code: isDiskFull(err) ? 'disk_full' : 'io', message: (err as Error).message })
-      return false
     }
+  }
+
+  /** One transaction; only once it committed: the acks, the live views, the history tap. Throws if it failed. */
+  private write(ids: number[], rows: ReadingInput[], refused: Refusal[], startedAt: number): void {
+    const decoded = sharedNow()
+    let lastRowId: number
+    try {
+      lastRowId = rows.length > 0 ? this.store.appendBatch(rows) : this.store.lastRowId
+    } catch (err) {
+      this.noteCorruption(err)
+      throw err
+    }
+    const sentAt = sharedNow()
+    this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt, decodeMs: decoded - startedAt, writeMs: sentAt - decoded, sentAt } })
+    this.noteLatest(rows)
+    this.tap?.add(rows, lastRowId)
   }
 
   private hold(ids: number[], rows: ReadingInput[], refused: Refusal[], err: Error | null): void {
@@ -189,12 +196,8 @@ export class OutboxEngine {
     if (this.held.size === 0) return
     const { ids, rows, refused } = this.held.merged()
     try {
-      const lastRowId = rows.length > 0 ? this.store.appendBatch(rows) : this.store.lastRowId
+      this.write(ids, rows, refused, sharedNow())
       this.held.takeAll()
-      const now = sharedNow()
-      this.send({ t: 'appended', ids, lastRowId, refused, phases: { startedAt: now, decodeMs: 0, writeMs: 0, sentAt: now } })
-      this.noteLatest(rows)
-      this.tap?.add(rows, lastRowId)
     } catch (err) {
       if (isDiskFull(err)) { this.retryHeld = setTimeout(() => this.retry(), HOLD_RETRY_MS); return }
       for (const b of this.held.takeAll()) this.send({ t: 'appendFailed', ids: b.ids, code: 'io', message: (err as Error).message })
