@@ -3,11 +3,11 @@
 // runs through "prepare"), or the TypeScript sources through tsx when no build exists.
 import { existsSync } from 'node:fs'
 
-const compiled = new URL('../dist/gateway/cli.js', import.meta.url)
+const compiled = new URL('../dist/app/cli.js', import.meta.url)
 if (existsSync(compiled)) {
   await import(compiled.href)
 } else {
   const { register } = await import('tsx/esm/api')
   register()
-  await import('../gateway/cli.ts')
+  await import('../app/cli.ts')
 }

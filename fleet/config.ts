@@ -1,5 +1,5 @@
 // The `fleet:` section of edgeway.yaml: what `edgeway fleet` (the operator's server, not the edge board) connects to,
-// consumes and serves. Referenced from gateway/config/schema.ts; validated at start like the rest of the file.
+// consumes and serves. Referenced from app/config/schema.ts; validated at start like the rest of the file.
 import { z } from 'zod'
 import { dashboardConfig } from '../gateway/dashboard/config.ts'
 

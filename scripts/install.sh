@@ -131,7 +131,7 @@ if [ "$BUILD" = 1 ] && [ -f "$SRC/tsconfig.build.json" ]; then
   say "building dist/"
   (cd "$SRC" && as_owner npm run --silent build)
 fi
-[ -f "$SRC/dist/gateway/cli.js" ] || die "$SRC/dist/gateway/cli.js missing: run npm run build in the checkout"
+[ -f "$SRC/dist/app/cli.js" ] || die "$SRC/dist/app/cli.js missing: run npm run build in the checkout"
 
 VERSION=$("$NODE" -p "require('$SRC/package.json').version")
 # What an installed app is made of; equal stamps mean there is nothing to do (keeps a second run a no-op).

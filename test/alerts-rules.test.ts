@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { AlertRules, type AlertEvent, type AlertInput } from '../gateway/alerts/rules.ts'
 import { alertsSection, effectiveAlerts, type AlertsConfig } from '../gateway/alerts/config.ts'
-import { configSchema } from '../gateway/config/schema.ts'
+import { configSchema } from '../app/config/schema.ts'
 
 const cfg = (over: Record<string, unknown> = {}): AlertsConfig => alertsSection.parse(over)
 

@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readingToAmqp, expandAddress, addressUsesDevice, amqpToCommand, commandReply } from '../bridges/amqp/map.ts'
 import { amqpUpstream, saslMechanism } from '../bridges/amqp/config.ts'
-import { configSchema } from '../gateway/config/schema.ts'
+import { configSchema } from '../app/config/schema.ts'
 import type { Reading } from '../gateway/readings.ts'
 
 const json: Reading = {

@@ -7,7 +7,7 @@ import { checkAnswer, normaliseCandidate, toBrowserIceServers, toLibIceServers }
 import { SourceState } from '../gateway/camera/state.ts'
 import { cameraHealthReasons } from '../gateway/camera/health.ts'
 import { expandCommand } from '../gateway/camera/source.ts'
-import { configSchema } from '../gateway/config/schema.ts'
+import { configSchema } from '../app/config/schema.ts'
 
 function rtp(o: { pt?: number; marker?: boolean; seq: number; ts: number; ssrc: number; payload: number[]; csrc?: number; ext?: number[]; pad?: number }): Buffer {
   const csrc = o.csrc ?? 0

@@ -10,7 +10,7 @@ import { History } from '../gateway/dashboard/history.ts'
 import { writePasswordHash, passwordProblem, hashPassword, hashSnippet } from '../gateway/dashboard/password.ts'
 import { assetFile } from '../gateway/dashboard/assets.ts'
 import { verifySecret } from '../gateway/registry/secrets.ts'
-import { loadConfig } from '../gateway/config/load.ts'
+import { loadConfig } from '../app/config/load.ts'
 import { tempDir } from './helpers/net.ts'
 
 /** A socket whose buffer the test fills and drains by hand. */

@@ -93,7 +93,7 @@ test('install into a temp root produces the tree', () => {
   const r = install(['--reuse-node-modules'])
   firstOut = r.out
   assert.equal(r.code, 0, r.out)
-  for (const p of ['opt/edgeway/package.json', 'opt/edgeway/package-lock.json', 'opt/edgeway/bin/edgeway.js', 'opt/edgeway/dist/gateway/cli.js',
+  for (const p of ['opt/edgeway/package.json', 'opt/edgeway/package-lock.json', 'opt/edgeway/bin/edgeway.js', 'opt/edgeway/dist/app/cli.js',
     'opt/edgeway/gateway/config/edgeway.schema.json', 'etc/edgeway/edgeway.yaml', 'etc/systemd/system/edgeway.service', 'usr/local/bin/edgeway']) {
     assert.ok(existsSync(at(p)), `${p} missing`)
   }

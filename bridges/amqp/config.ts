@@ -1,4 +1,4 @@
-// The `amqp` upstream's YAML section: validated here, referenced by the upstream union in gateway/config/schema.ts.
+// The `amqp` upstream's YAML section: validated here, referenced by the upstream union in app/config/schema.ts.
 import { z } from 'zod'
 
 const PLACEHOLDERS = ['gateway', 'device'] as const

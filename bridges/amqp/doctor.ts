@@ -2,7 +2,6 @@
 // where the gateway sends (upstream.ts probe(): a connection of its own, a probe message to the telemetry address,
 // an attach to the status address), and, with `queue: { type: quorum }`, is the telemetry queue there and a quorum
 // queue (queue-check.ts; never declared by the doctor). Returns the doctor's result shape; never throws.
-import type { Config } from '../../gateway/config/schema.ts'
 import { createLogger } from '../../gateway/log.ts'
 import { amqpHosts, quorumQueueName, type AmqpUpstreamConfig } from './config.ts'
 import { expandAddress } from './map.ts'
@@ -11,7 +10,7 @@ export interface AmqpCheck { name: string; ok: boolean; level: 'ok' | 'warn' | '
 
 const PERMISSIONS_FIX = 'give the gateway\'s user write permission on the exchange/queue and a topic permission for its routing keys (README, AMQP: per-gateway users): `rabbitmqctl set_permissions` / `set_topic_permissions`'
 
-export async function checkAmqp(config: Config, timeoutMs = 5000): Promise<AmqpCheck[]> {
+export async function checkAmqp(config: { gateway: { id: string }; upstreams: readonly { type: string; enabled: boolean }[] }, timeoutMs = 5000): Promise<AmqpCheck[]> {
   const ups = config.upstreams.filter((u): u is AmqpUpstreamConfig => u.type === 'amqp' && u.enabled)
   if (!ups.length) return []
   const { AmqpUpstream } = await import('./upstream.ts')

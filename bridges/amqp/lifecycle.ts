@@ -11,7 +11,7 @@ export const TTL_INTERVALS = 3
 
 export type LifecycleKind = 'birth' | 'status' | 'presence' | 'alert' | 'death'
 
-/** One device as the gateway knows it (registry and links merged by gateway/main.ts). */
+/** One device as the gateway knows it (registry and links merged by app/main.ts). */
 export interface DeviceState {
   id: string
   online: boolean
@@ -35,7 +35,7 @@ export interface GatewayLifecycle {
 /** A device went online or offline (from the bus's deviceOnline/deviceOffline). */
 export interface PresenceEvent { device: string; online: boolean; link: string; reason?: string; at: number }
 
-/** Upstreams that send lifecycle messages: gateway/main.ts finds them with isLifecycleSink. */
+/** Upstreams that send lifecycle messages: app/main.ts finds them with isLifecycleSink. */
 export interface LifecycleSink {
   setLifecycle(l: GatewayLifecycle): void
   publishPresence(e: PresenceEvent): void
@@ -119,7 +119,7 @@ export function birthMessage(ctx: LifecycleContext, l: Pick<GatewayLifecycle, 'v
 
 /**
  * The periodic heartbeat: the gateway's snapshot (version, uptimeSeconds, backlog, upstreams, alerts: see
- * statusSnapshot in gateway/main.ts) plus the device list. devicesOnline counts that list, so the two agree.
+ * statusSnapshot in app/main.ts) plus the device list. devicesOnline counts that list, so the two agree.
  */
 export function heartbeatMessage(ctx: LifecycleContext, snapshot: Record<string, unknown>, devices: DeviceState[], now: number, n: number): LifecycleOut {
   const ttl = ttlSeconds(ctx.heartbeatSeconds)

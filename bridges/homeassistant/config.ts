@@ -1,5 +1,5 @@
 // The `homeassistant:` section of edgeway.yaml (MQTT discovery for Home Assistant): validated here, one line in
-// gateway/config/schema.ts. `nodeId` defaults to the gateway id, which is known only once the whole file is parsed,
+// app/config/schema.ts. `nodeId` defaults to the gateway id, which is known only once the whole file is parsed,
 // so it is resolved by resolveHomeAssistant() rather than by a zod default.
 import { z } from 'zod'
 

@@ -1,7 +1,6 @@
 // `edgeway xmpp block|unblock|blocked`: the gateway-side block list, in <dataDir>/xmpp.db. Safe while the gateway
 // runs: it reads the list on every stanza, so a change applies to the next one.
 import type { Command, Option } from 'commander'
-import type { Config } from '../../gateway/config/schema.ts'
 import { XmppStore, xmppDbPath } from './store.ts'
 import { parseJid, bareJid } from './stanza.ts'
 
@@ -11,9 +10,12 @@ function normalise(input: string): string | null {
   return j ? bareJid(j) : null
 }
 
-export function registerXmppCli(program: Command, load: (file: string | undefined) => Config, configOpt: () => Option): void {
+/** What the commands read of the config file (app/config/schema.ts's Config has it). */
+interface XmppCliConfig { gateway: { dataDir: string }; xmpp: { blocked: readonly string[] } }
+
+export function registerXmppCli(program: Command, load: (file: string | undefined) => XmppCliConfig, configOpt: () => Option): void {
   const xmpp = program.command('xmpp').description('XMPP bridge: block list')
-  const withStore = (opts: { config?: string }, fn: (s: XmppStore, c: Config) => void): void => {
+  const withStore = (opts: { config?: string }, fn: (s: XmppStore, c: XmppCliConfig) => void): void => {
     const c = load(opts.config)
     const s = new XmppStore(xmppDbPath(c.gateway.dataDir))
     s.open()

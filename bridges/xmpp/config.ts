@@ -1,4 +1,4 @@
-// The `xmpp:` section of edgeway.yaml: validated here, one line in gateway/config/schema.ts.
+// The `xmpp:` section of edgeway.yaml: validated here, one line in app/config/schema.ts.
 import { z } from 'zod'
 import { DEVICE_ID_OR_ALL_RE } from '../../gateway/readings.ts'
 

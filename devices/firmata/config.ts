@@ -1,5 +1,5 @@
 // The `firmata` YAML section: boards running StandardFirmata, each pin described as a sensor or an actuator.
-// Validated here, referenced by one line in gateway/config/schema.ts.
+// Validated here, referenced by one line in app/config/schema.ts.
 import { z } from 'zod'
 import { DEVICE_ID_RE, DEVICE_ID_RULE } from '../../gateway/readings.ts'
 import { usbIdentity, usbLabel } from '../serial/usb.ts'

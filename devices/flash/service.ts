@@ -26,7 +26,7 @@ export interface FlashAnswer extends FlashResult {
   firmware: string | null
 }
 
-interface PausableLink {
+export interface PausableLink {
   config: { device: string; path: string }
   /** Where the link's port really is, when that differs from config.path (a port found by USB identity). */
   readonly devicePath?: string | null

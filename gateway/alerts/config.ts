@@ -1,4 +1,4 @@
-// The `alerts:` section of edgeway.yaml (one line in gateway/config/schema.ts), and the mapping of the deprecated
+// The `alerts:` section of edgeway.yaml (one line in app/config/schema.ts), and the mapping of the deprecated
 // `xmpp.alerts.thresholds` key into it: one rule set, evaluated once, for the dashboard, health, XMPP and AMQP.
 import { z } from 'zod'
 import { DEVICE_ID_OR_ALL_RE } from '../readings.ts'

@@ -3,7 +3,7 @@
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import type { MqttUpstreamConfig } from '../config/schema.ts'
+import type { MqttUpstreamConfig } from '../config/sections.ts'
 import type { ClaimedRow } from '../outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
 import { readingToMqtt } from './mqtt-map.ts'

@@ -4,11 +4,11 @@ import { freePort, waitForHttp200 } from '../../lib/net-util.ts';
 import { exitReason, launch, makeTempDir } from './launch.ts';
 import type { MqttTarget, RunningTarget, TargetContext } from './types.ts';
 
-const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'dist/gateway/cli.js');
+const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'dist/app/cli.js');
 
 /**
  * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), as installed: the compiled build,
- *   node dist/gateway/cli.js run --config <tmp>/edgeway.yaml
+ *   node dist/app/cli.js run --config <tmp>/edgeway.yaml
  * (npm run bench builds first). Ready = TCP accept on the MQTT port and GET /healthz 200.
  */
 export const gatewayTarget: MqttTarget = {

@@ -1,58 +1,45 @@
 // Wires the gateway together and owns start/stop order. Constructors elsewhere do no I/O; this does it all.
-import { dirname, join, resolve } from 'node:path'
-import { existsSync, readFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
+import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Config } from './config/schema.ts'
-import { Registry } from './registry/registry.ts'
-import { OutboxClient } from './outbox/client.ts'
-import type { OutboxStats } from './outbox/types.ts'
-import { recoveryReasons } from './outbox/protocol.ts'
-import { MqttBroker } from './broker/broker.ts'
-import { resolveRoles, BUILTIN_ROLES } from './broker/roles.ts'
-import { Metrics } from './metrics.ts'
-import { GatewayBus } from './events.ts'
-import { HttpServer, sendJson } from './http/server.ts'
-import { evaluateHealth } from './health.ts'
-import { Forwarder } from './upstream/forwarder.ts'
-import type { Upstream } from './upstream/types.ts'
-import { CommandRouter, type CommandResult } from './commands/router.ts'
-import { DeviceLinks } from './links/device-link.ts'
-import { MqttDeviceLink } from './broker/device-link.ts'
-import { CameraService } from './camera/service.ts'
-import { cameraHealthReasons } from './camera/health.ts'
-import { OtaService } from './ota/service.ts'
-import { OtaStore } from './ota/store.ts'
-import { DashboardServer } from './dashboard/server.ts'
-import { readingMetrics } from './readings.ts'
-import { HistoryService } from './history/client.ts'
-import { historyRoutes } from './history/api.ts'
-import { ControlServer, type ControlHandler } from './control/server.ts'
-import { DeviceJournal } from './journal/journal.ts'
-import { flashEntry, refusalEntry } from './journal/entries.ts'
-import { DeviceApi } from './dashboard/device-api.ts'
-import { controlSocketPath } from './control/client.ts'
+import { Registry } from '../gateway/registry/registry.ts'
+import { OutboxClient } from '../gateway/outbox/client.ts'
+import { MqttBroker } from '../gateway/broker/broker.ts'
+import { resolveRoles, BUILTIN_ROLES } from '../gateway/broker/roles.ts'
+import { Metrics } from '../gateway/metrics.ts'
+import { GatewayBus } from '../gateway/events.ts'
+import { HttpServer, sendJson } from '../gateway/http/server.ts'
+import { Forwarder } from '../gateway/upstream/forwarder.ts'
+import type { Upstream } from '../gateway/upstream/types.ts'
+import { CommandRouter, type CommandResult } from '../gateway/commands/router.ts'
+import { DeviceLinks } from '../gateway/links/device-link.ts'
+import { MqttDeviceLink } from '../gateway/broker/device-link.ts'
+import { CameraService } from '../gateway/camera/service.ts'
+import { OtaService } from '../gateway/ota/service.ts'
+import { OtaStore } from '../gateway/ota/store.ts'
+import { DashboardServer } from '../gateway/dashboard/server.ts'
+import { readingMetrics } from '../gateway/readings.ts'
+import { HistoryService } from '../gateway/history/client.ts'
+import { historyRoutes } from '../gateway/history/api.ts'
+import { ControlServer, type ControlHandler } from '../gateway/control/server.ts'
+import { GatewayStatus, type HealthReport } from './status.ts'
+import { registerControlHandlers } from './control.ts'
+import { VERSION } from './version.ts'
+import { DeviceJournal } from '../gateway/journal/journal.ts'
+import { refusalEntry } from '../gateway/journal/entries.ts'
+import { DeviceApi } from '../gateway/dashboard/device-api.ts'
+import { controlSocketPath } from '../gateway/control/client.ts'
 import type { XmppBridge } from '../bridges/xmpp/bridge.ts'
-import { AlertEngine, isAlertSink } from './alerts/engine.ts'
-import { effectiveAlerts, legacyThresholdsWarning } from './alerts/config.ts'
+import { AlertEngine, isAlertSink } from '../gateway/alerts/engine.ts'
+import { effectiveAlerts, legacyThresholdsWarning } from '../gateway/alerts/config.ts'
 import { resolveHomeAssistant } from '../bridges/homeassistant/config.ts'
 import { haRoles } from '../bridges/homeassistant/discovery.ts'
 import type { HomeAssistantPublisher } from '../bridges/homeassistant/publisher.ts'
-
-/** For the heartbeat: package.json is next to gateway/ in the source tree, two levels up from dist/gateway/. */
-function packageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 4; i++, dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version
-  }
-  return 'unknown'
-}
-const VERSION = packageVersion()
 import { SerialLinks } from '../devices/serial/link.ts'
-import { randomUUID } from 'node:crypto'
 import { configDigest, isLifecycleSink, type DeviceState } from '../bridges/amqp/lifecycle.ts'
-import { FLASH_METHOD, flashHandler } from '../devices/flash/service.ts'
 import { FirmataLinks } from '../devices/firmata/link.ts'
+
 
 export interface RunningGateway {
   broker: MqttBroker
@@ -81,7 +68,7 @@ export function dataFiles(config: Config): { outbox: string; registry: string; b
 /** Connector libraries load only when configured: an unused MQTT client or AMQP stack costs RSS on a small board. */
 async function makeUpstream(u: Config['upstreams'][number], gatewayId: string, log: Logger): Promise<Upstream> {
   switch (u.type) {
-    case 'mqtt': return new (await import('./upstream/mqtt.ts')).MqttUpstream(u, gatewayId, log)
+    case 'mqtt': return new (await import('../gateway/upstream/mqtt.ts')).MqttUpstream(u, gatewayId, log)
     case 'amqp': return new (await import('../bridges/amqp/upstream.ts')).AmqpUpstream(u, gatewayId, log)
   }
 }
@@ -195,81 +182,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   // serial and Firmata readings (MQTT ones reach the bus as "refusal" events through the broker's intake).
   outbox.onLatest((r) => journal.latest(r))
   outbox.onRefused((r) => { if (r.link !== 'mqtt') journal.record(refusalEntry({ reason: 'decode', detail: r.reason, device: r.device }, Date.now())) })
-  let lastStats: OutboxStats | null = null
-  let outboxError: string | null = null
-  outbox.onFailure((err) => { outboxError = err.message })
-  outbox.onDropped((d) => {
-    metrics.drops.inc({ reason: d.reason }, d.rows)
-    log.warn({ reason: d.reason, rows: d.rows, bytes: d.bytes }, 'outbox retention dropped the oldest readings')
+  const status = new GatewayStatus({
+    gatewayId: config.gateway.id, version: VERSION, outboxMaxBytes: config.outbox.maxBytes, diskFullHoldSeconds: config.outbox.diskFullHoldSeconds,
+    outbox, metrics, alerts, camera, upstreams, log,
+    mqtt: () => ({ clients: broker.connectedClients, devices: broker.connectedDevices.length }),
   })
-  let diskFullLogged = false
-  const diskFull = (err: Error): void => {
-    if (diskFullLogged) return
-    diskFullLogged = true
-    log.error({ err: err.message, holdSeconds: config.outbox.diskFullHoldSeconds }, 'DISK FULL: the outbox cannot store readings; devices wait for their acks (connections stay open) while the gateway retries')
-  }
-  outbox.onAppendHeld(diskFull)
-  outbox.onAppendFailed((err) => { if (err.code === 'disk_full') diskFull(err) })
-  const refreshStats = async (): Promise<OutboxStats | null> => {
-    try {
-      const s = await outbox.stats()
-      lastStats = s
-      alerts.observeOutbox(s)
-      alerts.observeOutboxRecovery(recoveryReasons(outbox.recovery, existsSync)[0] ?? null)
-      metrics.outboxDepth.set(s.depth)
-      metrics.outboxBytes.set(s.bytes)
-      metrics.outboxFileBytes.set(s.fileBytes)
-      metrics.outboxOldest.set(s.oldestAgeMs / 1000)
-      metrics.outboxDiskFull.set(s.diskFull ? 1 : 0)
-      if (!s.diskFull && diskFullLogged) { diskFullLogged = false; log.info('outbox writes succeed again') }
-      for (const u of s.upstreams) metrics.upstreamLag.set({ upstream: u.upstream }, u.lag)
-      return s
-    } catch (err) {
-      outboxError = (err as Error).message
-      return null
-    }
-  }
-  const health = async () => {
-    const stats = await refreshStats()
-    const cam = camera.status()
-    const now = Date.now()
-    const active = alerts.active()
-    return {
-      ...evaluateHealth({
-        outbox: stats, outboxError, maxBytes: config.outbox.maxBytes, now,
-        upstreams: upstreams.map((u) => ({ name: u.name, status: u.status() })),
-        degraded: cameraHealthReasons(cam, now),
-        alerts: active,
-      }),
-      gateway: config.gateway.id,
-      uptimeSeconds: Math.round(process.uptime()),
-      mqtt: { clients: broker.connectedClients, devices: broker.connectedDevices.length },
-      outbox: stats && { depth: stats.depth, bytes: stats.bytes, oldestAgeSeconds: Math.round(stats.oldestAgeMs / 1000), fileBytes: stats.fileBytes, drops: stats.drops, diskFull: stats.diskFull, deadLettered: stats.deadLettered },
-      upstreams: upstreams.map((u) => {
-        const s = u.status()
-        const c = stats?.upstreams.find((x) => x.upstream === u.name)
-        return { name: u.name, connected: s.connected, since: new Date(s.since).toISOString(), lastError: s.lastError, ...(s.repliesFailed !== undefined ? { repliesFailed: s.repliesFailed } : {}),
-          // amqp: the node in use (a cluster's `hosts`), bridges/amqp/upstream.ts
-          ...('endpoint' in s && typeof s.endpoint === 'string' ? { endpoint: s.endpoint } : {}), lag: c?.lag ?? null, inflight: c?.inflight ?? null, ackedThrough: c?.ackedUpto ?? null }
-      }),
-      camera: cam,
-      alerts: active,
-    }
-  }
-
-  // Heartbeat content for upstreams that publish one: the same figures /healthz shows.
-  const statusSnapshot = async (): Promise<Record<string, unknown>> => {
-    const s = (await refreshStats()) ?? lastStats
-    return {
-      version: VERSION,
-      uptimeSeconds: Math.round(process.uptime()),
-      devicesOnline: broker.connectedDevices.length,
-      backlog: s && { depth: s.depth, bytes: s.bytes, oldestAgeSeconds: Math.round(s.oldestAgeMs / 1000), deadLettered: s.deadLettered },
-      upstreams: upstreams.map((u) => ({ name: u.name, connected: u.status().connected, lag: s?.upstreams.find((x) => x.upstream === u.name)?.lag ?? null })),
-      alerts: alerts.active(),
-    }
-  }
-  for (const u of upstreams) u.setStatusSource?.(statusSnapshot)
+  status.watchOutbox()
+  const health = (): Promise<HealthReport> => status.health()
+  for (const u of upstreams) u.setStatusSource?.(() => status.snapshot())
   // Lifecycle on the status address (bridges/amqp/lifecycle.ts): birth with every device, presence as it changes.
   const lifecycleSinks = upstreams.filter(isLifecycleSink)
   if (lifecycleSinks.length) {
@@ -303,34 +223,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   }))
 
   const control = new ControlServer(controlSocketPath(config.gateway.dataDir), log)
-  control.handle('status', async () => health())
-  const flash = flashHandler({ links: () => [...serial.links, ...firmata.links], log: log.child({ component: 'flash' }) })
-  // Flashes and CLI OTA pushes go to the device journal too (one entry per outcome / OTA state).
-  control.handle(FLASH_METHOD, async (params, progress) => {
-    const p = params as { port?: unknown; board?: unknown } | null
-    const port = typeof p?.port === 'string' ? p.port : '?'
-    const board = typeof p?.board === 'string' ? p.board : '?'
-    try {
-      const r = await flash(params, progress) as { device?: string | null; firmware?: string | null }
-      if (r.device) journal.record(flashEntry(r.device, { ok: true, port, board, firmware: r.firmware ?? null }, Date.now()))
-      return r
-    } catch (err) {
-      const dev = [...serial.links, ...firmata.links].find((l) => l.config.path === port)?.config.device
-      if (dev) journal.record(flashEntry(dev, { ok: false, port, board, error: (err as Error).message }, Date.now()))
-      throw err
-    }
-  })
-  control.handle('ota.push', async (params, progress) => {
-    const final = await ota.push(params, (pr) => { journal.ota(pr); progress(pr) })
-    journal.ota(final)
-    return final
-  })
-  control.handle('ota.cancel', async (params) => ota.cancel(params))
-  // `device remove|rotate-secret`, `client remove|rotate-secret` changed the registry: the running broker acts on it.
-  control.handle('access.revoke', async (params) => {
-    const p = params as { kind?: unknown; id?: unknown } | null
-    if ((p?.kind !== 'device' && p?.kind !== 'client') || typeof p.id !== 'string') throw new Error('access.revoke needs { kind: "device" | "client", id }')
-    return p.kind === 'device' ? revokeDevice(p.id) : broker.revoke(p.kind, p.id)
+  registerControlHandlers(control, {
+    status: health, boards: () => [...serial.links, ...firmata.links], journal, ota, log,
+    revoke: (kind, id) => (kind === 'device' ? revokeDevice(id) : broker.revoke(kind, id)),
   })
 
   // First: a second gateway on the same data dir stops here, before it touches anything.
@@ -365,7 +260,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         sendJson(res, h.status === 'failed' ? 503 : 200, h)
       })
       http.route('/metrics', async (_req, res) => {
-        await refreshStats()
+        await status.refresh()
         res.writeHead(200, { 'content-type': metrics.contentType }).end(await metrics.text())
       })
       dashboard?.start()
@@ -391,7 +286,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const unwatchLoop = metrics.watchEventLoop()
   const timers = [
     setInterval(() => { try { registry.flushSeen() } catch (err) { log.warn({ err: (err as Error).message }, 'registry flush failed') } }, 5000),
-    setInterval(() => { void refreshStats() }, 5000),
+    setInterval(() => { void status.refresh() }, 5000),
   ]
 
   const listening = broker.listeners.map((l) => `mqtt${l.kind === 'tcp' ? '' : '+' + l.kind}://${l.host}:${l.port}${l.path ?? ''}`)

@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process'
 import { dirname, join, resolve } from 'node:path'
 import { loadConfig, ConfigError } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { openDatabase } from './store/sqlite.ts'
-import { checkCamera } from './camera/doctor.ts'
+import { openDatabase } from '../gateway/store/sqlite.ts'
+import { checkCamera } from '../gateway/camera/doctor.ts'
 
 export type CheckLevel = 'ok' | 'warn' | 'fail'
 

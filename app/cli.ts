@@ -1,32 +1,24 @@
 // `edgeway` command line: run the gateway, check config, manage devices, inspect the outbox.
 import { Command, Option } from 'commander'
-import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { existsSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { loadConfig, ConfigError } from './config/load.ts'
 import { jsonSchema, type Config } from './config/schema.ts'
 import { stringify as toYaml } from 'yaml'
-import { createLogger, formatTable, localTime, LOG_FORMATS, type LogFormat } from './log.ts'
+import { createLogger, formatTable, localTime, LOG_FORMATS, type LogFormat } from '../gateway/log.ts'
 import { startGateway, dataFiles } from './main.ts'
-import { Registry, RegistryError } from './registry/registry.ts'
-import { readDeadLetters, requestDeadRetry } from './outbox/store.ts'
+import { VERSION } from './version.ts'
+import { Registry, RegistryError } from '../gateway/registry/registry.ts'
+import { readDeadLetters, requestDeadRetry } from '../gateway/outbox/store.ts'
 import { runDoctor, formatResults } from './doctor.ts'
 import { runFlash } from '../devices/flash/command.ts'
 import { BOARDS } from '../devices/flash/boards.ts'
 import { registerXmppCli } from '../bridges/xmpp/cli.ts'
-import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from './dashboard/password.ts'
-import { controlCall, GatewayNotRunning } from './control/client.ts'
-import { registerOtaCommands } from './ota/cli.ts'
-import { resolveRoles, maySubscribeAs, type Role } from './broker/roles.ts'
+import { readPassword, passwordProblem, hashPassword, writePasswordHash, hashSnippet } from '../gateway/dashboard/password.ts'
+import { controlCall, GatewayNotRunning } from '../gateway/control/client.ts'
+import { registerOtaCommands } from '../gateway/ota/cli.ts'
+import { resolveRoles, maySubscribeAs, type Role } from '../gateway/broker/roles.ts'
 
-/** package.json of this install: next to gateway/ in the source tree, two levels up from dist/gateway/. */
-function findPackageJson(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 4; i++, dir = dirname(dir)) if (existsSync(join(dir, 'package.json'))) return join(dir, 'package.json')
-  throw new Error('package.json not found')
-}
-const pkg = JSON.parse(readFileSync(findPackageJson(), 'utf8')) as { version: string }
 
 /** --config, else $EDGEWAY_CONFIG, else ./edgeway.yaml when present, else built-in defaults. */
 function configPath(opt: string | undefined): string | undefined {
@@ -143,7 +135,7 @@ async function revokeLive(config: Config, kind: 'device' | 'client', id: string)
   }
 }
 
-const program = new Command('edgeway').version(pkg.version).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
+const program = new Command('edgeway').version(VERSION).description('IoT edge gateway: MQTT broker, durable outbox, upstream bridges')
 // The program's own options (--version) only before a subcommand: `ota push --version X` is the image's version.
 program.enablePositionalOptions()
 const configOpt = (): Option => new Option('-c, --config <file>', 'config file (default: $EDGEWAY_CONFIG or ./edgeway.yaml)')
@@ -162,7 +154,7 @@ program.command('run').description('run the gateway').addOption(configOpt())
   }
   const l = gw.broker.listeners
   {
-    process.stderr.write(`\nedgeway ${pkg.version} (gateway "${config.gateway.id}") is running\n` +
+    process.stderr.write(`\nedgeway ${VERSION} (gateway "${config.gateway.id}") is running\n` +
       l.map((x) => `  mqtt ${x.kind.padEnd(3)} ${x.host}:${x.port}${x.path ?? ''}\n`).join('') +
       (gw.http ? `  http     ${config.http.host}:${gw.http.port}  /healthz /metrics${gw.dashboard ? ' / (dashboard)' : ''}\n` : '') +
       `  data     ${dataFiles(config).outbox.replace(/\/outbox\.db$/, '')}\n` +
@@ -316,7 +308,7 @@ program.command('fleet').description('run the fleet dashboard (operator\'s serve
       log.fatal({ err: (err as Error).message }, 'edgeway fleet failed to start')
       process.exit(1)
     }
-    process.stderr.write(`\nedgeway fleet ${pkg.version} is running\n  http     ${config.fleet.http.host}:${fleet.http.port}  / (fleet dashboard)\n  broker   ${config.fleet.statusAddress}\n\n`)
+    process.stderr.write(`\nedgeway fleet ${VERSION} is running\n  http     ${config.fleet.http.host}:${fleet.http.port}  / (fleet dashboard)\n  broker   ${config.fleet.statusAddress}\n\n`)
     let signals = 0
     const onSignal = (sig: NodeJS.Signals): void => {
       if (++signals > 1) process.exit(1)
