@@ -11,11 +11,11 @@ import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { HttpServer, Route } from '../gateway/http/server.ts'
 import { messageSocketServer, refuseUpgrade, type MessageSocket, type MessageSocketServer } from '../gateway/net/websocket.ts'
-import { Sessions, parseCookies, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from '../gateway/dashboard/access.ts'
+import { Sessions, parseCookies, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from '../gateway/dashboard/access.ts'
 import { LoginThrottle } from '../gateway/security/login-throttle.ts'
 import { assetDirs, assetFile, sendFile, type AssetDirs } from '../gateway/dashboard/assets.ts'
 import { LiveQueue } from '../gateway/dashboard/live-queue.ts'
-import { machineNames, passwordLogin } from '../gateway/dashboard/login.ts'
+import { machineNames, denyAccess, loginRoute, logoutRoute, type LoginRoutes } from '../gateway/dashboard/login.ts'
 import type { FleetConfig } from './config.ts'
 import type { DeviceRecord, GatewayView, Transition } from './model.ts'
 import type { FleetCommandRequest, FleetCommandResult } from './commands.ts'
@@ -93,8 +93,8 @@ export class FleetServer {
     const own = (route: Route): Route => (req, res) => (this.hostOk(req, res) ? route(req, res) : undefined)
     const h = this.http
     h.route('/', own((req, res) => this.page(req, res)))
-    h.route('/login', own((req, res) => this.login(req, res)))
-    h.route('/logout', own((req, res) => this.logout(req, res)))
+    h.route('/login', own((req, res) => loginRoute(req, res, this.loginRoutes())))
+    h.route('/logout', own((req, res) => logoutRoute(req, res, this.loginRoutes())))
     h.route('/ui/*', own((req, res) => this.asset(req, res, this.gatewayDirs, '/ui/')))
     h.route('/fleet-ui/*', own((req, res) => this.asset(req, res, this.fleetDirs, '/fleet-ui/')))
     this.wss = messageSocketServer({ maxPayload: MAX_MESSAGE, onError: (err) => this.log.warn({ err: err.message }, 'fleet socket closed on bad input') })
@@ -147,46 +147,30 @@ export class FleetServer {
     return false
   }
 
-  private deny(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
-    if (a.status === 401 && html) { res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end(); return }
-    res.writeHead(a.status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(a.reason + '\n')
-  }
-
   private async page(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
     const a = this.access(req)
-    if (!a.ok) { this.deny(res, a, true); return }
+    if (!a.ok) { denyAccess(res, a, true); return }
     await sendFile(res, join(this.fleetDirs.publicDir, 'fleet.html'))
   }
 
-  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET') {
-      if (!this.passwordSet) { const a = this.access(req); if (!a.ok) { this.deny(res, a, false); return } res.writeHead(303, { location: '/' }).end(); return }
+  /** The /login and /logout routes' view of this server (gateway/dashboard/login.ts). */
+  private loginRoutes(): LoginRoutes {
+    return {
+      access: (req) => this.access(req), originOk: (req) => this.originOk(req), passwordSet: this.passwordSet,
       // The gateway's own login page: same form, same look.
-      await sendFile(res, join(this.gatewayDirs.publicDir, 'login.html'))
-      return
+      loginPage: join(this.gatewayDirs.publicDir, 'login.html'),
+      noPassword: 'no fleet dashboard password is set (fleet.dashboard.passwordHash)',
+      login: () => ({ throttle: this.throttle, sessions: this.sessions, passwordHash: this.cfg.dashboard.passwordHash!, sessionHours: this.cfg.dashboard.sessionHours, log: this.log, what: 'fleet' }),
+      sessions: this.sessions, sendFile,
+      closeSession: (token) => { for (const b of this.browsers) if (b.token === token) b.socket.close(4401, 'logged out') },
     }
-    if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
-    if (!this.originOk(req)) { req.resume(); res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
-    if (!this.passwordSet) { req.resume(); this.deny(res, { ok: false, status: 403, reason: 'no fleet dashboard password is set (fleet.dashboard.passwordHash)' }, false); return }
-    await passwordLogin(req, res, { throttle: this.throttle, sessions: this.sessions, passwordHash: this.cfg.dashboard.passwordHash!, sessionHours: this.cfg.dashboard.sessionHours, log: this.log, what: 'fleet' })
-  }
-
-  private logout(req: IncomingMessage, res: ServerResponse): void {
-    if (req.method !== 'POST') { res.writeHead(405, { allow: 'POST' }).end(); return }
-    if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin logout refused\n'); return }
-    const token = parseCookies(req.headers.cookie)[SESSION_COOKIE]
-    if (token) {
-      this.sessions.revoke(token)
-      for (const b of this.browsers) if (b.token === token) b.socket.close(4401, 'logged out')
-    }
-    res.writeHead(303, { location: this.passwordSet ? '/login' : '/', 'set-cookie': clearedCookie(), 'cache-control': 'no-store' }).end()
   }
 
   private async asset(req: IncomingMessage, res: ServerResponse, dirs: AssetDirs, prefix: string): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
     const a = this.access(req)
-    if (!a.ok && a.status === 403) { this.deny(res, a, false); return }
+    if (!a.ok && a.status === 403) { denyAccess(res, a, false); return }
     await sendFile(res, assetFile(dirs, (req.url ?? '').split('?')[0]!.slice(prefix.length)))
   }
 

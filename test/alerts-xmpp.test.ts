@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
-import { scaled } from './helpers/net.ts'
+import { scaled, pause } from './helpers/net.ts'
 import { startMosquitto, type Mosquitto } from './helpers/mosquitto.ts'
 import { xmppUser, xml, type XmppUser, type Stanza } from './helpers/xmpp.ts'
 
@@ -54,7 +54,7 @@ test('a flapping device: the subscriber gets its offline alert exactly once, and
   const from = alice.got.length
   const c0 = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'flap', username: 'flap', password: secret })
   mqtts.push(c0)
-  await new Promise((r) => setTimeout(r, 300))
+  await pause(300)
   c0.stream.destroy()
   // Online/offline about every 250 ms for longer than two hold times.
   const stopAt = Date.now() + HOLD_S * 2500

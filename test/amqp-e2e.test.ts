@@ -6,7 +6,7 @@ import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
 import { amqpConsumer } from './helpers/amqp.ts'
 import { connect, endClient } from './helpers/mqtt.ts'
 import { simulateDevice, audit, type DeviceSim } from './helpers/load.ts'
-import { waitFor, freePort } from './helpers/net.ts'
+import { waitFor, freePort, pause } from './helpers/net.ts'
 import { readDeadLetters } from '../gateway/outbox/store.ts'
 import { deliveryReport, formatReport } from './helpers/report.ts'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -122,7 +122,7 @@ test('gateway SIGKILL while forwarding: after the restart every acked reading ar
     const sims = [...next.keys()].map((d) => simulateDevice(url, d, { window: 16, startSeq: next.get(d)! }))
     all.push(...sims)
     await waitFor('load running', () => sims.every((s) => s.acked.size > 100), 15000)
-    await new Promise((r) => setTimeout(r, 200))
+    await pause(200)
     await g.kill()
     for (const s of sims) { await s.stop(); next.set(s.id, next.get(s.id)! + s.sent) }
     await g.start()
@@ -167,7 +167,7 @@ test('wrong credentials, wrong port, TLS to a plain port: a clear log line, back
   const url = `mqtt://127.0.0.1:${g.mqttPort}`
   const sim = simulateDevice(url, 'c1', { max: 50 })
   await waitFor('acked while the upstream is refused', () => sim.acked.size === 50, 10000)
-  await new Promise((r) => setTimeout(r, 1500)) // several backoff rounds
+  await pause(1500) // several backoff rounds
   assert.equal(g.proc.exitCode, null, 'still running')
   const h = await g.health()
   assert.equal(h.upstreams[0]!.connected, false)
@@ -180,7 +180,7 @@ test('wrong credentials, wrong port, TLS to a plain port: a clear log line, back
   await g.start()
   const refused = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 10000)
   assert.match(String(refused.err), /ECONNREFUSED/)
-  await new Promise((r) => setTimeout(r, 1000))
+  await pause(1000)
   assert.equal(g.proc.exitCode, null, 'still running')
   // TLS against a plain AMQP port: the handshake fails, same behaviour.
   await g.stop()
@@ -188,7 +188,7 @@ test('wrong credentials, wrong port, TLS to a plain port: a clear log line, back
   await g.start()
   const tlsFail = await g.waitLog((l) => l.msg.startsWith('upstream connect failed'), 10000)
   assert.match(String(tlsFail.err), /SSL|TLS|EPROTO|wrong version|socket disconnected|ECONNRESET/i)
-  await new Promise((r) => setTimeout(r, 1000))
+  await pause(1000)
   assert.equal(g.proc.exitCode, null, 'still running')
   // Fixed: everything acked earlier arrives.
   await g.stop()

@@ -6,7 +6,7 @@ import mqttPacket, { type Packet } from 'mqtt-packet'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { connect, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 
 let g: GatewayProc
 let bystander: MqttClient
@@ -34,7 +34,7 @@ test('random bytes instead of MQTT close that connection only', async () => {
   for (let i = 0; i < 20; i++) {
     const c = await rawConnect(g.mqttPort)
     c.write(randomBytes(64 + i * 50))
-    await Promise.race([c.closed, new Promise((r) => setTimeout(r, 2000))])
+    await Promise.race([c.closed, pause(2000)])
     c.socket.destroy()
   }
   await othersUnaffected()

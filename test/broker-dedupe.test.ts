@@ -8,7 +8,7 @@ import { startGateway, type RunningGateway } from '../app/main.ts'
 import { parseConfig } from '../app/config/load.ts'
 import { createLogger } from '../gateway/log.ts'
 import { installDedupe } from '../gateway/broker/aedes-adapter.ts'
-import { freePort, tempDir, waitFor } from './helpers/net.ts'
+import { freePort, tempDir, waitFor, pause } from './helpers/net.ts'
 
 const { dir, cleanup } = tempDir('edgeway-dedupe-')
 let gw: RunningGateway | undefined
@@ -35,7 +35,7 @@ test('retained and QoS 1 server publishes overtaken by QoS 0 ones all reach a li
     void gw.broker.publish(`x/n${i}`, 'QoS 0 (quick)', 0, false)
   }
   await waitFor('every publish delivered', () => got.length >= 3 * N, 10000).catch(() => undefined)
-  await new Promise((r) => setTimeout(r, 300)) // would-be duplicates arrive right after
+  await pause(300) // would-be duplicates arrive right after
   const count = (prefix: string): number => got.filter((t) => t.startsWith(prefix)).length
   assert.equal(count('x/r'), N, 'every retained publish arrived')
   assert.equal(count('x/q'), N, 'every QoS 1 publish arrived')

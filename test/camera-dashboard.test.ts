@@ -8,7 +8,7 @@ import type { Browser, Page } from 'playwright-core'
 import { startGatewayProc } from './helpers/gateway.ts'
 import { setPassword } from './helpers/dashboard.ts'
 import { tryUpgrade } from './helpers/http-raw.ts'
-import { freePort, scaled, waitFor } from './helpers/net.ts'
+import { freePort, scaled, waitFor, pause } from './helpers/net.ts'
 import { launchBrowser, artifact } from './helpers/browser.ts'
 import { ffmpegSource, requireCameraPeers, videoState } from './helpers/camera.ts'
 
@@ -134,7 +134,7 @@ test('camera off (the default): no camera panel, no "Camera starting" / "Connect
   // camera.js arriving late (slow link): the status has long been received when the module's listener registers.
   const slow = await context.newPage()
   slow.on('pageerror', (e) => errors.push(e.message))
-  await slow.route('**/ui/camera.js', async (route) => { await new Promise((res) => setTimeout(res, 1500)); await route.continue() })
+  await slow.route('**/ui/camera.js', async (route) => { await pause(1500); await route.continue() })
   await slow.goto(base + '/')
   await check(slow, 'camera.js delayed')
 

@@ -8,7 +8,7 @@ import { setPassword } from './helpers/dashboard.ts'
 import { startMosquitto, type Mosquitto } from './helpers/mosquitto.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
 import { launchBrowser, artifact } from './helpers/browser.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, scaled } from './helpers/net.ts'
 
 const PASSWORD = 'correct horse battery'
 
@@ -91,7 +91,7 @@ test('a simulated device appears with presence, firmware and a live chart', asyn
   const secret = await addDevice(g, 'sensor-1')
   device = await startDevice(g, 'sensor-1', secret)
   const card = page.locator('[data-device="sensor-1"]')
-  await card.locator('.presence.online').waitFor({ timeout: 10000 })
+  await card.locator('.presence.online').waitFor({ timeout: scaled(10000) })
   assert.equal(await card.locator('.presence').textContent(), 'online')
   // Firmware comes from the retained state message (registry poll every 5 s).
   await waitFor('firmware shown', async () => (await card.locator('.meta').textContent())?.includes('fw 1.4.2'), 12000, 200)
@@ -122,7 +122,7 @@ test('a command round-trips to the device and its result is shown', async () => 
   await page.fill('#command-args', '{"on":true}')
   await page.click('#command-form button[type=submit]')
   const li = page.locator('#results li').first()
-  await li.locator('.outcome').filter({ hasText: /^ok / }).waitFor({ timeout: 10000 })
+  await li.locator('.outcome').filter({ hasText: /^ok / }).waitFor({ timeout: scaled(10000) })
   assert.equal(await li.locator('.outcome').textContent(), 'ok {"echo":{"on":true},"by":"sensor-1"}')
   assert.deepEqual(device!.commands, ['devices/sensor-1/cmd/set_led'])
   // An unknown device gets the router's answer, not silence.
@@ -130,21 +130,21 @@ test('a command round-trips to the device and its result is shown', async () => 
   await page.fill('#command-name', 'reboot')
   await page.fill('#command-args', '')
   await page.click('#command-form button[type=submit]')
-  await page.locator('#results li.failed').first().waitFor({ timeout: 5000 })
+  await page.locator('#results li.failed').first().waitFor({ timeout: scaled(5000) })
   assert.match((await page.locator('#results li').first().locator('.outcome').textContent())!, /^unknown_device: unknown device "ghost"/)
 })
 
 test('outbox depth rises while the upstream is down and falls when it returns', async () => {
-  await page.locator('[data-upstream="cloud"] .state.up').waitFor({ timeout: 10000 })
+  await page.locator('[data-upstream="cloud"] .state.up').waitFor({ timeout: scaled(10000) })
   const depth = async (): Promise<number> => Number(((await page.textContent('#outbox-depth')) ?? '').replace(/,/g, ''))
   await mosq.stop()
-  await page.locator('[data-upstream="cloud"] .state.down').waitFor({ timeout: 10000 })
+  await page.locator('[data-upstream="cloud"] .state.down').waitFor({ timeout: scaled(10000) })
   await waitFor('depth rises', async () => (await depth()) >= 10, 15000, 200)
   assert.equal(await page.textContent('#health'), 'degraded')
   assert.match((await page.textContent('#reasons'))!, /upstream "cloud" down/)
   await page.screenshot({ path: artifact('dashboard-upstream-down.png'), fullPage: true })
   await mosq.start()
-  await page.locator('[data-upstream="cloud"] .state.up').waitFor({ timeout: 15000 })
+  await page.locator('[data-upstream="cloud"] .state.up').waitFor({ timeout: scaled(15000) })
   // Readings keep arriving, so "falls" means: back to the live trickle.
   await waitFor('depth falls', async () => (await depth()) <= 5, 15000, 200)
 })
@@ -156,11 +156,11 @@ test('add a device: its credentials are shown once and work', async () => {
   const secret = (await page.textContent('#new-device-secret'))!
   assert.match(secret, /^[A-Za-z0-9_-]{20,}$/)
   assert.match((await page.textContent('#credentials pre'))!, new RegExp(`-p ${g.mqttPort} -u sensor-2 -P '${secret}'`))
-  await page.locator('[data-device="sensor-2"] .presence.offline').waitFor({ timeout: 5000 })
+  await page.locator('[data-device="sensor-2"] .presence.offline').waitFor({ timeout: scaled(5000) })
   const c = await connect(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'sensor-2', username: 'sensor-2', password: secret })
-  await page.locator('[data-device="sensor-2"] .presence.online').waitFor({ timeout: 5000 })
+  await page.locator('[data-device="sensor-2"] .presence.online').waitFor({ timeout: scaled(5000) })
   await end(c)
-  await page.locator('[data-device="sensor-2"] .presence.offline').waitFor({ timeout: 5000 })
+  await page.locator('[data-device="sensor-2"] .presence.offline').waitFor({ timeout: scaled(5000) })
   // The filter hides the devices whose id does not match.
   await page.fill('#device-filter', 'sor-2')
   assert.equal(await page.isVisible('[data-device="sensor-1"]'), false)
@@ -171,7 +171,7 @@ test('add a device: its credentials are shown once and work', async () => {
   await page.click('#credentials button')
   await page.fill('#add-id', 'sensor-2')
   await page.click('#add-form button[type=submit]')
-  await page.locator('#credentials .error').waitFor({ timeout: 5000 })
+  await page.locator('#credentials .error').waitFor({ timeout: scaled(5000) })
   assert.equal(await page.textContent('#credentials .error'), 'device "sensor-2" already exists')
 })
 
@@ -179,7 +179,7 @@ test('refusals appear live in the list', async () => {
   const { connectRefused } = await import('./helpers/mqtt.ts')
   await connectRefused(`mqtt://127.0.0.1:${g.mqttPort}`, { clientId: 'intruder', username: 'sensor-1', password: 'wrong' })
   const item = page.locator('#refusals li').filter({ hasText: 'bad_credentials' }).first()
-  await item.waitFor({ timeout: 5000 })
+  await item.waitFor({ timeout: scaled(5000) })
   assert.match((await item.textContent())!, /bad_credentials sensor-1: wrong or missing secret for device "sensor-1"/)
 })
 
@@ -246,7 +246,7 @@ test('gateway restart: the page notices, reconnects, and asks for the login agai
   await device?.stop()
   device = null
   await g.stop()
-  await page.locator('#conn.down').waitFor({ timeout: 5000 })
+  await page.locator('#conn.down').waitFor({ timeout: scaled(5000) })
   await g.start()
-  await page.waitForURL(/\/login$/, { timeout: 15000 })
+  await page.waitForURL(/\/login$/, { timeout: scaled(15000) })
 })

@@ -61,7 +61,7 @@ test('channel seam: hello lists the feature; prefixed messages reach the channel
       await new Promise((res) => { ws.onopen = res })
       ws.send(JSON.stringify({ type: 'camera.offer', sdp: 'v=0' }))
       const deadline = Date.now() + 5000
-      while (!msgs.some((m) => m.type === 'camera.answer') && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20))
+      while (!msgs.some((m) => m.type === 'camera.answer') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
       ws.close()
       return msgs
     })

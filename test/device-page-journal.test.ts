@@ -12,7 +12,7 @@ import { GatewayBus } from '../gateway/events.ts'
 import { CommandRouter } from '../gateway/commands/router.ts'
 import { checkMetadata, declaredCommands, SERIAL_COMMANDS } from '../gateway/dashboard/device-metadata.ts'
 import { parseDevicePath } from '../gateway/dashboard/device-api.ts'
-import { tempDir } from './helpers/net.ts'
+import { tempDir, pause } from './helpers/net.ts'
 
 const log = pino({ level: 'silent' })
 const presence = (device: string, online: boolean, at: number): JournalEntry => presenceEntry({ device, link: 'mqtt', clientId: device, reason: 'closed' }, online, at)
@@ -142,7 +142,7 @@ test('router: every result, routing errors included, reaches onDone with its lat
   const r = new CommandRouter({ isKnown: (d) => d === 'd1', isOnline: () => true, send: async () => undefined })
   r.onDone((e) => done.push({ name: e.result.name, ok: e.result.ok, ...(e.result.ok ? {} : { code: e.result.code }), latencyMs: e.latencyMs, args: e.args }))
   const p = r.dispatch({ id: 'a', device: 'd1', name: 'led', args: { on: true } })
-  await new Promise((res) => setTimeout(res, 20))
+  await pause(20)
   r.handleResult('d1', 'led', '{"id":"a","result":1}')
   assert.deepEqual(await p, { id: 'a', device: 'd1', name: 'led', ok: true, result: 1 })
   await r.dispatch({ id: 'b', device: 'ghost', name: 'x', args: null })

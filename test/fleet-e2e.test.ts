@@ -16,7 +16,7 @@ import { startGatewayProc, EDGEWAY_BIN, ROOT, type GatewayProc, type LogLine } f
 import { startRabbitMq, type RabbitMq } from './helpers/rabbitmq.ts'
 import { connectAmqp, amqpSender } from './helpers/amqp.ts'
 import { launchBrowser, artifact } from './helpers/browser.ts'
-import { freePort, tempDir, scaled, waitFor } from './helpers/net.ts'
+import { freePort, tempDir, scaled, waitFor, pause } from './helpers/net.ts'
 import { endClient } from './helpers/mqtt.ts'
 import { httpRequest } from './helpers/http-raw.ts'
 import { hashPassword } from '../gateway/dashboard/password.ts'
@@ -80,7 +80,7 @@ async function startFleetProc(rmqPort: number): Promise<FleetProc> {
         const hit = f.logs.find(pred)
         if (hit) return hit
         if (Date.now() > deadline) throw new Error(`fleet log line not seen; last:\n${f.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`)
-        await new Promise((r) => setTimeout(r, 25))
+        await pause(25)
       }
     },
   }
@@ -114,7 +114,7 @@ before(async () => {
   page = await browser.newPage()
 })
 
-const rowState = (id: string): Promise<string | null> => page.locator(`#gateways tr[data-gateway="${id}"]`).getAttribute('data-state', { timeout: 1000 }).catch(() => null)
+const rowState = (id: string): Promise<string | null> => page.locator(`#gateways tr[data-gateway="${id}"]`).getAttribute('data-state', { timeout: scaled(1000) }).catch(() => null)
 const waitState = (id: string, state: string, ms: number): Promise<true> => waitFor(`${id} shown ${state}`, async () => (await rowState(id)) === state || undefined, ms, 100)
 
 test('the fleet page: login, every gateway online, a command round trip to an MQTT device on a chosen gateway', async () => {
@@ -144,8 +144,8 @@ test('the fleet page: login, every gateway online, a command round trip to an MQ
   })
   await dev.subscribeAsync('devices/valve-7/cmd/+', { qos: 1 })
   await page.click('#gateways tr[data-gateway="gw2"]')
-  await waitFor('valve-7 listed online under gw2', async () => (await page.locator('#devices tr[data-device="valve-7"] .presence').textContent({ timeout: 500 }).catch(() => null)) === 'online' || undefined, 15000, 100)
-  await waitFor('gw2 row counts the device', async () => /^1\/\d+$/.test((await page.locator('#gateways tr[data-gateway="gw2"] td.devices').textContent({ timeout: 500 }).catch(() => '')) ?? '') || undefined, 10000, 100)
+  await waitFor('valve-7 listed online under gw2', async () => (await page.locator('#devices tr[data-device="valve-7"] .presence').textContent({ timeout: scaled(500) }).catch(() => null)) === 'online' || undefined, 15000, 100)
+  await waitFor('gw2 row counts the device', async () => /^1\/\d+$/.test((await page.locator('#gateways tr[data-gateway="gw2"] td.devices').textContent({ timeout: scaled(500) }).catch(() => '')) ?? '') || undefined, 10000, 100)
   await page.click('#devices tr[data-device="valve-7"]')
   await page.fill('#cmd-name', 'open')
   await page.fill('#cmd-args', '{"percent":40}')
@@ -197,7 +197,7 @@ test('SIGKILL: stale after one ttl, dead after two more; a restarted gateway com
   await waitState('gw3', 'dead', 5000)
   await g3.start()
   await waitState('gw3', 'online', 15000)
-  await waitFor('gw3 counted as restarted', async () => (await page.locator('#gateways tr[data-gateway="gw3"] td.restarts').textContent({ timeout: 500 }).catch(() => null)) === '1' || undefined, 10000, 100)
+  await waitFor('gw3 counted as restarted', async () => (await page.locator('#gateways tr[data-gateway="gw3"] td.restarts').textContent({ timeout: scaled(500) }).catch(() => null)) === '1' || undefined, 10000, 100)
   await fleet.waitLog((l) => l.msg === 'fleet: gateway state' && l.gateway === 'gw3' && /restarted \(birth/.test(String(l.why)), 10000)
   assert.match((await page.textContent('#events')) ?? '', /gw3: dead → online \(restarted \(birth with a new bootId\)\)/)
 })

@@ -8,7 +8,7 @@ import { Forwarder } from '../gateway/upstream/forwarder.ts'
 import { Metrics } from '../gateway/metrics.ts'
 import type { ClaimedRow, Outbox, OutboxStats } from '../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../gateway/upstream/types.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 
 /** One upstream's cursor over rows 1..n: pending, in flight, acked, dead. */
 class MemoryOutbox implements Pick<Outbox, 'claim' | 'ack' | 'release' | 'deadLetter' | 'onAppended'> {
@@ -66,7 +66,7 @@ test('forwarder: credit, row order, every outcome, and a link loss resends what 
   const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
   f.start()
   outbox.add(10)
-  await new Promise((r) => setTimeout(r, 30))
+  await pause(30)
   assert.deepEqual(up.delivered, [], 'nothing is sent while the link is down')
   up.setConnected(true)
   await waitFor('first window', () => up.delivered.length === 4, 2000)

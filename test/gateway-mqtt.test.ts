@@ -7,7 +7,7 @@ import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { connect, connectCollecting, collect, end } from './helpers/mqtt.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
 import mqttPacket, { type Packet } from 'mqtt-packet'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 import { mosquittoClientsAvailable } from './helpers/mosquitto.ts'
 
 let g: GatewayProc
@@ -48,8 +48,8 @@ test('telemetry fast path: stored and acked with nobody subscribed; a live or of
   let n0 = await inbox()
   for (let i = 0; i < 30 && !closed; i++) {
     // a dropped connection would leave MQTT.js waiting for this ack for good: bounded
-    await Promise.race([pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ i }), { qos: 1 }), new Promise((r) => setTimeout(r, 2000))])
-    await new Promise((r) => setTimeout(r, 100))
+    await Promise.race([pub.publishAsync('devices/fp1/telemetry', JSON.stringify({ i }), { qos: 1 }), pause(2000)])
+    await pause(100)
   }
   assert.equal(closed, false, 'still connected after 3 s of publishing without pings')
   await waitFor('30 stored', async () => (await inbox()) - n0 === 30)
@@ -85,7 +85,7 @@ test('retained messages reach later subscribers and survive a restart; empty pay
   const got = collect(sub)
   await sub.subscribeAsync('devices/+/state', { qos: 1 })
   await waitFor('retained r1', () => got.find((p) => p.topic === 'devices/r1/state'))
-  await new Promise((r) => setTimeout(r, 200))
+  await pause(200)
   assert.equal(got.filter((p) => p.topic === 'devices/r1/state' && p.retain && p.payload.toString() === '{"mode":"eco"}').length, 1)
   assert.equal(got.filter((p) => p.topic === 'devices/r2/state').length, 0, 'cleared retained message stays cleared')
   await end(sub)

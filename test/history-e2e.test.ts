@@ -9,7 +9,7 @@ import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway
 import { setPassword } from './helpers/dashboard.ts'
 import { connect, end } from './helpers/mqtt.ts'
 import { launchBrowser, artifact } from './helpers/browser.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, scaled } from './helpers/net.ts'
 import { openDatabase } from '../gateway/store/sqlite.ts'
 
 const PASSWORD = 'history horse battery'
@@ -140,7 +140,7 @@ test('the dashboard draws the 24 h history after the restart', async () => {
   // After a restart the live chart has nothing (the in-memory history is gone); the 24 h range reads history.db.
   await page.click('#ranges button[data-range="24h"]')
   const chart = card.locator('.hchart[data-state="ready"]')
-  await chart.waitFor({ timeout: 10000 })
+  await chart.waitFor({ timeout: scaled(10000) })
   assert.equal(await chart.getAttribute('data-tier'), 'raw')
   assert.equal(Number(await chart.getAttribute('data-points')), 2 * N)
   // Two units, two y-axes; the legend has the display names and units.

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { OtaSimNode, type OtaNodeOptions } from './helpers/ota-node.ts'
 import { connect, collect, end } from './helpers/mqtt.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
 import type { OtaJob } from '../gateway/ota/job.ts'
 
@@ -180,7 +180,7 @@ test('ota topics: a device may not read another device\'s chunks, nor publish do
   }
   await waitFor('3 refusals counted', async () => await g.metric('edgeway_refusals_total', { reason: 'acl_publish' }) - before === 3)
   await g.waitLog((l) => l.reason === 'acl_publish' && l.topic === 'devices/acl-b/ota/chunk')
-  await new Promise((r) => setTimeout(r, 200))
+  await pause(200)
   assert.equal(gotB.length, 0, 'acl-b received nothing forged')
   await end(b)
 })

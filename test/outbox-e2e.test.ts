@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startMosquitto, type Mosquitto } from './helpers/mosquitto.ts'
 import { simulateDevice, upstreamCollector, audit, type DeviceSim } from './helpers/load.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 import { end } from './helpers/mqtt.ts'
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -33,7 +33,7 @@ test('crash safety: SIGKILL under load from several clients loses no acknowledge
     const sims = devices.map((d) => simulateDevice(url, d, { window: 16, startSeq: next.get(d)! }))
     all.push(...sims)
     await waitFor('load running', () => sims.every((s) => s.acked.size > 50), 15000)
-    await new Promise((r) => setTimeout(r, 300 + round * 200))
+    await pause(300 + round * 200)
     await g.kill()
     for (const s of sims) { await s.stop(); next.set(s.id, next.get(s.id)! + s.sent) }
     await g.start()

@@ -5,7 +5,7 @@ import { OutboxStore, readDeadLetters, requestDeadRetry } from '../gateway/outbo
 import type { ReadingInput, RawReading } from '../gateway/readings.ts'
 import { OutboxClient } from '../gateway/outbox/client.ts'
 import { createLogger } from '../gateway/log.ts'
-import { tempDir, waitFor } from './helpers/net.ts'
+import { tempDir, waitFor, pause } from './helpers/net.ts'
 
 const raw = (device: string, text: string): RawReading => ({ device, link: 'test', payload: Buffer.from(text) })
 const r = (device: string, n: number): ReadingInput => ({ device, ts: 1000 + n, deviceSeq: n, kind: 'json', payload: `{"v":${n}}`, link: 'test' })
@@ -313,7 +313,7 @@ test('outbox client reports each device\'s newest stored reading, coalesced, nev
     await Promise.all(Array.from({ length: 200 }, (_, i) => put(`d${i % 2}`, `{"t":${i},"seq":${i}}`)))
     await put('d0', '{"t":')
     await waitFor('latest values', () => seen.length >= 2, 5000)
-    await new Promise((r) => setTimeout(r, 150))
+    await pause(150)
     const last = new Map(seen.map((s) => [s.device, s]))
     assert.deepEqual(last.get('d0'), { device: 'd0', seq: 198, payload: '{"t":198,"seq":198}' })
     assert.deepEqual(last.get('d1'), { device: 'd1', seq: 199, payload: '{"t":199,"seq":199}' })

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { startMosquitto } from './helpers/mosquitto.ts'
 import { buildSimBoard, startSimBoard, type SimBoard } from './helpers/simavr.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 import { endClient, type MqttClient } from './helpers/mqtt.ts'
 import mqtt from 'mqtt'
 
@@ -62,7 +62,7 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
   assert.deepEqual([d.online, d.link, d.firmwareVersion], [true, 'serial', 'sensor-node 1.0.0'])
 
   // Garbage on the line: 10 bursts of 64 random bytes, each right after a frame delimiter.
-  for (let i = 0; i < 10; i++) { board.injectGarbage(); await new Promise((r) => setTimeout(r, 150)) }
+  for (let i = 0; i < 10; i++) { board.injectGarbage(); await pause(150) }
   await waitFor('all garbage on the line', () => board.stderr().split('injected 64 garbage bytes').length - 1 === 10, 5000)
   const noise = await waitFor('noise logged', () => [...g.logs].reverse().find((l) => l.msg === 'serial line noise: damaged frames and garbage skipped' && (l.badFrames as number) + (l.resyncs as number) >= 10), 5000)
   const atNoise = up.got.length
@@ -83,7 +83,7 @@ test('serial board -> gateway -> outbox -> upstream; garbage skipped with no rea
   await g.waitLog((l) => l.msg === 'serial port lost: board unplugged or gone; reopening with backoff', 5000)
   await g.waitLog((l) => l.msg === 'serial device offline', 5000)
   assert.equal((await device(g, 'node-1')).online, false)
-  await new Promise((r) => setTimeout(r, 1000)) // a few failed reopens while unplugged
+  await pause(1000) // a few failed reopens while unplugged
   assert.equal(g.proc.exitCode, null, 'a vanished port never stops the gateway')
   const before = await g.metric('edgeway_messages_in_total', { link: 'serial' })
   board = await startSimBoard(build, path)

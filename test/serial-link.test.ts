@@ -8,7 +8,7 @@ import { GatewayBus } from '../gateway/events.ts'
 import type { RawReading } from '../gateway/readings.ts'
 import { SerialLink } from '../devices/serial/link.ts'
 import { buildSimBoard, startSimBoard } from './helpers/simavr.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 
 const cleanups: (() => Promise<void> | void)[] = []
 after(async () => { for (const c of cleanups.reverse()) await c() })
@@ -86,7 +86,7 @@ test('readings arrive, are acked after commit, commands work and the interval ch
   // Outbox failing: readings are NACKed and retransmitted, none lost once it recovers.
   await link.send({ op: 'setInterval', ms: 100 })
   h.outbox.failing = true
-  await new Promise((res) => setTimeout(res, 800))
+  await pause(800)
   const lastBefore = h.got.at(-1)!.metrics.count!
   h.outbox.failing = false
   await waitFor('recovered', () => h.got.length > 0 && h.got.at(-1)!.metrics.count! > lastBefore + 10, 5000)

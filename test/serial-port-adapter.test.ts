@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import { join } from 'node:path'
 import { hangUpAwareRead, loadUnixRead, openSerialPort } from '../devices/serial/port.ts'
 import { buildSimBoard, startSimBoard } from './helpers/simavr.ts'
-import { scaled } from './helpers/net.ts'
+import { scaled, pause } from './helpers/net.ts'
 
 const cleanups: (() => Promise<void> | void)[] = []
 after(async () => { for (const c of cleanups.reverse()) await c() })
@@ -48,12 +48,12 @@ test('every unplug of a board is reported as lost (the hang-up may come during a
     const port = await openSerialPort(board.path, 115200, { data: (c) => { bytes += c.length }, lost: () => { lostAt = Date.now() } })
     cleanups.push(() => port.close())
     const until = Date.now() + scaled(5000)
-    while (bytes === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20))
+    while (bytes === 0 && Date.now() < until) await pause(20)
     assert.ok(bytes > 0, `round ${i}: the board sent nothing`)
     await new Promise((r) => setTimeout(r, 200 + ((i * 137) % 1000))) // stop at varied points of the read/poll cycle
     const stopped = Date.now()
     await board.stop()
-    while (lostAt === 0 && Date.now() < stopped + scaled(5000)) await new Promise((r) => setTimeout(r, 20))
+    while (lostAt === 0 && Date.now() < stopped + scaled(5000)) await pause(20)
     assert.ok(lostAt > 0, `round ${i}: the unplug was not reported within ${scaled(5000)} ms`)
   }
 })

@@ -7,7 +7,7 @@ import { parse, stringify } from 'yaml'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
-import { scaled, waitFor } from './helpers/net.ts'
+import { scaled, waitFor, pause } from './helpers/net.ts'
 import { xmppUser, presenceState, xml, type XmppUser, type Stanza } from './helpers/xmpp.ts'
 
 let p: Prosody
@@ -121,7 +121,7 @@ test('overdue readings turn presence to away, then xa; a fresh reading makes it 
   // A steady rhythm of one reading per 250 ms, then silence while the MQTT session stays up.
   for (let i = 0; i < 8; i++) {
     await dev.publishAsync('devices/dev1/telemetry', JSON.stringify({ temperature: 22 + i / 10 }), { qos: 1 })
-    await new Promise((r) => setTimeout(r, 250))
+    await pause(250)
   }
   const show = (want: string) => (s: Stanza): boolean => s.name === 'presence' && s.attrs.from === D('dev1') && presenceState(s) === want
   await alice.wait('away', show('away'), 5000, from)

@@ -6,6 +6,7 @@ import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
 import { xmppUser, xml, type XmppUser } from './helpers/xmpp.ts'
+import { pause } from './helpers/net.ts'
 
 let p: Prosody
 let g: GatewayProc
@@ -55,7 +56,7 @@ test('client mode: subscribe to the gateway account, "<device> <command>" round-
   assert.match(await alice.ask(GW, 'list'), /dev1/)
   assert.match(await alice.ask(GW, 'help'), /Address a device first/)
   assert.equal(await alice.ask(GW, 'dev1 ping x=2'), 'ping: {"echo":{"x":2}}')
-  await new Promise((r) => setTimeout(r, 300))
+  await pause(300)
   assert.match(await alice.ask(GW, 'dev1 get temperature'), /temperature = 20\.5/)
   assert.match(await alice.ask(GW, 'nosuch status'), /does not start with one of your devices/)
   const f2 = alice.got.length

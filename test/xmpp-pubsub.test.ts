@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { simulateDevice } from './helpers/load.ts'
-import { waitFor } from './helpers/net.ts'
+import { waitFor, pause } from './helpers/net.ts'
 import { xmppUser, xml, type XmppUser } from './helpers/xmpp.ts'
 
 let p: Prosody
@@ -99,7 +99,7 @@ test('Prosody restarted in the middle of a stream: 0 readings lost (outbox repla
   const sim = simulateDevice(url, 'p2', { window: 1, intervalMs: 2, max: 400 })
   await waitFor('streaming', async () => (await sent(g)) >= 100, 20000)
   await p.stop()
-  await new Promise((r) => setTimeout(r, 700))
+  await pause(700)
   await p.start()
   await waitFor('device done', () => sim.acked.size >= 400, 60000)
   await waitFor('all published', async () => (await sent(g)) >= 400, 60000, 100)
@@ -128,7 +128,7 @@ test('wrong component secret: a clear error, retried with backoff, no crash', as
   const g = await gateway({ ...xmppConfig(), xmpp: { ...(xmppConfig().xmpp as object), component: { domain: p.componentDomain, secret: 'wrong' } } })
   const line = await g.waitLog((l) => l.msg === 'xmpp connect failed: retrying with backoff')
   assert.match(String(line.err), /refused the component secret for devices\.localhost .*check xmpp\.component\.secret/)
-  await new Promise((r) => setTimeout(r, 1500))
+  await pause(1500)
   assert.equal(g.proc.exitCode, null, 'still running')
   assert.equal((await g.http('/healthz')).status < 600, true)
   const h = await g.health()

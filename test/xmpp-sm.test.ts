@@ -9,7 +9,7 @@ import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, end, type MqttClient } from './helpers/mqtt.ts'
 import { xmppUser, xml, type XmppUser } from './helpers/xmpp.ts'
-import { freePort } from './helpers/net.ts'
+import { freePort, pause } from './helpers/net.ts'
 
 /** gateway <-> proxy <-> Prosody. `cut()` kills the gateway side only and refuses new connections until `restore()`. */
 interface Proxy { port: number; cut(): void; restore(): void; close(): Promise<void>; accepted: number }
@@ -125,7 +125,7 @@ test('a short TCP drop: the gateway resumes its XEP-0198 session and the alert m
   await g.waitLog((l) => l.msg === 'xmpp link down: reconnecting with backoff')
   // During the drop the device goes away: the bridge makes an offline alert while it has no stream.
   dev.stream.destroy()
-  await new Promise((r) => setTimeout(r, 800))
+  await pause(800)
   assert.equal(alice.got.slice(fCut).filter((s) => s.name === 'message' && /dev1 went offline/.test(bodyOf(s))).length, 0, 'no alert can arrive during the drop')
 
   px.restore()
@@ -134,7 +134,7 @@ test('a short TCP drop: the gateway resumes its XEP-0198 session and the alert m
   const alert = await alice.wait('offline alert after the resume', (s) => s.name === 'message' && /dev1 went offline/.test(bodyOf(s)), 10000, fCut)
   assert.equal(alert.attrs.from, fullJid)
   await alice.wait('gateway status: dev1 offline', (s) => s.name === 'presence' && s.attrs.from === fullJid && /0 of 1 devices online/.test(s.getChildText('status') ?? ''), 10000, fCut)
-  await new Promise((r) => setTimeout(r, 1500))
+  await pause(1500)
   const alerts = alice.got.slice(fCut).filter((s) => s.name === 'message' && /dev1 went offline/.test(bodyOf(s)))
   assert.equal(alerts.length, 1, 'the alert arrives exactly once')
   // Resumed, not logged in again: no new session, and Prosody never told alice the gateway went unavailable.
@@ -174,13 +174,13 @@ test('a server without stream management: the gateway says so, logs in afresh af
   x.px.cut()
   await x.g.waitLog((l) => l.msg === 'xmpp link down: reconnecting with backoff')
   dev.stream.destroy()
-  await new Promise((r) => setTimeout(r, 500))
+  await pause(500)
   x.px.restore()
   await x.g.waitLog((l) => l.msg === 'xmpp connected' && x.g.logs.indexOf(l) >= logsAtCut, 25000)
   assert.equal(x.g.logs.slice(logsAtCut).filter((l) => /resum/.test(l.msg)).length, 0, 'nothing to resume without SM')
   // The alert was queued by the link while it was down and sent on the fresh session.
   await alice.wait('offline alert after the fresh login', (s) => s.name === 'message' && /dev1 went offline/.test(bodyOf(s)), 10000, fCut)
-  await new Promise((r) => setTimeout(r, 500))
+  await pause(500)
   assert.equal(alice.got.slice(fCut).filter((s) => s.name === 'message' && /dev1 went offline/.test(bodyOf(s))).length, 1)
   assert.ok(x.g.proc.exitCode === null, 'gateway still running')
 })

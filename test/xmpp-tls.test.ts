@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { startProsody, type Prosody } from './helpers/prosody.ts'
 import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { makeCa, issueCert, type CertFiles } from './helpers/certs.ts'
-import { tempDir } from './helpers/net.ts'
+import { tempDir, pause } from './helpers/net.ts'
 
 const certs = tempDir('edgeway-xmpp-certs-')
 let ca: CertFiles
@@ -47,7 +47,7 @@ test('STARTTLS (required by the server) with the private CA trusted: the gateway
   const untrusted = await clientGateway(p.c2sPort, 'none', { NODE_EXTRA_CA_CERTS: '' })
   const failed = await untrusted.waitLog((l) => l.msg === 'xmpp connect failed: retrying with backoff', 15000)
   assert.match(String(failed.err), /certificate|self[- ]signed|unable to verify/i)
-  await new Promise((r) => setTimeout(r, 1500)) // several retries
+  await pause(1500) // several retries
   assert.equal(untrusted.logs.some((l) => l.msg === 'xmpp presence announced'), false, 'never online without a verified certificate')
   assert.equal(untrusted.proc.exitCode, null, 'still running')
 })

@@ -4,14 +4,14 @@
 import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
-import { Reopener } from '../reopen.ts'
-import { knownPortPath, resolvePortPath, type ListPorts, type OpenPort } from '../serial/port.ts'
+import { PortLink, PortLinks } from '../port-link.ts'
+import { resolvePortPath, type ListPorts, type OpenPort } from '../serial/port.ts'
 import type { FirmataBoardConfig } from './config.ts'
 import type { ConnectedBoard } from './board.ts'
 import { toActuatorAction } from './commands.ts'
 import { SerialTransport } from './transport.ts'
 import { reportPresence } from '../../gateway/links/presence.ts'
-import type { DeviceLink, LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
+import type { LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
 
 export const FIRMATA_LINK = 'firmata'
 
@@ -33,54 +33,18 @@ export interface FirmataLinkStatus {
 
 export type ActuatorResult = { ok: true; result: { actuator: string; state: number } } | { ok: false; error: string }
 
-export class FirmataLink {
+export class FirmataLink extends PortLink<FirmataBoardConfig> {
   private transport: SerialTransport | null = null
   private board: ConnectedBoard | null = null
-  private readonly reopener: Reopener
   private reportTimer: NodeJS.Timeout | null = null
   private silenceTimer: NodeJS.Timeout | null = null
-  private stopped = true
   private firmware: string | null = null
   private readings = 0
   private hellos = 0
-  private openPath: string | null = null
-  private readonly log: Logger
 
-  constructor(readonly config: FirmataBoardConfig, private readonly d: FirmataLinkDeps) {
-    this.reopener = new Reopener(config.reopenMinMs, config.reopenMaxMs, () => void this.open(), () => this.stopped)
-    this.log = d.log.child({ link: FIRMATA_LINK, device: config.device, port: config.path })
+  constructor(config: FirmataBoardConfig, private readonly d: FirmataLinkDeps) {
+    super(config, FIRMATA_LINK, d.log)
   }
-
-  start(): void {
-    if (!this.stopped) return
-    this.stopped = false
-    void this.open()
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true
-    this.reopener.cancel()
-    await this.down('gateway stopping')
-  }
-
-  /** Lets another program use the port (a flasher) until resume(). */
-  async pause(reason: string): Promise<void> {
-    if (this.stopped) return
-    this.log.info({ reason }, 'firmata link paused: port released')
-    this.stopped = true
-    this.reopener.cancel()
-    await this.down(reason)
-  }
-
-  resume(): void {
-    if (!this.stopped) return
-    this.log.info('firmata link resumed')
-    this.reopener.reset()
-    this.start()
-  }
-
-  /** Where the board's port really is (a board given by USB identity): the flasher matches it. */
-  get devicePath(): string | null { return knownPortPath(this.config, this.openPath) }
 
   status(): FirmataLinkStatus {
     return { device: this.config.device, path: this.config.path, online: this.board !== null, firmware: this.firmware, readings: this.readings, reopens: this.reopener.count, hellos: this.hellos }
@@ -97,7 +61,7 @@ export class FirmataLink {
     return { ok: true, result: { actuator: m.actuator.name, state } }
   }
 
-  private async open(): Promise<void> {
+  protected async open(): Promise<void> {
     if (this.stopped) return
     // johnny-five is large: a gateway without Firmata boards never loads it.
     const { connectBoard } = await import('./board.ts')
@@ -170,13 +134,13 @@ export class FirmataLink {
 
   private lost(err: Error): void {
     this.log.warn({ err: err.message }, 'firmata port lost: board unplugged or gone; reopening with backoff')
-    this.down('port lost').then(
+    this.close('port lost').then(
       () => this.reopener.lost(),
       (e: Error) => { this.log.error({ err: e.message }, 'firmata link teardown failed; reopening anyway'); this.reopener.lost() },
     )
   }
 
-  private async down(reason: string): Promise<void> {
+  protected async close(reason: string): Promise<void> {
     if (this.reportTimer) clearInterval(this.reportTimer)
     if (this.silenceTimer) clearInterval(this.silenceTimer)
     this.reportTimer = this.silenceTimer = null
@@ -210,22 +174,14 @@ export class FirmataLink {
   }
 }
 
-/** All configured Firmata boards, started and stopped together by main. */
 /** All configured Firmata boards; the Firmata DeviceLink (a command's name is an actuator's, it acts at once). */
-export class FirmataLinks implements DeviceLink {
+export class FirmataLinks extends PortLinks<FirmataLink> {
   readonly kind = FIRMATA_LINK
-  readonly links: FirmataLink[]
-  constructor(boards: FirmataBoardConfig[], deps: FirmataLinkDeps) { this.links = boards.map((b) => new FirmataLink(b, deps)) }
-  serves(device: string): boolean { return this.byDevice(device) !== undefined }
-  isOnline(device: string): boolean { return this.byDevice(device)?.status().online ?? false }
-  devices(): string[] { return this.links.map((l) => l.config.device) }
-  async command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome> {
-    const board = this.byDevice(device)
-    if (!board) throw new Error(`no Firmata board "${device}"`)
+  constructor(boards: FirmataBoardConfig[], deps: FirmataLinkDeps) { super(boards.map((b) => new FirmataLink(b, deps))) }
+
+  /** A command's name is an actuator's; the board answers at once. */
+  protected async send(board: FirmataLink, cmd: LinkCommand): Promise<LinkCommandOutcome> {
     const r = board.command(cmd.name, cmd.args)
     return r.ok ? { kind: 'answered', ok: true, result: r.result } : { kind: 'answered', ok: false, error: r.error }
   }
-  start(): void { for (const l of this.links) l.start() }
-  async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
-  byDevice(device: string): FirmataLink | undefined { return this.links.find((l) => l.config.device === device) }
 }

@@ -4,16 +4,16 @@
 import type { Logger } from 'pino'
 import type { RawReading } from '../../gateway/readings.ts'
 import type { GatewayBus } from '../../gateway/events.ts'
-import { Reopener } from '../reopen.ts'
+import { PortLink, PortLinks } from '../port-link.ts'
 import {
   CobsDecoder, CommandStatus, FrameType, JsonLineDecoder, decodeReadingPayload, encodeCommand, encodeFrame, frameTypeName,
   type Frame, type FramingStats, type SerialCommand,
 } from './framing.ts'
-import { knownPortPath, openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
+import { openSerialPort, resolvePortPath, type ListPorts, type OpenPort, type PortHandle } from './port.ts'
 import type { UsbMatch } from './usb.ts'
 import { toSerialCommand } from './commands.ts'
 import { reportPresence } from '../../gateway/links/presence.ts'
-import type { DeviceLink, LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
+import type { LinkCommand, LinkCommandOutcome } from '../../gateway/links/device-link.ts'
 
 export const SERIAL_LINK = 'serial'
 
@@ -63,15 +63,11 @@ const RECENT_SEQS = 16
 const COMMAND_TRIES = 3
 const COMMAND_RETRY_MS = 1000
 
-export class SerialLink {
+export class SerialLink extends PortLink<SerialLinkConfig> {
   private port: PortHandle | null = null
-  /** The device path of the open port (the USB lookup's answer when configured by identity). */
-  private openPath: string | null = null
   private decoder: CobsDecoder | JsonLineDecoder | null = null
-  private readonly reopener: Reopener
   private livenessTimer: NodeJS.Timeout | null = null
   private noiseTimer: NodeJS.Timeout | null = null
-  private stopped = true
   private online = false
   private firmware: string | null = null
   /** Boot counter from the board's last HELLO (null until one arrives on this open port). */
@@ -85,44 +81,14 @@ export class SerialLink {
   private recentSeqs: number[] = []
   private cmdSeq = 0
   private readonly commands = new Map<number, (status: number) => void>()
-  private readonly log: Logger
 
-  constructor(readonly config: SerialLinkConfig, private readonly d: SerialLinkDeps) {
-    this.reopener = new Reopener(config.reopenMinMs, config.reopenMaxMs, () => void this.open(), () => this.stopped)
-    this.log = d.log.child({ link: SERIAL_LINK, device: config.device, port: config.path })
+  constructor(config: SerialLinkConfig, private readonly d: SerialLinkDeps) {
+    super(config, SERIAL_LINK, d.log)
   }
 
-  start(): void {
-    if (!this.stopped) return
-    this.stopped = false
-    void this.open()
-  }
-
-  /** Lets another program use the port (a flasher): closes it and keeps it closed until resume(). */
-  async pause(reason: string): Promise<void> {
-    if (this.stopped) return
-    this.log.info({ reason }, 'serial link paused: port released')
-    await this.stop(reason)
-  }
-
-  /** Reopens after pause(); the board's HELLO then records its (new) firmware version. */
-  resume(): void {
-    if (!this.stopped) return
-    this.log.info('serial link resumed')
-    this.reopener.reset()
-    this.start()
-  }
-
-  get paused(): boolean { return this.stopped }
-
-  /** The device path last opened (for a port configured by USB identity, where it was found). */
-  get devicePath(): string | null { return knownPortPath(this.config, this.openPath) }
-
-  async stop(reason = 'gateway stopping'): Promise<void> {
-    this.stopped = true
+  protected async close(reason: string): Promise<void> {
     if (this.noiseTimer) clearTimeout(this.noiseTimer)
     this.noiseTimer = null
-    this.reopener.cancel()
     const p = this.port
     this.detach()
     if (p) await p.close()
@@ -170,7 +136,7 @@ export class SerialLink {
     }
   }
 
-  private async open(): Promise<void> {
+  protected async open(): Promise<void> {
     if (this.stopped) return
     const opener = this.d.openPort ?? openSerialPort
     const decoder = this.config.framing === 'cobs' ? new CobsDecoder() : new JsonLineDecoder()
@@ -353,29 +319,18 @@ export class SerialLink {
 }
 
 /** All configured serial links, started and stopped together by main; the serial DeviceLink. */
-export class SerialLinks implements DeviceLink {
+export class SerialLinks extends PortLinks<SerialLink> {
   readonly kind = SERIAL_LINK
-  readonly links: SerialLink[]
   constructor(ports: SerialLinkConfig[], deps: SerialLinkDeps) {
-    this.links = ports.map((p) => new SerialLink(p, deps))
+    super(ports.map((p) => new SerialLink(p, deps)))
   }
 
-  serves(device: string): boolean { return this.byDevice(device) !== undefined }
-  isOnline(device: string): boolean { return this.byDevice(device)?.status().online ?? false }
-  devices(): string[] { return this.links.map((l) => l.config.device) }
-
   /** The routed command mapped to the board's command set; the board answers in-band (COMMAND_RESULT). */
-  async command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome> {
-    const link = this.byDevice(device)
-    if (!link) throw new Error(`no serial board "${device}"`)
+  protected async send(link: SerialLink, cmd: LinkCommand): Promise<LinkCommandOutcome> {
     const mapped = toSerialCommand(cmd.name, cmd.args)
     if (!mapped.ok) return { kind: 'answered', ok: false, error: mapped.error }
     const status = await link.send(mapped.command)
     return status === 'ok' || status === 'sent' ? { kind: 'answered', ok: true, result: status } : { kind: 'answered', ok: false, error: status }
   }
 
-  start(): void { for (const l of this.links) l.start() }
-  async stop(): Promise<void> { await Promise.all(this.links.map((l) => l.stop())) }
-  byDevice(device: string): SerialLink | undefined { return this.links.find((l) => l.config.device === device) }
-  byPath(path: string): SerialLink | undefined { return this.links.find((l) => l.config.path === path) }
 }

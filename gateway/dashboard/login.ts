@@ -4,7 +4,7 @@
 import { hostname, networkInterfaces } from 'node:os'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
-import { sessionCookie, type Sessions } from './access.ts'
+import { sessionCookie, parseCookies, clearedCookie, SESSION_COOKIE, type Access, type Sessions } from './access.ts'
 import type { LoginThrottle } from '../security/login-throttle.ts'
 import { verifySecret } from '../registry/secrets.ts'
 
@@ -16,6 +16,55 @@ export interface PasswordLogin {
   log: Logger
   /** For log lines: "dashboard", "fleet". */
   what: string
+}
+
+/** What /login and /logout need of the page that serves them (the gateway's dashboard, the fleet's). */
+export interface LoginRoutes {
+  access(req: IncomingMessage): Access
+  originOk(req: IncomingMessage): boolean
+  readonly passwordSet: boolean
+  /** The login form (login.html of the dashboard's public dir: the fleet uses the same form and look). */
+  loginPage: string
+  /** The 403 text when no password is set: how to set one. */
+  noPassword: string
+  /** Set when a password is: the POST's checks and session. */
+  login(): PasswordLogin
+  sessions: Sessions
+  /** Closes the live sockets of a session that logged out. */
+  closeSession(token: string): void
+  sendFile(res: ServerResponse, file: string): Promise<void>
+}
+
+/** Refused access: a page without a session goes to the login form, anything else gets the status and reason. */
+export function denyAccess(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
+  if (a.status === 401 && html) { res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end(); return }
+  res.writeHead(a.status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(a.reason + '\n')
+}
+
+/** GET /login: the form (or, with no password set, straight to the page for loopback); POST /login: log in. */
+export async function loginRoute(req: IncomingMessage, res: ServerResponse, r: LoginRoutes): Promise<void> {
+  if (req.method === 'GET') {
+    // No password (loopback only): nothing to log in to.
+    if (!r.passwordSet) { const a = r.access(req); if (!a.ok) { denyAccess(res, a, false); return } res.writeHead(303, { location: '/' }).end(); return }
+    await r.sendFile(res, r.loginPage)
+    return
+  }
+  if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
+  if (!r.originOk(req)) { req.resume(); res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
+  if (!r.passwordSet) { req.resume(); denyAccess(res, { ok: false, status: 403, reason: r.noPassword }, false); return }
+  await passwordLogin(req, res, r.login())
+}
+
+/** POST /logout: the session ends and its live sockets close. */
+export function logoutRoute(req: IncomingMessage, res: ServerResponse, r: LoginRoutes): void {
+  if (req.method !== 'POST') { res.writeHead(405, { allow: 'POST' }).end(); return }
+  if (!r.originOk(req)) { req.resume(); res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin logout refused\n'); return }
+  const token = parseCookies(req.headers.cookie)[SESSION_COOKIE]
+  if (token) {
+    r.sessions.revoke(token)
+    r.closeSession(token)
+  }
+  res.writeHead(303, { location: r.passwordSet ? '/login' : '/', 'set-cookie': clearedCookie(), 'cache-control': 'no-store' }).end()
 }
 
 /** POST /login once method, Origin and "a password is set" were checked by the caller. */

@@ -13,12 +13,12 @@ import type { Command, CommandResult } from '../commands/router.ts'
 import type { DashboardConfig } from './config.ts'
 import type { AlertView } from '../alerts/engine.ts'
 import type { ChannelConnection, ChannelMessage, DashboardChannel } from './channel.ts'
-import { Sessions, parseCookies, clearedCookie, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
+import { Sessions, parseCookies, decideAccess, originAllowed, checkHost, hostPolicy, SESSION_COOKIE, type Access, type HostPolicy } from './access.ts'
 import { LoginThrottle } from '../security/login-throttle.ts'
 import { LiveQueue, mergeReadings, mergeLists } from './live-queue.ts'
 import { History } from './history.ts'
 import { assetDirs, assetFile, sendFile, type AssetDirs } from './assets.ts'
-import { machineNames, passwordLogin } from './login.ts'
+import { machineNames, denyAccess, loginRoute, logoutRoute, type LoginRoutes } from './login.ts'
 
 /** What the dashboard shows about the gateway's health: the /healthz figures. */
 export interface StatusSnapshot {
@@ -142,8 +142,8 @@ export class DashboardServer {
     const h = this.d.http
     const own = (route: Route): Route => (req, res) => (this.hostOk(req, res) ? route(req, res) : undefined)
     h.route('/', own((req, res) => this.page(req, res)))
-    h.route('/login', own((req, res) => this.login(req, res)))
-    h.route('/logout', own((req, res) => this.logout(req, res)))
+    h.route('/login', own((req, res) => loginRoute(req, res, this.loginRoutes())))
+    h.route('/logout', own((req, res) => logoutRoute(req, res, this.loginRoutes())))
     h.route('/ui/*', own((req, res) => this.asset(req, res)))
     this.wss = messageSocketServer({
       maxPayload: MAX_MESSAGE,
@@ -234,7 +234,7 @@ export class DashboardServer {
   /** Plug-in routes: the same session (or loopback-only) access as the page; a state-changing request also needs an allowed Origin. */
   private guarded(req: IncomingMessage, res: ServerResponse, kind: 'page' | 'api', handler: GuardedRoute): Promise<void> | void {
     const a = this.access(req)
-    if (!a.ok) { req.resume(); this.deny(res, a, kind === 'page'); return }
+    if (!a.ok) { req.resume(); denyAccess(res, a, kind === 'page'); return }
     if (req.method !== 'GET' && req.method !== 'HEAD' && !this.originOk(req)) {
       this.log.warn({ from: req.socket.remoteAddress, origin: req.headers.origin, path: (req.url ?? '').slice(0, 100) }, 'dashboard action refused: foreign Origin')
       req.resume()
@@ -244,49 +244,32 @@ export class DashboardServer {
     return handler(req, res, { user: a.user })
   }
 
-  private deny(res: ServerResponse, a: Access & { ok: false }, html: boolean): void {
-    if (a.status === 401 && html) { res.writeHead(303, { location: '/login', 'cache-control': 'no-store' }).end(); return }
-    res.writeHead(a.status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(a.reason + '\n')
-  }
-
   // ------------------------------------------------------------------------------------------------ pages
 
   private async page(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
     const a = this.access(req)
-    if (!a.ok) { this.deny(res, a, true); return }
+    if (!a.ok) { denyAccess(res, a, true); return }
     await sendFile(res, join(this.dirs.publicDir, 'index.html'))
   }
 
-  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET') {
-      // Loopback without a password: nothing to log in to.
-      if (!this.passwordSet) { const a = this.access(req); if (!a.ok) { this.deny(res, a, false); return } res.writeHead(303, { location: '/' }).end(); return }
-      await sendFile(res, join(this.dirs.publicDir, 'login.html'))
-      return
+  /** The /login and /logout routes' view of this server (login.ts). */
+  private loginRoutes(): LoginRoutes {
+    return {
+      access: (req) => this.access(req), originOk: (req) => this.originOk(req), passwordSet: this.passwordSet,
+      loginPage: join(this.dirs.publicDir, 'login.html'),
+      noPassword: 'no dashboard password is set: run `edgeway dashboard set-password`',
+      login: () => ({ throttle: this.throttle, sessions: this.sessions, passwordHash: this.d.config.passwordHash!, sessionHours: this.d.config.sessionHours, log: this.log, what: 'dashboard' }),
+      sessions: this.sessions, sendFile,
+      closeSession: (token) => { for (const c of this.conns) if (c.sessionToken === token) c.socket.close(4401, 'logged out') },
     }
-    if (req.method !== 'POST') { res.writeHead(405, { allow: 'GET, POST' }).end(); return }
-    if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin login refused\n'); return }
-    if (!this.passwordSet) { this.deny(res, { ok: false, status: 403, reason: 'no dashboard password is set: run `edgeway dashboard set-password`' }, false); return }
-    await passwordLogin(req, res, { throttle: this.throttle, sessions: this.sessions, passwordHash: this.d.config.passwordHash!, sessionHours: this.d.config.sessionHours, log: this.log, what: 'dashboard' })
-  }
-
-  private logout(req: IncomingMessage, res: ServerResponse): void {
-    if (req.method !== 'POST') { res.writeHead(405, { allow: 'POST' }).end(); return }
-    if (!this.originOk(req)) { res.writeHead(403, { 'content-type': 'text/plain' }).end('cross-origin logout refused\n'); return }
-    const token = parseCookies(req.headers.cookie)[SESSION_COOKIE]
-    if (token) {
-      this.sessions.revoke(token)
-      for (const c of this.conns) if (c.sessionToken === token) c.socket.close(4401, 'logged out')
-    }
-    res.writeHead(303, { location: this.passwordSet ? '/login' : '/', 'set-cookie': clearedCookie(), 'cache-control': 'no-store' }).end()
   }
 
   private async asset(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { allow: 'GET' }).end(); return }
     // Assets are not secret, but a dashboard without a password is loopback-only in every part.
     const a = this.access(req)
-    if (!a.ok && a.status === 403) { this.deny(res, a, false); return }
+    if (!a.ok && a.status === 403) { denyAccess(res, a, false); return }
     await sendFile(res, assetFile(this.dirs, (req.url ?? '').split('?')[0]!.slice('/ui/'.length)))
   }
 

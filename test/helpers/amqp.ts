@@ -1,6 +1,7 @@
 // An independent AMQP 1.0 consumer (and raw sender) for the tests, on rhea directly: not the gateway's code.
 import rhea, { type Connection, type Message, type Receiver, type Sender, type Delivery } from 'rhea'
 import type { Received } from './load.ts'
+import { pause } from './net.ts'
 
 export interface ConsumedMessage {
   message: Message
@@ -78,7 +79,7 @@ export async function amqpConsumer(port: number, address: string, opts: { reconn
   }
   const retry = async (): Promise<void> => {
     while (!closed) {
-      await new Promise((r) => setTimeout(r, 200))
+      await pause(200)
       try { const a = await attach(); c.conn = a.conn; c.receiver = a.receiver; return } catch { /* broker still away */ }
     }
   }

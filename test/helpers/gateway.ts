@@ -4,7 +4,7 @@ import { writeFileSync, mkdirSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { freePort, tempDir, scaled } from './net.ts'
+import { freePort, tempDir, scaled, pause } from './net.ts'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const EDGEWAY_BIN = join(ROOT, 'bin', 'edgeway.js')
@@ -113,7 +113,7 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
     },
     async cleanup() {
       // A profiled gateway (GATEWAY_NODE_ARGS) writes its profile only on a clean exit.
-      if (NODE_ARGS.length > 0) await Promise.race([g.stop(), new Promise((r) => setTimeout(r, 5000))])
+      if (NODE_ARGS.length > 0) await Promise.race([g.stop(), pause(5000)])
       await g.kill()
       cleanup()
     },
@@ -124,7 +124,7 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
         const hit = g.logs.find(pred)
         if (hit) return hit
         if (Date.now() > deadline) throw new Error(`log line not seen within ${timeoutMs} ms; last lines:\n${g.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`)
-        await new Promise((r) => setTimeout(r, 25))
+        await pause(25)
       }
     },
     async http(path) {

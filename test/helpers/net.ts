@@ -71,6 +71,9 @@ export const TIME_SCALE = Math.max(1, Number(process.env.TEST_TIME_SCALE ?? '1')
 /** A timeout in ms, scaled by TIME_SCALE. */
 export function scaled(ms: number): number { return Math.round(ms * TIME_SCALE) }
 
+/** Sleeps for ms scaled by TIME_SCALE: a fixed pause ("nothing more arrives within ...") is a wait like any other. */
+export function pause(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, scaled(ms))) }
+
 /** Resolves once something accepts TCP connections on the port. */
 export async function waitForPort(port: number, timeoutMs = 10000, host = '127.0.0.1'): Promise<void> {
   timeoutMs = scaled(timeoutMs)

@@ -1,6 +1,7 @@
 // Raw MQTT over a TCP socket with mqtt-packet, for what MQTT.js will not send (bad packets, odd CONNECTs).
 import { connect as netConnect, type Socket } from 'node:net'
 import mqttPacket, { type Packet } from 'mqtt-packet'
+import { pause } from './net.ts'
 
 export interface RawClient {
   socket: Socket
@@ -34,7 +35,7 @@ export async function rawConnect(port: number): Promise<RawClient> {
         if (i >= 0) return packets.splice(i, 1)[0]!
         if (isClosed) throw new Error(`connection closed before ${cmd}`)
         if (Date.now() > deadline) throw new Error(`no ${cmd} within ${timeoutMs} ms`)
-        await new Promise((r) => setTimeout(r, 10))
+        await pause(10)
       }
     },
   }

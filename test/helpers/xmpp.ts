@@ -1,7 +1,7 @@
 // A real XMPP user for tests (@xmpp/client against the private Prosody), recording every stanza it receives.
 import { client, xml } from '@xmpp/client'
 import type { Prosody } from './prosody.ts'
-import { waitFor } from './net.ts'
+import { waitFor, pause } from './net.ts'
 
 export { xml }
 
@@ -73,7 +73,7 @@ export async function xmppUser(p: Prosody, user: string, password = `${user}pw`,
       return r.getChildText('body') ?? ''
     },
     online: () => c.status === 'online',
-    async stop() { await Promise.race([c.stop().catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]) },
+    async stop() { await Promise.race([c.stop().catch(() => undefined), pause(1000)]) },
   }
   return u
 }
