@@ -14,7 +14,7 @@ import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
 import type { OutboxClient } from '../outbox/client.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
-import { SqlitePersistence } from './persistence/store.ts'
+import { SqlitePersistence } from './persistence.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
 import { reportPresence } from '../links/presence.ts'
@@ -32,7 +32,6 @@ import {
   answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill, limitOutboundPacketSize, unsafeKey, stripWillProperties, assertClientInternals, type FastConnection,
 } from './aedes-adapter.ts'
 import { parseFirmwareReport } from '../ota/protocol.ts'
-import { checkUserProperties } from '../user-properties.ts'
 
 export interface BrokerDeps {
   config: MqttSection
@@ -545,11 +544,8 @@ export class MqttBroker {
     if (packet.qos === 2 || packet.retain || !c.connected) return false
     const id = this.identities.get(client)
     if (!id || id.revoked || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
-    const props = packet.properties
-    // MQTT 5 user properties take aedes' path (checked and stored in authorizePublish): the one check readings pay
-    if (props !== undefined && props.userProperties !== undefined) return false
     // MQTT 5 topic alias: resolved into aedes' own map (an unknown or invalid one is aedes' to refuse)
-    const topic = props?.topicAlias !== undefined ? resolveTopicAlias(client, packet) : packet.topic
+    const topic = packet.properties?.topicAlias !== undefined ? resolveTopicAlias(client, packet) : packet.topic
     if (topic === null) return false
     let device = id.fastDevice
     if (topic !== id.fastTopic || device === undefined) {
@@ -603,20 +599,6 @@ export class MqttBroker {
           this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })
           return cb(new RefusedError('invalid device id in topic'))
         }
-        // MQTT 5 user properties: the reading's metadata, checked here (a refusal is answered and not stored)
-        const up = packet.properties?.userProperties
-        let userProperties: string | undefined
-        if (up !== undefined) {
-          const checked = checkUserProperties(up)
-          if (!checked.ok) {
-            this.refuse('user_properties', checked.reason, { ...ctxOf(identity.principal), clientId: client.id, topic })
-            this.intake.reportRefusal(t.device, topic, checked.reason)
-            answeredByGateway(packet)
-            if (packet.qos > 0) writeAck(client, packet.qos as 1 | 2, packet.messageId ?? 0, checked.kind === 'quota' ? RC.QUOTA_EXCEEDED : RC.IMPLEMENTATION_SPECIFIC_ERROR, `reading refused: ${checked.reason}`)
-            return cb(null)
-          }
-          userProperties = checked.text
-        }
         const persistence = this.persistence
         // MQTT 5: a payload that does not decode gets PUBACK/PUBREC 0x99 once the worker refused it (3.1.1: acked)
         const done = isV5(client) && packet.qos > 0 ? (err: Error | null, refused?: string): void => {
@@ -630,11 +612,11 @@ export class MqttBroker {
           // store it once, so QoS 2 stays exactly-once into the outbox.
           persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
             () => cb(null),
-            () => this.intake.handle(t.device, packet.payload as Buffer, done, userProperties),
+            () => this.intake.handle(t.device, packet.payload as Buffer, done),
           )
           return
         }
-        this.intake.handle(t.device, packet.payload as Buffer, done, userProperties)
+        this.intake.handle(t.device, packet.payload as Buffer, done)
         return
       }
       // What the device itself reports: its firmware (the registry, for registered devices only) and its results.
