@@ -8,13 +8,9 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Aedes } from 'aedes'
 import { connect, connectAsync, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt'
-import {
-  SqlitePersistence,
-  MAX_INBOUND_QOS2,
-  type PersistencePacket,
-  type PersistenceSubscription,
-} from '../gateway/broker/persistence.ts'
-import { tempDir, waitFor } from './helpers/net.ts'
+import { SqlitePersistence, MAX_INBOUND_QOS2 } from '../gateway/broker/persistence/store.ts'
+import type { PersistencePacket, PersistenceSubscription } from '../gateway/broker/persistence/types.ts'
+import { tempDir, waitFor, pause, scaled } from './helpers/net.ts'
 
 const require = createRequire(import.meta.url)
 
@@ -314,7 +310,7 @@ function disconnected(b: RunningBroker, clientId: string): Promise<void> {
   })
 }
 
-test('a persistent session and a retained message survive a broker restart', { timeout: 30000 }, async () => {
+test('a persistent session and a retained message survive a broker restart', { timeout: scaled(30000) }, async () => {
   const { dir, cleanup } = tempDir('edgeway-persist-e2e-')
   const file = join(dir, 'broker.db')
   const clients: MqttClient[] = []
@@ -382,7 +378,7 @@ test('a persistent session and a retained message survive a broker restart', { t
     assert.equal(rPayload.toString(), 'retained: reboot at 02:00')
     assert.equal(rPacket.retain, true)
 
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await pause(200)
     assert.equal(received.length, 2, 'no duplicate deliveries to dev1')
     await dev1again.endAsync()
     await fresh.endAsync()

@@ -8,7 +8,7 @@ import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway
 import { connect, connectRefused, connectCollecting, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
 import { waitFor, scaled } from './helpers/net.ts'
-import { SqlitePersistence } from '../gateway/broker/persistence.ts'
+import { SqlitePersistence } from '../gateway/broker/persistence/store.ts'
 
 let g: GatewayProc
 let url: string
