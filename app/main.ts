@@ -21,6 +21,8 @@ import { OtaStore } from '../gateway/ota/store.ts'
 import { DashboardServer } from '../gateway/dashboard/server.ts'
 import { readingMetrics } from '../gateway/readings.ts'
 import { HistoryService } from '../gateway/history/client.ts'
+import { RecordsThread } from '../gateway/records/thread.ts'
+import { collectStartupGarbage } from '../gateway/heap.ts'
 import { historyRoutes } from '../gateway/history/api.ts'
 import { ControlServer, type ControlHandler } from '../gateway/control/server.ts'
 import { GatewayStatus, type HealthReport } from './status.ts'
@@ -79,8 +81,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const metrics = new Metrics()
   const bus = new GatewayBus((err, event) => log.error({ err: (err as Error).message, event }, 'event listener failed'))
   const registry = new Registry(files.registry, { liveState: 'NORMAL' })
-  // The per-device journal (journal.db, its own worker thread): presence, commands, firmware, OTA/flash, refusals, last payload.
-  const journal = new DeviceJournal({ file: join(resolve(config.gateway.dataDir), 'journal.db'), dataDir: resolve(config.gateway.dataDir), log: log.child({ component: 'journal' }) })
+  // History and the journal share one worker thread (one V8 isolate less): neither is on the ack path.
+  const records = new RecordsThread()
+  // The per-device journal (journal.db, in the records thread): presence, commands, firmware, OTA/flash, refusals, last payload.
+  const journal = new DeviceJournal({ file: join(resolve(config.gateway.dataDir), 'journal.db'), dataDir: resolve(config.gateway.dataDir), thread: records, log: log.child({ component: 'journal' }) })
   const enabled = config.upstreams.filter((u) => u.enabled)
   // XMPP bridge (devices as contacts; its PubSub upstream joins the outbox cursors). Closures: used after start.
   // Which devices exist and which are online, over every link: for the command router and the XMPP bridge.
@@ -96,7 +100,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   if (xmpp?.upstream && enabled.some((u) => u.name === xmpp.upstream!.name)) throw new Error(`xmpp.pubsub.upstream "${xmpp.upstream.name}" clashes with an entry of upstreams`)
   // history: committed readings go from the outbox worker to the history worker (gateway/history/), off the ack path.
   const history = config.history.enabled ? new HistoryService({
-    file: join(resolve(config.gateway.dataDir), 'history.db'), outboxFile: files.outbox, config: config.history, log,
+    file: join(resolve(config.gateway.dataDir), 'history.db'), outboxFile: files.outbox, config: config.history, thread: records, log,
     onStats: (d) => {
       metrics.historyPoints.inc(d.points)
       metrics.historyRefused.inc(d.refused)
@@ -141,6 +145,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     isKnown: (d) => registry.get(d) !== undefined || links.devices().includes(d),
     isOnline,
     send: (d, cmd) => links.command(d, cmd),
+    queues: (d, name) => links.queues(d, name),
   })
   broker.onCommandResult((d, name, payload) => { commands.handleResult(d, name, payload) })
   commands.onDone((e) => bus.safeEmit('commandDone', e))
@@ -294,7 +299,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   for (const l of firmata.links) listening.push(`firmata:${l.config.path} (${l.config.device})`)
   if (http) listening.push(`http://${config.http.host}:${http.port} (${dashboard ? 'dashboard, ' : ''}/healthz, /metrics)`)
   if (config.camera.enabled) listening.push(`rtp://127.0.0.1:${config.camera.rtpPort} (camera source)`)
-  log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started) }, 'edgeway ready')
+  const gcMs = collectStartupGarbage() // gives the start-up heap back ~8 s from now (gateway/heap.ts)
+  log.info({ gateway: config.gateway.id, dataDir: resolve(config.gateway.dataDir), listening, upstreams: upstreams.map((u) => u.name), readyMs: Math.round(performance.now() - started), gcMs: Math.round(gcMs) }, 'edgeway ready')
 
   let stopping: Promise<void> | null = null
   const stop = (): Promise<void> => {

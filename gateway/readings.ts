@@ -11,6 +11,8 @@ export interface RawReading {
   device: string
   link: string
   payload: Uint8Array
+  /** MQTT 5 user properties of the publish, checked (gateway/user-properties.ts): JSON text of name -> value. */
+  userProperties?: string
 }
 
 /** A decoded reading, as the outbox stores it. */
@@ -27,6 +29,8 @@ export interface ReadingInput {
   link: string
   /** The priority lane: claimed before routine readings (outbox.priority in the config). */
   priority?: boolean
+  /** The reading's metadata: MQTT 5 user properties, JSON text of name -> value (gateway/user-properties.ts). */
+  userProperties?: string
 }
 
 /** A reading as stored and forwarded: the input plus what the outbox assigned. */

@@ -12,7 +12,10 @@ import {
   addDisconnectReasons, refusePacketTooLarge, answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill,
   unsafeKey, stripWillProperties, limitOutboundPacketSize, type FastConnection,
 } from '../gateway/broker/aedes-adapter.ts'
+import { tapWrites, replayingQueue, refuseAndStopReading, outboundPublishSize, type WirePublish } from '../gateway/broker/aedes-adapter.ts'
+import { rewriteFilters, readyForDelivery, advertiseSharedSubscriptions, installDedupe } from '../gateway/broker/aedes-adapter.ts'
 import { collect, end } from './helpers/mqtt.ts'
+import { raw5 } from './helpers/raw5.ts'
 import { waitFor, scaled } from './helpers/net.ts'
 
 const dropped: { topic: string; size: number; max: number }[] = []
@@ -226,4 +229,144 @@ test('adapter: the client\'s Maximum Packet Size wraps aedes\' deliver0/deliverQ
   assert.deepEqual(dropped.map((d) => [d.topic, d.max]), [['m/big0', 100], ['m/big1', 100]])
   assert.ok(dropped.every((d) => d.size > 200))
   await end(c, pub)
+})
+
+test('adapter: tapWrites sees every PUBLISH aedes writes to a v5 client (live, retained on subscribe, a stored queue at reconnect, which replayingQueue tells apart) and every ack it writes', async () => {
+  const seen: { topic: string; qos: number; messageId?: number; replaying: boolean }[] = []
+  const acks: string[] = []
+  const b = await bare({
+    preConnect: (client, packet, cb) => {
+      if (packet.protocolVersion === 5) {
+        const send = tapWrites(client, {
+          publish: (p: WirePublish) => { seen.push({ topic: p.topic, qos: p.qos, messageId: p.messageId, replaying: replayingQueue(client) }); return send(p) },
+          answered: (cmd, id, rc) => { acks.push(`${cmd}:${id}:${rc}`) },
+        })
+      }
+      cb(null, true)
+    },
+  })
+  const pub = await connect(b.url, { clientId: 'tp-pub' })
+  await pub.publishAsync('t/retained', 'r', { qos: 1, retain: true })
+  const opts = { clientId: 'tp', protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 60 } } as const
+  const c = await connect(b.url, opts)
+  const got = collect(c)
+  await c.subscribeAsync('t/#', { qos: 1 })
+  await pub.publishAsync('t/live0', 'a', { qos: 0 })
+  await pub.publishAsync('t/live1', 'b', { qos: 1 })
+  await waitFor('live', () => got.length === 3)
+  // acks aedes writes for this client's own publishes: PUBACK, and PUBREC then PUBCOMP
+  await c.publishAsync('x/1', 'p', { qos: 1 })
+  await c.publishAsync('x/2', 'p', { qos: 2 })
+  assert.deepEqual(acks.map((a) => a.replace(/:\d+:/, ':')), ['puback:0', 'pubrec:0', 'pubcomp:0'])
+  c.stream.destroy()
+  await waitFor('offline', () => b.clients.filter((x) => x.id === 'tp').every((x) => x.closed))
+  await pub.publishAsync('t/queued', 'q', { qos: 1 })
+  const again = mqtt.connect(b.url, { reconnectPeriod: 0, ...opts })
+  const got2 = collect(again)
+  await waitFor('replayed', () => got2.find((p) => p.topic === 't/queued'))
+  assert.deepEqual(seen.map((s) => [s.topic, s.qos, s.replaying]), [
+    ['t/retained', 1, false], ['t/live0', 0, false], ['t/live1', 1, false], ['t/queued', 1, true],
+  ])
+  assert.ok(seen.filter((s) => s.qos > 0).every((s) => typeof s.messageId === 'number'), 'packet ids are assigned before the write')
+  await end(again, pub)
+})
+
+test('premise: aedes 2.0.0-beta.1 ignores a v5 client\'s Receive Maximum, Topic Alias Maximum and (on a replayed queue) Maximum Packet Size (outbound-flow.ts does them)', async () => {
+  const b = await bare()
+  const props = { receiveMaximum: 2, topicAliasMaximum: 4, maximumPacketSize: 100, sessionExpiryInterval: 60 }
+  const { c } = await raw5(Number(new URL(b.url).port), { clientId: 'rm', clean: false, properties: props })
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'rm/#', qos: 1 }] })
+  await c.next('suback')
+  const pub = await connect(b.url, { clientId: 'rm-pub' })
+  for (let i = 0; i < 5; i++) await pub.publishAsync('rm/same/topic', String(i), { qos: 1 })
+  await c.publishCount(5)
+  assert.equal(c.publishes.length, 5, 'all 5 in flight, none acknowledged: Receive Maximum enforced upstream? review outbound-flow.ts')
+  assert.ok(c.publishes.every((p) => p.topic === 'rm/same/topic' && p.properties?.topicAlias === undefined), 'aedes assigns no topic aliases')
+  await c.end()
+  await pub.publishAsync('rm/big', Buffer.alloc(300), { qos: 1 })
+  const { c: again } = await raw5(Number(new URL(b.url).port), { clientId: 'rm', clean: false, properties: props })
+  await waitFor('big one replayed', () => again.publishes.find((p) => p.topic === 'rm/big'))
+  assert.ok(outboundPublishSize({ cmd: 'publish', topic: 'rm/big', payload: Buffer.alloc(300), qos: 1 }) > 100, 'larger than the client allows, replayed anyway')
+  await again.end()
+  await end(pub)
+})
+
+test('adapter: refuseAndStopReading sends the DISCONNECT code and reason and reads no more (v5 only)', async () => {
+  const b = await bare()
+  const c = await connect(b.url, { clientId: 'q5', protocolVersion: 5 })
+  const client = b.clients.find((x) => x.id === 'q5')!
+  await waitFor('connected', () => b.fast.get(client)!.connected)
+  const gone = nextDisconnect(c)
+  assert.equal(refuseAndStopReading(client, RC.RECEIVE_MAXIMUM_EXCEEDED, 'too many'), true)
+  assert.equal(refuseAndStopReading(client, RC.RECEIVE_MAXIMUM_EXCEEDED, 'too many'), true, 'idempotent')
+  const d = await gone
+  assert.deepEqual([d.reasonCode, d.properties?.reasonString], [0x93, 'too many'])
+  const v3 = await connect(b.url, { clientId: 'q3' })
+  assert.equal(refuseAndStopReading(b.clients.find((x) => x.id === 'q3')!, RC.RECEIVE_MAXIMUM_EXCEEDED, 'x'), false, 'not for 3.1.1')
+  await end(c, v3)
+})
+
+/** Overlapping subscriptions with identifiers 1 and 2 on one client, one publish: the identifiers of what arrives. */
+async function overlappingIdentifiers(b: Bare): Promise<number[]> {
+  const c = await connect(b.url, { clientId: `ov${Math.random()}`, protocolVersion: 5 })
+  const got = collect(c)
+  await c.subscribeAsync('ov/#', { qos: 1, properties: { subscriptionIdentifier: 1 } })
+  await c.subscribeAsync('ov/a', { qos: 1, properties: { subscriptionIdentifier: 2 } })
+  await c.publishAsync('ov/a', 'x', { qos: 1 })
+  await waitFor('a copy', () => got.length >= 1)
+  await new Promise((r) => setTimeout(r, scaled(200)))
+  await end(c)
+  return got.map((p) => p.properties?.subscriptionIdentifier as number).sort()
+}
+
+// (before the adapter test below: advertiseSharedSubscriptions changes the whole process)
+test('premise: aedes 2.0.0-beta.1 has no shared subscriptions (v5 CONNACK: Shared Subscription Available 0; $share SUBSCRIBE: 0x9E) and sends overlapping subscriptions one copy with one identifier', async () => {
+  const b = await bare()
+  const c = mqtt.connect(b.url, { clientId: 'nosh', protocolVersion: 5, reconnectPeriod: 0 })
+  const connack = await new Promise<{ properties?: { sharedSubscriptionAvailable?: boolean } }>((r) => c.once('connect', r))
+  assert.equal(connack.properties?.sharedSubscriptionAvailable, false, 'advertised: fixed upstream? review advertiseSharedSubscriptions and shared-subscriptions.ts')
+  const granted = await c.subscribeAsync('$share/g/x', { qos: 1 }).then((x) => x.map((y) => y.qos), (e: Error & { packet?: { granted?: number[] } }) => e.packet?.granted)
+  assert.deepEqual(granted, [0x9e])
+  await end(c)
+  assert.deepEqual(await overlappingIdentifiers(b), [1], 'all identifiers delivered: fixed upstream? review the identifier in installDedupe')
+})
+
+test('adapter: rewriteFilters renames SUBSCRIBE/UNSUBSCRIBE filters before aedes sees them, a protocol error ends the connection (0x82); readyForDelivery; advertiseSharedSubscriptions; installDedupe keeps one copy per identifier', async () => {
+  const seen: string[] = []
+  const b = await bare({ authorizeSubscribe: (_c, sub, cb) => { seen.push(sub.topic); cb(null, sub) } })
+  b.server.removeAllListeners('connection')
+  const ready: boolean[] = []
+  b.server.on('connection', (socket) => {
+    const client = b.aedes.handle(socket)
+    b.clients.push(client)
+    assert.equal(installDedupe(client), true)
+    ready.push(readyForDelivery(client))
+    assert.equal(rewriteFilters(client, (f, op, nl) => (nl ? { protocolError: 'no local here' } : f.startsWith('s/') ? `renamed/${op}/${f}` : f)), true)
+  })
+  advertiseSharedSubscriptions()
+  advertiseSharedSubscriptions() // idempotent
+  const c = mqtt.connect(b.url, { clientId: 'rw', protocolVersion: 5, reconnectPeriod: 0 })
+  const connack = await new Promise<{ properties?: { sharedSubscriptionAvailable?: boolean } }>((r) => c.once('connect', r))
+  assert.equal(connack.properties?.sharedSubscriptionAvailable, true)
+  const client = b.clients.find((x) => x.id === 'rw')!
+  assert.equal(ready[0], false, 'not before the CONNACK')
+  await waitFor('ready once the CONNACK is written', () => readyForDelivery(client))
+  const granted = await c.subscribeAsync(['s/x', 'plain', '$share/left/alone'], { qos: 1 }).then((x) => x.map((y) => y.qos), (e: Error & { packet?: { granted?: number[] } }) => e.packet?.granted)
+  assert.deepEqual(granted, [1, 1, 0x8f], 'a $share filter aedes refuses reads 0x8F')
+  assert.deepEqual(seen, ['renamed/subscribe/s/x', 'plain'])
+  assert.ok((client as unknown as { subscriptions: Record<string, unknown> }).subscriptions['renamed/subscribe/s/x'])
+  const un = await c.unsubscribeAsync('s/x') as { granted?: number[] } | undefined
+  assert.deepEqual(un?.granted, [0x11], 'the UNSUBSCRIBE was renamed too (renamed/unsubscribe/... does not exist)')
+  const d = new Promise<IDisconnectPacket>((r) => c.once('disconnect', r))
+  c.subscribe('s/y', { qos: 1, nl: true })
+  assert.equal((await d).reasonCode, RC.PROTOCOL_ERROR)
+  await waitFor('closed', () => client.closed)
+  assert.equal(readyForDelivery(client), false)
+  await end(c)
+  // 3.1.1 CONNACKs and SUBACKs are untouched (no properties, 0x80 stays)
+  const c4 = await connect(b.url, { clientId: 'rw4', protocolVersion: 4 })
+  const g4 = await c4.subscribeAsync('$SYS/x', { qos: 1 }).then((x) => x.map((y) => y.qos))
+  assert.deepEqual(g4, [1])
+  await end(c4)
+  assert.deepEqual(await overlappingIdentifiers(b), [1, 2])
 })

@@ -44,7 +44,30 @@ test('device errors, unknown and offline devices, expired commands and timeouts 
   assert.deepEqual(slow, { id: 't', device: 'd1', name: 'x', ok: false, code: 'timeout', error: 'no result from the device within 50 ms' })
   now = 1000
   const ttl = await r.dispatch({ id: 'ttl', device: 'd1', name: 'x', args: null, expiresAt: 1020 })
-  assert.equal((ttl as { code: string }).code, 'expired', 'the TTL ran out while waiting for the device')
+  assert.equal((ttl as { code: string }).code, 'timeout', 'the TTL ran out after the device had the command: no answer is a timeout')
+})
+
+test('an offline device whose link holds commands: expired if it never had it, timeout if it had it and did not answer', async () => {
+  let deliver: (d: boolean) => void = () => undefined
+  const t: CommandTarget = {
+    isKnown: () => true,
+    isOnline: () => false,
+    queues: async (d) => d !== 'gone',
+    send: async () => ({ kind: 'sent', delivered: new Promise<boolean>((res) => { deliver = res }) }),
+  }
+  const r = new CommandRouter(t, { timeoutMs: 60 })
+  assert.equal((await r.dispatch({ id: 'g', device: 'gone', name: 'x', args: null }) as { code: string }).code, 'offline', 'no session to hold it')
+  const never = await r.dispatch({ id: 'n', device: 'd1', name: 'x', args: null })
+  assert.equal((never as { code: string }).code, 'expired', (never as { error: string }).error)
+  const late = r.dispatch({ id: 'l', device: 'd1', name: 'x', args: null })
+  await new Promise((res) => setTimeout(res, 10))
+  deliver(true)
+  assert.equal((await late as { code: string }).code, 'timeout')
+  const answered = r.dispatch({ id: 'a', device: 'd1', name: 'x', args: null })
+  await new Promise((res) => setTimeout(res, 10))
+  deliver(true)
+  r.handleResult('d1', 'x', '{"id":"a","result":1}')
+  assert.deepEqual(await answered, { id: 'a', device: 'd1', name: 'x', ok: true, result: 1 })
 })
 
 test('a failed send and a stopping gateway resolve pending commands', async () => {

@@ -6,7 +6,7 @@ import { startGateway, type RunningGateway } from '../app/main.ts'
 import { parseConfig } from '../app/config/load.ts'
 import { createLogger } from '../gateway/log.ts'
 import { buildSimBoard, startSimBoard } from './helpers/simavr.ts'
-import { freePort, tempDir, waitFor } from './helpers/net.ts'
+import { freePort, tempDir, waitFor, pause } from './helpers/net.ts'
 import { toSerialCommand } from '../devices/serial/commands.ts'
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -47,11 +47,11 @@ test('router -> serial board: setInterval changes the reading rate; unknown comm
     return (link.status().readings - a) / (ms / 1000)
   }
   // the readings the board kept while nobody listened are resent on the gateway's HELLO: let them pass first
-  await new Promise((r) => setTimeout(r, 1000))
+  await pause(1000)
   const slow = await rate(2000)
   const res = await gw.commands.dispatch({ id: 'c1', device: 'node-9', name: 'setInterval', args: { ms: 100 } })
   assert.deepEqual(res, { id: 'c1', device: 'node-9', name: 'setInterval', ok: true, result: 'ok' })
-  await new Promise((r) => setTimeout(r, 300))
+  await pause(300)
   const fast = await rate(2000)
   assert.ok(slow < 3, `about 2 readings/s at 500 ms (${slow})`)
   assert.ok(fast > 6, `about 10 readings/s at 100 ms (${fast})`)

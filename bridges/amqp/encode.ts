@@ -61,11 +61,18 @@ export function encodeReadingMessage(o: AmqpOut): Buffer {
     gateway: byteLength(ap.gateway), device: byteLength(ap.device), link: byteLength(ap.link),
   }
   const hasDeviceSeq = ap.deviceSeq !== undefined
+  // With the device's user properties the map is written whole, in its key order (rhea's); else the fixed shape.
+  const entries = o.userProperties ? Object.entries(ap) : null
+  let apSize = 0
+  if (entries) for (const [k, v] of entries) apSize += varSize(byteLength(k)) + (typeof v === 'number' ? uintSize(v) : varSize(byteLength(v)))
+  else {
+    apSize = varSize(7) + varSize(lens.gateway) + varSize(6) + varSize(lens.device) + varSize(3) + uintSize(ap.seq) +
+      varSize(4) + varSize(lens.link) + (hasDeviceSeq ? varSize(9) + uintSize(ap.deviceSeq!) : 0)
+  }
   const size =
     (3 + 9 + 1 + (o.priority !== undefined ? 2 : 0)) +
     (3 + 9 + varSize(lens.messageId) + 1 + varSize(lens.to) + varSize(lens.subject) + 2 + varSize(lens.contentType) + 2 + 9) +
-    (3 + 9 + varSize(7) + varSize(lens.gateway) + varSize(6) + varSize(lens.device) + varSize(3) + uintSize(ap.seq) +
-      varSize(4) + varSize(lens.link) + (hasDeviceSeq ? varSize(9) + uintSize(ap.deviceSeq!) : 0)) +
+    (3 + 9 + apSize) +
     (3 + varSize(o.body.length))
   const w = new Out(Buffer.allocUnsafe(size))
 
@@ -90,12 +97,21 @@ export function encodeReadingMessage(o: AmqpOut): Buffer {
   w.endList(at)
 
   // application-properties: a map of string keys, in the object's order
-  at = w.beginList(APPLICATION_PROPERTIES, hasDeviceSeq ? 10 : 8, 0xd1)
-  w.text('gateway', 7, false); w.text(ap.gateway, lens.gateway, false)
-  w.text('device', 6, false); w.text(ap.device, lens.device, false)
-  w.text('seq', 3, false); w.uint(ap.seq)
-  w.text('link', 4, false); w.text(ap.link, lens.link, false)
-  if (hasDeviceSeq) { w.text('deviceSeq', 9, false); w.uint(ap.deviceSeq!) }
+  if (entries) {
+    at = w.beginList(APPLICATION_PROPERTIES, entries.length * 2, 0xd1)
+    for (const [k, v] of entries) {
+      w.text(k, byteLength(k), false)
+      if (typeof v === 'number') w.uint(v)
+      else w.text(v, byteLength(v), false)
+    }
+  } else {
+    at = w.beginList(APPLICATION_PROPERTIES, hasDeviceSeq ? 10 : 8, 0xd1)
+    w.text('gateway', 7, false); w.text(ap.gateway, lens.gateway, false)
+    w.text('device', 6, false); w.text(ap.device, lens.device, false)
+    w.text('seq', 3, false); w.uint(ap.seq)
+    w.text('link', 4, false); w.text(ap.link, lens.link, false)
+    if (hasDeviceSeq) { w.text('deviceSeq', 9, false); w.uint(ap.deviceSeq!) }
+  }
   w.endList(at)
 
   // data section: vbin8/vbin32

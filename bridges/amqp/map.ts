@@ -1,5 +1,6 @@
 // Pure mapping of a stored reading to the AMQP 1.0 message the amqp upstream sends (no rhea here: plain data).
 import { readingEnvelope, type Reading } from '../../gateway/readings.ts'
+import { isReservedPropertyName, parseUserProperties } from '../../gateway/user-properties.ts'
 import type { Command, CommandResult } from '../../gateway/commands/router.ts'
 
 /** The fields of an AMQP 1.0 message this bridge sets; upstream.ts hands them to rhea as they are. */
@@ -14,10 +15,16 @@ export interface AmqpOut {
   durable: true
   /** Header priority, set for the outbox priority lane only (AMQP's default is 4). */
   priority?: number
-  application_properties: { gateway: string; device: string; seq: number; link: string; deviceSeq?: number }
+  /** The gateway's own properties first; then the reading's user properties (MQTT 5 metadata), as strings. */
+  application_properties: ReadingProperties & Record<string, string | number>
+  /** The reading had user properties (the encoder then writes the whole map in its key order, as rhea does). */
+  userProperties?: true
   /** UTF-8 JSON, sent as one data section. */
   body: Buffer
 }
+
+/** What the gateway itself says of each reading: a device's user property never replaces one of these. */
+export interface ReadingProperties { gateway: string; device: string; seq: number; link: string; deviceSeq?: number }
 
 /** Replaces `{gateway}` and `{device}` in an address template. */
 export function expandAddress(template: string, gateway: string, device = ''): string {
@@ -39,6 +46,15 @@ export function readingToAmqp(row: Reading & { priority?: boolean }, gateway: st
   const address = expandAddress(addressTemplate, gateway, row.device)
   const props: AmqpOut['application_properties'] = { gateway, device: row.device, seq: row.seq, link: row.link }
   if (row.deviceSeq !== null) props.deviceSeq = row.deviceSeq
+  let withUser = false
+  if (row.userProperties !== undefined) {
+    // Names were checked at intake; this holds for rows stored under other rules too: the gateway's keys win.
+    for (const [k, v] of Object.entries(parseUserProperties(row.userProperties))) {
+      if (isReservedPropertyName(k) || Object.hasOwn(props, k)) continue
+      props[k] = v
+      withUser = true
+    }
+  }
   return {
     address,
     message_id: row.msgId,
@@ -50,6 +66,7 @@ export function readingToAmqp(row: Reading & { priority?: boolean }, gateway: st
     application_properties: props,
     body: Buffer.from(readingEnvelope(row), 'utf8'),
     ...(row.priority ? { priority: PRIORITY_LANE } : {}),
+    ...(withUser ? { userProperties: true as const } : {}),
   }
 }
 

@@ -77,7 +77,10 @@ export class FirmataLink extends PortLink<FirmataBoardConfig> {
     const boardP = connectBoard(this.config, t)
     boardP.catch(() => undefined)
     try {
-      void t.open()
+      // A port that cannot be opened rejects `opened` (our 'error' listener runs first); firmata-io then re-emits the
+      // error on its io, which has no listener before ready, so the emit throws out of open(): that rejection was
+      // unhandled and ended the gateway whenever a board's port was missing.
+      t.open().catch(() => undefined)
       await opened
       const board = await boardP
       if (this.stopped || this.transport !== t) { await t.close(); return }

@@ -40,13 +40,17 @@ interface OutboundPacket { topic: string; payload: Buffer | string; qos: number;
 export const RC = {
   SUCCESS: 0x00,
   UNSPECIFIED_ERROR: 0x80,
+  PROTOCOL_ERROR: 0x82,
+  IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
   CLIENT_ID_NOT_VALID: 0x85,
   BAD_CREDENTIALS: 0x86,
   NOT_AUTHORIZED: 0x87,
   SERVER_SHUTTING_DOWN: 0x8b,
   SESSION_TAKEN_OVER: 0x8e,
   TOPIC_FILTER_INVALID: 0x8f,
+  RECEIVE_MAXIMUM_EXCEEDED: 0x93,
   PACKET_TOO_LARGE: 0x95,
+  QUOTA_EXCEEDED: 0x97,
   ADMINISTRATIVE_ACTION: 0x98,
   PAYLOAD_FORMAT_INVALID: 0x99,
 } as const
@@ -84,6 +88,8 @@ export interface FastConnection {
   touch(): void
   /** Whether the client may get reason strings (MQTT 5 Request Problem Information). */
   readonly problemInfo: boolean
+  /** resolveTopicAlias for this connection, without looking its internals up again at every publish. */
+  resolveTopicAlias(packet: AliasedPacket): string | null
 }
 
 /**
@@ -106,6 +112,7 @@ export function interceptPackets(client: object, take: (packet: { cmd: string })
     get problemInfo() { return c._requestProblemInformation !== false },
     write: (b) => c.conn.write(b),
     touch: () => { if (c._keepaliveInterval > 0) c._keepaliveTimer?.refresh() },
+    resolveTopicAlias: (packet) => resolveAlias(c, packet),
   }
 }
 
@@ -114,11 +121,17 @@ export function interceptPackets(client: object, take: (packet: { cmd: string })
  * sees it, so the alias must land in the same map): returns the topic, or null when aedes must handle the packet
  * (out of range or unknown alias: aedes answers with DISCONNECT 0x94). The alias is removed from the packet.
  */
-export function resolveTopicAlias(client: object, packet: { topic: string; properties?: { topicAlias?: number } }): string | null {
+export function resolveTopicAlias(client: object, packet: AliasedPacket): string | null {
+  if (packet.properties?.topicAlias === undefined) return packet.topic
+  const c = internals(client)
+  return c ? resolveAlias(c, packet) : null
+}
+
+type AliasedPacket = { topic: string; properties?: { topicAlias?: number } }
+
+function resolveAlias(c: ClientInternals, packet: AliasedPacket): string | null {
   const alias = packet.properties?.topicAlias
   if (alias === undefined) return packet.topic
-  const c = internals(client)
-  if (!c) return null
   if (!(alias >= 1 && alias <= c.broker.topicAliasMaximum)) return null
   let topic = packet.topic
   if (topic.length > 0) {
@@ -209,6 +222,7 @@ export function encodeAck(qos: 1 | 2, messageId: number, reasonCode: number, rea
 export function writeAck(client: object, qos: 1 | 2, messageId: number, reasonCode: number, reasonString: string): void {
   const c = internals(client)
   if (!c || !c.connected) return
+  ;(c.conn as TappedStream)[WRITE_TAP]?.answered(qos === 1 ? 'puback' : 'pubrec', messageId, reasonCode)
   c.conn.write(encodeAck(qos, messageId, reasonCode, c._requestProblemInformation !== false ? reasonString : null))
 }
 
@@ -258,9 +272,10 @@ function publishSize(p: OutboundPacket): number {
 /**
  * MQTT 5 Maximum Packet Size of the client (MQTT-3.1.2-24): a PUBLISH larger than it is not sent but discarded, as if
  * it had been delivered. aedes 2 does not enforce it; this wraps the client's two deliver functions (before any
- * subscription captures them: call right after aedes.handle). Not covered: a persistent session's queue replayed at
- * reconnect, which aedes' connect handler writes directly (emptyQueue), and a dropped QoS 1/2 message of a
- * persistent session stays in its queue (aedes has no "discard this entry" step before a packet id is assigned).
+ * subscription captures them: call right after aedes.handle). Not covered here: a persistent session's queue replayed
+ * at reconnect, which aedes' connect handler writes directly (emptyQueue: outbound-flow.ts checks those through
+ * tapWrites), and a dropped QoS 1/2 message of a persistent session stays in its queue (aedes has no "discard this
+ * entry" step before a packet id is assigned) until that replay drops it.
  */
 export function limitOutboundPacketSize(client: object, dropped: (topic: string, size: number, max: number) => void): void {
   const c = internals(client)
@@ -279,7 +294,7 @@ export function limitOutboundPacketSize(client: object, dropped: (topic: string,
   c.deliverQoS = wrap(c.deliverQoS)
 }
 
-interface DedupedPacket { brokerId?: string; brokerCounter?: number; qos?: number }
+interface DedupedPacket { brokerId?: string; brokerCounter?: number; qos?: number; properties?: { subscriptionIdentifier?: unknown } }
 type DedupeDeliver = (packet: DedupedPacket, cb: () => void) => void
 interface DedupeInternals { duplicates: Record<string, number>; deliver0: DedupeDeliver; deliverQoS: DedupeDeliver }
 
@@ -294,6 +309,8 @@ const RECENT = 32
  * every live subscriber of both (moscajs/aedes#994, #955; measured here: 50 retained server publishes, each followed
  * by a QoS 0 one, and none of the 50 arrived). This replaces the order check by "not among this client's last
  * RECENT deliveries", which keeps one copy per packet and loses none.
+ * Copies carrying different MQTT 5 Subscription Identifiers are not duplicates: aedes would send one copy with one
+ * identifier, where MQTT-3.3.4-3/4 want all of them; each goes out with its own, as Mosquitto does (MQTT-3.3.4-5).
  * test/broker-dedupe.test.ts shows the loss without it.
  */
 export function installDedupe(client: object): boolean {
@@ -310,7 +327,8 @@ export function installDedupe(client: object): boolean {
     const id = p.brokerId
     const n = p.brokerCounter
     if (!id || typeof n !== 'number') return
-    const key = `${id}:${n}`
+    const si = p.properties?.subscriptionIdentifier
+    const key = si === undefined ? `${id}:${n}` : `${id}:${n}:${String(si)}`
     if (seen.has(key)) { dup[id] = n; return }
     recent ??= new Array<string>(RECENT).fill('')
     seen.delete(recent[next]!)
@@ -322,5 +340,156 @@ export function installDedupe(client: object): boolean {
   c.deliver0 = function deliver0(p, cb) { decide(p); orig0.call(this, p, cb) }
   // QoS 0 packets are passed on to deliver0 (this wrapper), which decides for them.
   c.deliverQoS = function deliverQoS(p, cb) { if (p.qos !== 0) decide(p); origQ.call(this, p, cb) }
+  return true
+}
+
+/** What a filter rewrite decides: the filter aedes is to see, or a protocol error that ends the connection. */
+export type FilterRewrite = (filter: string, op: 'subscribe' | 'unsubscribe', noLocal: boolean) => string | { protocolError: string }
+
+/**
+ * Every topic filter of a SUBSCRIBE or UNSUBSCRIBE passes `rewrite` as parsed, before aedes' handler sees it (shared
+ * subscriptions: a `$share/...` filter becomes the name aedes holds the member's subscription under). Wraps the
+ * parser's first packet listener, like interceptPackets (either may be installed first). A protocol error: a v5
+ * client gets DISCONNECT 0x82 with the reason, a 3.1.1 one is closed; aedes never sees that packet.
+ */
+export function rewriteFilters(client: object, rewrite: FilterRewrite): boolean {
+  const c = internals(client)
+  if (!c) return false
+  const parser = c._parser
+  const next = parser.listeners('packet')[0] as ((this: EventEmitter, p: unknown) => void) | undefined
+  if (!next) return false
+  parser.removeListener('packet', next)
+  parser.on('packet', function (this: EventEmitter, packet: { cmd: string; subscriptions?: { topic: string; nl?: boolean }[]; unsubscriptions?: string[] }) {
+    if (packet.cmd === 'subscribe' && packet.subscriptions) {
+      for (const sub of packet.subscriptions) {
+        const r = rewrite(sub.topic, 'subscribe', sub.nl === true)
+        if (typeof r !== 'string') { disconnectWithReason(client, RC.PROTOCOL_ERROR, r.protocolError); return }
+        sub.topic = r
+      }
+    } else if (packet.cmd === 'unsubscribe' && packet.unsubscriptions) {
+      packet.unsubscriptions = packet.unsubscriptions.map((t) => { const r = rewrite(t, 'unsubscribe', false); return typeof r === 'string' ? r : t })
+    }
+    next.call(this, packet)
+  })
+  return true
+}
+
+/** Whether aedes may write a PUBLISH to this client now: its CONNACK is out and it is not closed. */
+export function readyForDelivery(client: object): boolean {
+  const c = client as Partial<ClientInternals>
+  return c.connackSent === true && c.closed !== true
+}
+
+let sharedAdvertised = false
+
+/**
+ * aedes 2.0.0-beta.1 has no shared subscriptions: every v5 CONNACK carries Shared Subscription Available = 0
+ * (connackProperties in its connect handler) and a v5 SUBSCRIBE to `$share/...` gets 0x9E. The gateway has them
+ * (shared-subscriptions.ts renames every valid `$share/` filter before aedes sees it), so a `$share/` filter aedes
+ * still refuses is a malformed one. From this call on, the write hook (hookWrites) makes v5 CONNACKs advertise them
+ * and that refusal read 0x8F (Topic Filter invalid). Process-wide, idempotent.
+ */
+export function advertiseSharedSubscriptions(): void {
+  sharedAdvertised = true
+  hookWrites()
+}
+
+function advertiseShared(p: { cmd: string; properties?: { sharedSubscriptionAvailable?: boolean }; granted?: number[] }): void {
+  if (p.cmd === 'connack' && p.properties?.sharedSubscriptionAvailable === false) p.properties.sharedSubscriptionAvailable = true
+  if (p.cmd === 'suback' && p.granted) p.granted = p.granted.map((g) => (g === SHARED_NOT_SUPPORTED ? RC.TOPIC_FILTER_INVALID : g))
+}
+
+/** aedes' SUBACK code for a v5 `$share/` filter (MQTT 5.0 0x9E Shared Subscriptions not supported). */
+const SHARED_NOT_SUPPORTED = 0x9e
+
+/** What the gateway does with the packets aedes writes to one connection (see tapWrites). */
+export interface WriteTap {
+  /** A PUBLISH aedes writes: sent now, later or never by the tap; returns what aedes' write sees (false: wait for drain). */
+  publish(packet: WirePublish): boolean
+  /** aedes (or writeAck) answers an inbound PUBLISH: PUBACK, PUBREC or PUBCOMP with its reason code. */
+  answered(cmd: 'puback' | 'pubrec' | 'pubcomp', messageId: number, reasonCode: number): void
+}
+
+/** A PUBLISH as aedes 2 passes it to mqtt-packet's writeToStream (an aedes Packet). */
+export interface WirePublish {
+  cmd: 'publish'; topic: string; payload: Buffer | string; qos: 0 | 1 | 2; retain?: boolean; dup?: boolean
+  messageId?: number; properties?: Record<string, unknown>; messageExpiry?: number
+}
+
+const WRITE_TAP = Symbol('edgeway.writeTap')
+interface TappedStream { [WRITE_TAP]?: WriteTap }
+type WriteToStream = (packet: { cmd: string; messageId?: number; reasonCode?: number }, stream: object, opts?: object) => boolean
+const V5_WRITE: Readonly<{ protocolVersion: 5 }> = Object.freeze({ protocolVersion: 5 })
+let unhookedWrite: WriteToStream | null = null
+
+/**
+ * aedes 2 serialises every packet it sends (lib/write.js) with `mqttPacket.writeToStream(packet, client.conn, opts)`,
+ * looked up on mqtt-packet's exports at each call: that one function is wrapped (once per process, the gateway's only
+ * wrapper of it), and a stream that carries a tap hands its PUBLISHes and acks to it; v5 CONNACK/SUBACK get the shared
+ * subscriptions fix (advertiseSharedSubscriptions). Any other stream (3.1.1 clients, MQTT.js in this process) costs
+ * one property read.
+ */
+function hookWrites(): WriteToStream {
+  if (unhookedWrite) return unhookedWrite
+  const exportsObj = mqttPacket as unknown as { writeToStream?: WriteToStream }
+  const original = exportsObj.writeToStream
+  if (typeof original !== 'function') throw new Error('mqtt-packet lacks writeToStream: aedes internals changed (see gateway/broker/aedes-adapter.ts)')
+  exportsObj.writeToStream = function tappedWriteToStream(packet, stream, opts) {
+    const cmd = packet.cmd
+    if (sharedAdvertised && (cmd === 'connack' || cmd === 'suback') && (opts as { protocolVersion?: number } | undefined)?.protocolVersion === 5) advertiseShared(packet)
+    const tap = (stream as TappedStream)[WRITE_TAP]
+    if (tap === undefined) return original(packet, stream, opts)
+    if (cmd === 'publish') return tap.publish(packet as unknown as WirePublish)
+    if (cmd === 'puback' || cmd === 'pubrec' || cmd === 'pubcomp') {
+      tap.answered(cmd, packet.messageId ?? 0, packet.reasonCode ?? 0)
+      // aedes leaves a success's reason code unset, which mqtt-packet writes as a code and an empty property list (6
+      // bytes); 0 gives the 4-byte form MQTT 5 allows for a success without properties (3.4.2.1), as the fast path's
+      if (packet.reasonCode === undefined) packet.reasonCode = 0
+    }
+    return original(packet, stream, opts)
+  }
+  unhookedWrite = original
+  return original
+}
+
+/**
+ * Hands the PUBLISHes aedes writes to this (MQTT 5) client to `tap`, which sends them through the returned function
+ * (false once the connection is gone, or when the socket's buffer is full: written anyway). Call before the CONNACK:
+ * a persistent session's queue is written right after it.
+ */
+export function tapWrites(client: object, tap: WriteTap): (packet: WirePublish) => boolean {
+  const c = internals(client)
+  if (!c) throw new Error('aedes client lacks its internals: aedes internals changed (see gateway/broker/aedes-adapter.ts)')
+  const write = hookWrites()
+  const conn = c.conn as TappedStream & { destroyed?: boolean }
+  conn[WRITE_TAP] = tap
+  return (packet) => !c.closed && conn.destroyed !== true && write(packet, conn, V5_WRITE)
+}
+
+/**
+ * Whether aedes is still in the connect of this client, i.e. writing the session's stored queue (it sets `connected`
+ * only after the queue is out).
+ */
+export function replayingQueue(client: object): boolean {
+  const c = internals(client)
+  return c !== null && !c.connected && c.connackSent === true && !c.closed
+}
+
+/** Total wire size of a PUBLISH to a v5 client (what its Maximum Packet Size is compared with). */
+export function outboundPublishSize(packet: WirePublish): number {
+  return publishSize(packet)
+}
+
+/**
+ * A v5 client broke a limit the gateway advertised (Receive Maximum: 0x93): aedes reads no more from the socket, the
+ * client gets DISCONNECT with the code and reason. False (nothing done) if it is not a connected v5 client. Idempotent.
+ */
+export function refuseAndStopReading(client: object, reasonCode: number, reasonString: string): boolean {
+  const c = internals(client)
+  if (!c || c.version !== 5 || !(c.connected || c.connackSent) || c.closed) return false
+  if (c._rejectingPacketTooLarge) return true
+  // the latch aedes' read loop checks (named for its own use, the packet-too-large refusal)
+  c._rejectingPacketTooLarge = true
+  sendDisconnect(c, reasonCode, reasonString)
   return true
 }

@@ -25,13 +25,19 @@ import { clientIdAllowed, clientIdNamespace, mayPublishAsPrincipal, maySubscribe
 import type { Role } from './roles.ts'
 import { TelemetryIntake } from './intake.ts'
 import { LoginThrottle, type LoginAttempt } from '../security/login-throttle.ts'
-import { FastAcks, ackTag } from './fast-acks.ts'
+import { TelemetryFastPath, type FastIdentity } from './fast-path.ts'
 import {
   installDedupe,
-  RC, isV5, interceptPackets, resolveTopicAlias, addDisconnectReasons, disconnectWithReason, refusePacketTooLarge,
-  answeredByGateway, writeAck, encodeAck, cancelDelayedWill, hasDelayedWill, limitOutboundPacketSize, unsafeKey, stripWillProperties, assertClientInternals, type FastConnection,
+  RC, isV5, addDisconnectReasons, disconnectWithReason, refusePacketTooLarge,
+  answeredByGateway, writeAck, cancelDelayedWill, hasDelayedWill, limitOutboundPacketSize, unsafeKey, stripWillProperties, assertClientInternals,
 } from './aedes-adapter.ts'
-import { parseFirmwareReport } from '../ota/protocol.ts'
+import { DeviceUplinks, type CommandDeliveredListener, type CommandResultListener, type OtaUplinkListener } from './uplinks.ts'
+import { SharedSubscriptions, parseMemberTopic, isShareTopic, SHARE_PREFIX, type MemberClient, type ShareBroker, type ShareQueue } from './shared-subscriptions.ts'
+import { rewriteFilters, readyForDelivery, advertiseSharedSubscriptions } from './aedes-adapter.ts'
+import { tapWrites, replayingQueue, outboundPublishSize, refuseAndStopReading, type WirePublish } from './aedes-adapter.ts'
+import { OutboundFlow, type DropReason } from './outbound-flow.ts'
+import { InboundQuota, RECEIVE_MAXIMUM } from './inbound-quota.ts'
+import { checkUserProperties } from '../user-properties.ts'
 
 export interface BrokerDeps {
   config: MqttSection
@@ -45,7 +51,7 @@ export interface BrokerDeps {
   log: Logger
 }
 
-interface Identity {
+interface Identity extends FastIdentity {
   principal: Principal
   /** ownerKey(principal): what stored wills and sessions of this connection are stamped with. */
   key: string
@@ -53,16 +59,21 @@ interface Identity {
   device: string | null
   /** Set when the identity was removed or its secret rotated: nothing more is done on its behalf. */
   revoked: boolean
-  /** The last topic the fast path took, and its device: a device publishes to one topic, checked once. */
-  fastTopic?: string
-  fastDevice?: string
+}
+
+/** An MQTT 5 connection's flow control: what it is sent, and what it may send (the gateway's Receive Maximum). */
+interface Flow { out: OutboundFlow; inbound: InboundQuota; refused: boolean }
+
+/** Why a message was not sent to a client, as counted in edgeway_refusals_total. */
+const DROP_REASONS: Readonly<Record<DropReason, string>> = {
+  too_large: 'client_max_packet_size',
+  expired: 'message_expired',
+  queue_full: 'client_queue_full',
 }
 
 /** What the CONNECT asked for, kept from preConnect (aedes has replaced an empty client id by then). */
 interface ConnectRequest { clientId: string; will: PublishPacket | undefined; address: string; cleanStart: boolean }
 
-const FAST_PENDING = 256
-const FAST_PENDING_BYTES = 1 << 20
 /** MQTT 5 topic aliases a client may use towards the gateway (advertised in CONNACK). */
 const TOPIC_ALIAS_MAXIMUM = 32
 /** How often expired MQTT 5 sessions are looked for (Session Expiry Intervals are whole seconds). */
@@ -113,6 +124,8 @@ export class MqttBroker {
   private readonly pendingWills = new Map<string, Client>()
   private expirySweep: NodeJS.Timeout | null = null
   private readonly gone = new WeakSet<Client>()
+  /** MQTT 5 connections' flow control, from their CONNECT on (see outbound-flow.ts, inbound-quota.ts). */
+  private readonly flows = new WeakMap<Client, Flow>()
   private readonly requests = new WeakMap<Client, ConnectRequest>()
   private readonly addresses = new WeakMap<Client, string>()
   /** Live connections per device: a device is online while this set is not empty (see addPresence). */
@@ -120,12 +133,15 @@ export class MqttBroker {
   /** Authenticated, not yet closed connections by client id: a takeover is only allowed to the same identity. */
   private readonly claims = new Map<string, Client>()
   private readonly intake: TelemetryIntake
+  /** `$share/<group>/<filter>` groups: aedes has none (see shared-subscriptions.ts). */
+  private readonly shared: SharedSubscriptions
   private readonly refusalLog: RefusalLog
   /** Failed logins per name, and per address (many devices may share one address: a larger budget). */
   private readonly idThrottle: LoginThrottle
   private readonly addrThrottle: LoginThrottle
-  private commandResult: ((device: string, name: string, payload: Buffer) => void) | null = null
-  private otaUplink: ((device: string, kind: 'request' | 'status', payload: Buffer) => void) | null = null
+  /** State, command results and deliveries, OTA uplinks: what devices report besides telemetry (uplinks.ts). */
+  private readonly uplinks: DeviceUplinks
+  private readonly fastPath: TelemetryFastPath
   readonly listeners: ListenerInfo[] = []
 
   constructor(private readonly d: BrokerDeps) {
@@ -133,9 +149,21 @@ export class MqttBroker {
     this.idThrottle = new LoginThrottle({ budget: t.budget, baseLockMs: t.lockSeconds * 1000 })
     this.addrThrottle = new LoginThrottle({ budget: t.addressBudget, baseLockMs: t.lockSeconds * 1000 })
     this.refusalLog = new RefusalLog(d.log)
+    this.uplinks = new DeviceUplinks({ registry: d.registry, bus: d.bus, log: d.log })
+    this.shared = new SharedSubscriptions({
+      deliverable: (c) => readyForDelivery(c),
+      warn: (fields, msg) => d.log.warn(fields, msg),
+    })
     this.intake = new TelemetryIntake({
       outbox: d.outbox, metrics: d.metrics, bus: d.bus, log: d.log, refusals: this.refusalLog,
       reportError: (device, e) => this.publish(`devices/${device}/errors`, JSON.stringify({ ...e, at: new Date().toISOString() }), 0, false),
+    })
+    this.fastPath = new TelemetryFastPath({
+      identity: (c) => this.identities.get(c as Client),
+      mayPublish: (id, topic, t) => mayPublishAsPrincipal((id as Identity).principal, topic, t, this.anonymousRole).ok,
+      telemetryWatched: () => this.liveWatchers.size > 0 || this.persistence?.telemetryWatched !== false || this.shared.watchesTelemetry,
+      intake: this.intake,
+      other: (c, packet) => this.beforeAedes(c as Client, packet),
     })
   }
 
@@ -143,9 +171,22 @@ export class MqttBroker {
   get connectedDevices(): string[] { return [...this.deviceConns.keys()] }
   isDeviceOnline(device: string): boolean { return this.deviceConns.has(device) }
   /** Results devices publish to `devices/<id>/cmd/<name>/result` go here (the command router). */
-  onCommandResult(listener: (device: string, name: string, payload: Buffer) => void): void { this.commandResult = listener }
+  onCommandResult(listener: CommandResultListener): void { this.uplinks.onCommandResult(listener) }
   /** OTA requests and status a device publishes to `devices/<id>/ota/request|status` go here (the OTA service). */
-  onOtaUplink(listener: (device: string, kind: 'request' | 'status', payload: Buffer) => void): void { this.otaUplink = listener }
+  onOtaUplink(listener: OtaUplinkListener): void { this.uplinks.onOtaUplink(listener) }
+  /** A device acknowledged (PUBACK/PUBREC) a publish on its own `devices/<id>/cmd/...`: the command is delivered. */
+  onCommandDelivered(listener: CommandDeliveredListener): void { this.uplinks.onCommandDelivered(listener) }
+
+  /**
+   * Whether a command to an offline device would wait for it: a stored session of the device (its id or `<id>:...`)
+   * subscribed at QoS 1 or 2 to the command's topic, with no live connection.
+   */
+  async queuesCommand(device: string, name: string): Promise<boolean> {
+    const p = this.persistence
+    if (!p) return false
+    const subs = await p.subscriptionsByTopic(`devices/${device}/cmd/${name}`)
+    return subs.some((s) => s.qos > 0 && clientIdNamespace(s.clientId) === device && !this.claims.has(s.clientId))
+  }
 
   async start(): Promise<void> {
     const cfg = this.d.config
@@ -164,6 +205,8 @@ export class MqttBroker {
       // is buffered); this is the same limit as a total packet size, so aedes' own check never fires first.
       maximumPacketSize: wireSize(cfg.maxPacketSize),
       topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
+      // MQTT 5: advertised in CONNACK, enforced by InboundQuota (DISCONNECT 0x93)
+      receiveMaximum: RECEIVE_MAXIMUM,
       // Device ids are up to 64 characters; this limit only applies to MQTT 3.1 (3.1.1 has none).
       maxClientsIdLength: 64,
       heartbeatInterval: 60_000,
@@ -173,6 +216,7 @@ export class MqttBroker {
         const id = packet.clientId ?? ''
         if ((id.length === 0 && packet.clean === false && (packet.protocolVersion ?? 4) < 5) || unsafeKey(id)) this.rejectEmptyId.add(client)
         this.requests.set(client, { clientId: id, will: packet.will as PublishPacket | undefined, address: this.addresses.get(client) ?? '?', cleanStart: packet.clean !== false })
+        if (packet.protocolVersion === 5) this.installFlow(client, packet.properties)
         cb(null, true)
       },
       authenticate: (client, username, password, cb) => { this.authenticate(client, username, password).then((r) => cb(null, r), (e: AuthenticateError) => cb(e, false)) },
@@ -180,6 +224,9 @@ export class MqttBroker {
       authorizeSubscribe: (client, sub, cb) => this.authorizeSubscribe(client, sub, cb),
     })
     this.aedes = aedes
+    advertiseSharedSubscriptions()
+    this.shared.attach(aedes as unknown as ShareBroker, this.persistence as unknown as ShareQueue)
+    await this.restoreSharedMembers()
     aedes.on('clientReady', (client) => this.onClientReady(client))
     aedes.on('clientDisconnect', (client) => { this.liveWatchers.delete(client); this.onClientGone(client, 'disconnect') })
     // aedes reports failures of its periodic will publication here; without a listener they would end the process.
@@ -189,12 +236,21 @@ export class MqttBroker {
       if (client && watching.length) { const set = this.liveWatchers.get(client) ?? new Set<string>(); for (const f of watching) set.add(f); this.liveWatchers.set(client, set) }
     })
     aedes.on('unsubscribe', (topics, client) => {
+      if (client) this.shared.unsubscribed(client as unknown as MemberClient, topics)
       const set = client && this.liveWatchers.get(client)
       if (!set) return
       for (const f of topics) set.delete(f)
       if (set.size === 0) this.liveWatchers.delete(client)
     })
     aedes.on('keepaliveTimeout', (client) => log.info({ clientId: client.id }, 'mqtt keepalive timeout'))
+    // a QoS 1/2 publish the client acknowledged (aedes passes the stored packet; a PUBREL for QoS 2)
+    aedes.on('ack', (packet, client) => {
+      const topic = (packet as { topic?: unknown } | undefined)?.topic
+      if (!this.uplinks.wantsDeliveries || typeof topic !== 'string' || !client) return
+      const t = classifyTopic(topic)
+      if (t?.kind !== 'cmd' || clientIdNamespace(client.id) !== t.device) return
+      this.uplinks.delivered(t.device, Buffer.from((packet as { payload?: Buffer | string }).payload ?? ''))
+    })
     // aedes 2 ends a v5 session after its expiry interval in memory only (its inbound QoS 2 state, its owner and the
     // persisted expiry stay): the sweep below purges it. The sweep also ends sessions restored after a restart,
     // which aedes holds no timer for.
@@ -232,7 +288,9 @@ export class MqttBroker {
           return true
         },
       })
-      this.installFastPath(client)
+      // (before the fast path, so that the publishes it takes never pass this one)
+      rewriteFilters(client, (filter, op, noLocal) => this.shared.rewrite(filter, op, noLocal))
+      this.fastPath.install(client)
     }
     if (cfg.tcp.enabled) {
       const srv = createNetServer((s) => handle(s, s.remoteAddress))
@@ -359,6 +417,8 @@ export class MqttBroker {
     // A clean start discards the old session's inbound QoS 2 state (aedes 1.2.0 did this at CONNECT; 2.0 does not).
     // (only when there is some: a write with fsync on every CONNECT would sit in every device's ack latency)
     if (req.cleanStart && this.persistence?.incomingCount(clientId)) await this.persistence.cleanIncoming(client)
+    // a clean start ends the old session's shared subscriptions too (aedes drops its stored subscriptions)
+    if (req.cleanStart) this.shared.forget(clientId)
     this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
     this.claims.set(clientId, client)
     return true
@@ -462,6 +522,28 @@ export class MqttBroker {
     return null
   }
 
+  /**
+   * At start, before any listener: the shared subscriptions of stored persistent sessions, so that a group whose
+   * members are all disconnected still queues for them. Each is checked as its session's owner, as at subscribe.
+   */
+  private async restoreSharedMembers(): Promise<void> {
+    const p = this.persistence
+    if (!p) return
+    for (const clientId of p.storedClientIds()) {
+      const subs = await p.subscriptionsByClient({ id: clientId })
+      for (const sub of subs) {
+        const share = parseMemberTopic(sub.topic)
+        if (!share) continue
+        const owner = this.resolveOwner(p.sessionOwner(clientId), clientId)
+        if (!owner || !maySubscribeAsPrincipal(owner, share.filter, this.anonymousRole).ok) {
+          this.d.log.info({ clientId, filter: `${SHARE_PREFIX}${share.group}/${share.filter}` }, 'stored shared subscription not restored: its owner may no longer read it')
+          continue
+        }
+        this.shared.joinOffline(clientId, share, { qos: sub.qos, rap: sub.rap === true, si: sub.subscriptionIdentifier })
+      }
+    }
+  }
+
   /** At start, before any listener: stored wills that their owner may no longer publish are dropped. */
   private async sweepStoredWills(): Promise<void> {
     const p = this.persistence
@@ -505,7 +587,7 @@ export class MqttBroker {
     if (removed && p) {
       const ids = new Set(p.sessionsOwnedBy(key))
       if (kind === 'device') for (const c of p.storedClientIds()) if (clientIdNamespace(c) === id) ids.add(c)
-      for (const c of ids) await p.purgeClient(c)
+      for (const c of ids) { this.shared.forget(c); await p.purgeClient(c) }
       purgedSessions = ids.size
       if (kind === 'device') {
         const retained = await p.createRetainedStream(`devices/${id}/#`).toArray() as PublishPacket[]
@@ -516,51 +598,62 @@ export class MqttBroker {
     return { disconnected, purgedSessions }
   }
 
-  /**
-   * Telemetry fast path. aedes runs every PUBLISH through its full pipeline (handler series, ack write with a deferred
-   * callback, broker.publish with a subscription match and the offline queue) and reads a connection's next chunk only
-   * once all of that finished for every packet of the current one. A QoS 0/1 telemetry publish that nobody
-   * subscribes to needs none of it: it is checked exactly as authorizePublish would, handed to the outbox, and its
-   * PUBACK is written after the commit. Anything else (other topics, QoS 2, retain, an ACL refusal, a telemetry
-   * subscriber present, more than FAST_PENDING uncommitted publishes on this connection) takes aedes' path unchanged.
-   */
-  private installFastPath(client: Client): void {
-    let conn: FastConnection | null = null
-    let acks: FastAcks | null = null
-    conn = interceptPackets(client, (packet) => packet.cmd === 'publish' && conn !== null && acks !== null && this.fastPublish(client, conn, acks, packet as PublishPacket))
-    if (!conn) return
-    const c = conn
-    acks = new FastAcks({
-      get connected() { return c.connected },
-      write: (b) => c.write(b),
-      fail: (err) => (client as unknown as EventEmitter).emit('error', err),
-      // MQTT 5: a payload that does not decode is answered with PUBACK 0x99 (3.1.1: a plain PUBACK, as before)
-      refusedAck: (messageId, reason) => c.v5 ? encodeAck(1, messageId, RC.PAYLOAD_FORMAT_INVALID, c.problemInfo ? `payload refused: ${reason}` : null) : null,
-    })
+  /** The broker's look at a packet before aedes, beside the fast path: the client's acks free its Receive Maximum slots, and the gateway's own Receive Maximum is enforced on aedes' path. True: handled. */
+  private beforeAedes(client: Client, packet: { cmd: string }): boolean {
+    if (packet.cmd === 'publish') return this.overInboundQuota(client, packet as PublishPacket)
+    if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubcomp') {
+      const a = packet as { cmd: string; messageId?: number; reasonCode?: number }
+      this.flows.get(client)?.out.acked(a.cmd, a.messageId ?? 0, a.reasonCode ?? 0)
+    }
+    return false
   }
 
-  /** True if the publish was taken (stored, acked after the commit); false: aedes handles it. */
-  private fastPublish(client: Client, c: FastConnection, acks: FastAcks, packet: PublishPacket): boolean {
-    if (packet.qos === 2 || packet.retain || !c.connected) return false
-    const id = this.identities.get(client)
-    if (!id || id.revoked || acks.pending >= FAST_PENDING || acks.pendingBytes >= FAST_PENDING_BYTES) return false
-    // MQTT 5 topic alias: resolved into aedes' own map (an unknown or invalid one is aedes' to refuse)
-    const topic = packet.properties?.topicAlias !== undefined ? resolveTopicAlias(client, packet) : packet.topic
-    if (topic === null) return false
-    let device = id.fastDevice
-    if (topic !== id.fastTopic || device === undefined) {
-      const t = classifyTopic(topic)
-      if (!t || t.kind !== 'telemetry' || !DEVICE_ID_RE.test(t.device)) return false
-      if (id.revoked || !mayPublishAsPrincipal(id.principal, topic, t, this.anonymousRole).ok) return false
-      id.fastTopic = topic
-      device = id.fastDevice = t.device
+  /**
+   * MQTT 5 flow control of one connection, from its CONNECT (before the CONNACK: a stored session's queue follows it):
+   * the client's Receive Maximum, Maximum Packet Size and Topic Alias Maximum on what it is sent.
+   */
+  private installFlow(client: Client, props: { receiveMaximum?: number; maximumPacketSize?: number; topicAliasMaximum?: number } | undefined): void {
+    let send: (p: WirePublish) => boolean = () => false
+    const out = new OutboundFlow({
+      receiveMaximum: props?.receiveMaximum ?? 65535,
+      maximumPacketSize: props?.maximumPacketSize,
+      topicAliasMaximum: props?.topicAliasMaximum ?? 0,
+    }, {
+      send: (p) => send(p),
+      size: outboundPublishSize,
+      replaying: () => replayingQueue(client),
+      dropped: (p, reason, detail) => this.droppedOutbound(client, p, reason, detail),
+    })
+    const inbound = new InboundQuota()
+    send = tapWrites(client, { publish: (p) => out.publish(p), answered: (cmd, id, rc) => inbound.answered(cmd, id, rc) })
+    this.flows.set(client, { out, inbound, refused: false })
+  }
+
+  /** A message not sent to a client, as if delivered: counted, logged, and gone from its stored session too. */
+  private droppedOutbound(client: Client, p: WirePublish, reason: DropReason, detail: string): void {
+    const why = DROP_REASONS[reason]
+    this.d.metrics.refusals.inc({ reason: why })
+    this.refusalLog.note(why, client.id ?? '-', `not sent to "${client.id}" on "${p.topic.slice(0, 120)}": ${detail}`, { clientId: client.id, topic: p.topic })
+    // a persistent session would send it again at the next reconnect
+    if (p.qos > 0 && p.messageId !== undefined && !client.clean) {
+      void this.persistence?.outgoingClearMessageId(client, p as never).catch(() => undefined)
     }
-    if (this.liveWatchers.size > 0 || this.persistence?.telemetryWatched !== false) return false
-    c.touch()
-    const payload = packet.payload as Buffer
-    const tag = ackTag(packet.messageId ?? 0, packet.qos === 1, payload.length)
-    acks.take(tag)
-    this.intake.handleOwned(device, payload, acks, tag)
+  }
+
+  /**
+   * aedes' path (the fast path is not counted, see inbound-quota.ts): a QoS 1/2 publish of an MQTT 5 client beyond
+   * the gateway's Receive Maximum gets DISCONNECT 0x93, and is not handled (true), nor is anything after it.
+   */
+  private overInboundQuota(client: Client, packet: PublishPacket): boolean {
+    if (packet.qos === 0) return false
+    const flow = this.flows.get(client)
+    if (flow === undefined || (!flow.refused && flow.inbound.take(packet.messageId ?? 0))) return false
+    if (!flow.refused) {
+      flow.refused = true
+      const why = `more than ${RECEIVE_MAXIMUM} QoS 1/2 publishes awaiting their acknowledgement (Receive Maximum)`
+      this.refuse('receive_maximum', why, { ...this.errorCtx(client), topic: packet.topic })
+      if (!refuseAndStopReading(client, RC.RECEIVE_MAXIMUM_EXCEEDED, why)) client.close()
+    }
     return true
   }
 
@@ -587,7 +680,8 @@ export class MqttBroker {
       }
     }
     const t = classifyTopic(topic)
-    const d = mayPublishAsPrincipal(identity.principal, topic, t, this.anonymousRole)
+    // (the lab modes let $-topics through: a shared subscription's names are never published to)
+    const d = isShareTopic(topic) ? { ok: false as const, reason: 'publishing to $share/ topics is not allowed' } : mayPublishAsPrincipal(identity.principal, topic, t, this.anonymousRole)
     if (!d.ok) {
       this.refuse('acl_publish', d.reason, { ...ctxOf(identity.principal), clientId: client.id, topic })
       return cb(new RefusedError(`publish to "${topic}" refused: ${d.reason}`))
@@ -598,6 +692,20 @@ export class MqttBroker {
         if (!DEVICE_ID_RE.test(t.device)) {
           this.refuse('bad_device_id', `telemetry for malformed device id "${t.device.slice(0, 80)}"`, { clientId: client.id, topic })
           return cb(new RefusedError('invalid device id in topic'))
+        }
+        // MQTT 5 user properties: the reading's metadata, checked here (a refusal is answered and not stored)
+        const up = packet.properties?.userProperties
+        let userProperties: string | undefined
+        if (up !== undefined) {
+          const checked = checkUserProperties(up)
+          if (!checked.ok) {
+            this.refuse('user_properties', checked.reason, { ...ctxOf(identity.principal), clientId: client.id, topic })
+            this.intake.reportRefusal(t.device, topic, checked.reason)
+            answeredByGateway(packet)
+            if (packet.qos > 0) writeAck(client, packet.qos as 1 | 2, packet.messageId ?? 0, checked.kind === 'quota' ? RC.QUOTA_EXCEEDED : RC.IMPLEMENTATION_SPECIFIC_ERROR, `reading refused: ${checked.reason}`)
+            return cb(null)
+          }
+          userProperties = checked.text
         }
         const persistence = this.persistence
         // MQTT 5: a payload that does not decode gets PUBACK/PUBREC 0x99 once the worker refused it (3.1.1: acked)
@@ -612,26 +720,16 @@ export class MqttBroker {
           // store it once, so QoS 2 stays exactly-once into the outbox.
           persistence.incomingGetPacket(client, { ...packet, messageId: packet.messageId ?? 0 } as never).then(
             () => cb(null),
-            () => this.intake.handle(t.device, packet.payload as Buffer, done),
+            () => this.intake.handle(t.device, packet.payload as Buffer, done, userProperties),
           )
           return
         }
-        this.intake.handle(t.device, packet.payload as Buffer, done)
+        this.intake.handle(t.device, packet.payload as Buffer, done, userProperties)
         return
       }
-      // What the device itself reports: its firmware (the registry, for registered devices only) and its results.
+      // What the device itself reports besides telemetry: its state, its command results, OTA (uplinks.ts).
       const self = identity.device === t.device && identity.principal.kind !== 'client'
-      if (kind === 'state' && self && identity.principal.kind === 'device') this.noteState(t.device, packet.payload as Buffer)
-      if (kind === 'cmd_result' && self && this.commandResult) {
-        try { this.commandResult(t.device, t.rest.split('/')[1]!, packet.payload as Buffer) } catch (err) {
-          this.d.log.error({ device: t.device, err: (err as Error).message }, 'command result listener failed')
-        }
-      }
-      if ((kind === 'ota_request' || kind === 'ota_status') && self && this.otaUplink) {
-        try { this.otaUplink(t.device, kind === 'ota_request' ? 'request' : 'status', packet.payload as Buffer) } catch (err) {
-          this.d.log.error({ device: t.device, err: (err as Error).message }, 'ota listener failed')
-        }
-      }
+      this.uplinks.route(t, packet.payload as Buffer, self, identity.principal.kind === 'device')
     }
     cb(null)
   }
@@ -639,22 +737,20 @@ export class MqttBroker {
   private authorizeSubscribe(client: Client, sub: Subscription, cb: (err: Error | null, sub?: Subscription | null) => void): void {
     const identity = this.identities.get(client)
     if (!identity) return cb(new Error('not authenticated'))
-    const d = identity.revoked ? { ok: false as const, reason: 'access revoked' } : maySubscribeAsPrincipal(identity.principal, sub.topic, this.anonymousRole)
+    // A shared subscription arrives under its member name (shared-subscriptions.ts): the ACL judges its inner filter.
+    // A `$share/` filter still here is malformed (3.1.1; aedes answers v5 ones itself).
+    const share = parseMemberTopic(sub.topic)
+    const filter = share ? share.filter : sub.topic
+    const shown = share ? `${SHARE_PREFIX}${share.group}/${share.filter}` : sub.topic
+    const d = identity.revoked ? { ok: false as const, reason: 'access revoked' }
+      : filter.startsWith(SHARE_PREFIX) ? { ok: false as const, reason: `"${filter.slice(0, 120)}" is not a valid shared subscription: $share/<group>/<filter>` }
+        : maySubscribeAsPrincipal(identity.principal, filter, this.anonymousRole)
     if (!d.ok) {
-      this.refuse('acl_subscribe', d.reason, { ...ctxOf(identity.principal), clientId: client.id, topic: sub.topic })
+      this.refuse('acl_subscribe', d.reason, { ...ctxOf(identity.principal), clientId: client.id, topic: shown })
       return cb(null, null) // SUBACK 0x80 for this filter; the connection stays up
     }
+    if (share) this.shared.join(client as unknown as MemberClient, share, { qos: sub.qos, rap: sub.rap === true, si: (sub as { subscriptionIdentifier?: number }).subscriptionIdentifier })
     cb(null, sub)
-  }
-
-  /** A retained state message may carry the firmware version (and health, for OTA): the registry keeps the version. */
-  private noteState(device: string, payload: Buffer): void {
-    if (payload[0] !== 0x7b) return
-    // state is free-form; only the firmware and healthy fields are read
-    const fw = parseFirmwareReport(payload)
-    if (!fw) return
-    this.d.registry.setFirmware(device, fw.version)
-    this.d.bus.safeEmit('firmware', { device, version: fw.version, healthy: fw.healthy })
   }
 
   private onClientReady(client: Client): void {
@@ -680,6 +776,7 @@ export class MqttBroker {
     this.d.metrics.clientsConnected.set(this.connectedClients)
     if (this.gone.has(client)) return
     this.gone.add(client)
+    this.shared.clientGone(client as unknown as MemberClient)
     if (this.claims.get(client.id) === client) this.claims.delete(client.id)
     // The identity stays (WeakMap): aedes may still publish this client's will through authorizePublish.
     const identity = this.identities.get(client)
@@ -718,6 +815,7 @@ export class MqttBroker {
     for (const id of ids ? expired.filter((x) => ids.includes(x)) : expired) {
       if (this.claims.has(id)) continue
       this.d.log.info({ clientId: id }, 'mqtt session expired')
+      this.shared.forget(id)
       void p.purgeClient(id, { keepWill: true }).catch((err: Error) => this.d.log.warn({ clientId: id, err: err.message }, 'expired session not purged'))
     }
   }

@@ -54,8 +54,13 @@ export class TelemetryIntake {
    * that does not decode, after the worker refused it). `done(err)` closes the connection without an ack: the
    * device retries later.
    */
-  handle(device: string, payload: Buffer, done: (err: Error | null) => void): void {
-    this.d.outbox.append({ device, link: 'mqtt', payload }, done)
+  handle(device: string, payload: Buffer, done: (err: Error | null) => void, userProperties?: string): void {
+    this.d.outbox.append(userProperties === undefined ? { device, link: 'mqtt', payload } : { device, link: 'mqtt', payload, userProperties }, done)
+  }
+
+  /** A publish refused before the outbox (e.g. its user properties): the device learns why on its errors topic. */
+  reportRefusal(device: string, topic: string, reason: string): void {
+    this.d.reportError(device, { topic, reason })
   }
 
   /** As handle, settled through `owner` (the broker's fast path: one owner per connection). */

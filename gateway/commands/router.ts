@@ -1,6 +1,7 @@
 // Routes a command from any upstream (or the CLI/dashboard later) to the device link that owns the device, and
 // resolves with the device's result. Every command gets exactly one result: success, device error, or a routing
-// error (unknown device, offline, expired, timeout) — never silence.
+// error (unknown device, offline, expired, timeout) — never silence. `expired`: the deadline came before the device
+// had the command (e.g. it stayed offline while its session held it); `timeout`: it had it and did not answer.
 import type { LinkCommand, LinkCommandOutcome } from '../links/device-link.ts'
 import { COMMAND_NAME_RE } from '../readings.ts'
 
@@ -26,11 +27,21 @@ export interface CommandTarget {
   isOnline(device: string): boolean
   /** Resolves with the device's answer when the link has it at once; 'sent' (or nothing): it comes via handleResult. */
   send(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome | void>
+  /** Whether the device's link holds a command for it while it is offline (then it is sent, not refused `offline`). */
+  queues?(device: string, name: string): Promise<boolean>
+}
+
+interface Pending {
+  cmd: Command
+  resolve: (r: CommandResult) => void
+  timer: NodeJS.Timeout
+  /** The device has it (written to its connection, or taken from its queue): silence then is a `timeout`, not `expired`. */
+  delivered: boolean
 }
 
 
 export class CommandRouter {
-  private readonly pending = new Map<string, { cmd: Command; resolve: (r: CommandResult) => void; timer: NodeJS.Timeout }>()
+  private readonly pending = new Map<string, Pending>()
   private readonly timeoutMs: number
   private readonly now: () => number
   private readonly doneListeners: ((e: { args: unknown; result: CommandResult; latencyMs: number }) => void)[] = []
@@ -62,16 +73,35 @@ export class CommandRouter {
     const left = cmd.expiresAt === undefined ? this.timeoutMs : cmd.expiresAt - this.now()
     if (left <= 0) return fail('expired', `command expired ${-left} ms before it could be routed`)
     if (!this.target.isKnown(cmd.device)) return fail('unknown_device', `unknown device "${cmd.device}"`)
-    if (!this.target.isOnline(cmd.device)) return fail('offline', `device "${cmd.device}" is offline`)
+    if (this.target.isOnline(cmd.device)) return this.send(cmd, left)
+    const offline = (): Promise<CommandResult> => fail('offline', `device "${cmd.device}" is offline`)
+    // An offline device with a persistent session gets it when it is back, if that is before the deadline.
+    if (!this.target.queues) return offline()
+    return this.target.queues(cmd.device, cmd.name).then((queues) => {
+      if (!queues) return offline()
+      if (this.pending.has(cmd.id)) return fail('bad_request', `command id "${cmd.id}" is already in flight`)
+      return this.send(cmd, cmd.expiresAt === undefined ? this.timeoutMs : cmd.expiresAt - this.now())
+    }, offline)
+  }
+
+  /** Hands the command to the device's link and waits for its one result (the answer, or the deadline). */
+  private send(cmd: Command, left: number): Promise<CommandResult> {
     return new Promise<CommandResult>((resolve) => {
-      const wait = Math.min(this.timeoutMs, left)
+      const wait = Math.max(1, Math.min(this.timeoutMs, left))
       const timer = setTimeout(() => {
         this.pending.delete(cmd.id)
-        resolve({ id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: cmd.expiresAt !== undefined && wait === left ? 'expired' : 'timeout', error: `no result from the device within ${wait} ms` })
+        resolve(p.delivered
+          ? { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'timeout', error: `no result from the device within ${wait} ms` }
+          : { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'expired', error: `not delivered within ${wait} ms: the device was offline and did not come back in time` })
       }, wait)
-      this.pending.set(cmd.id, { cmd, resolve, timer })
+      const p: Pending = { cmd, resolve, timer, delivered: false }
+      this.pending.set(cmd.id, p)
       this.target.send(cmd.device, { id: cmd.id, name: cmd.name, args: cmd.args ?? null, expiresAt: this.now() + wait }).then((out) => {
-        if (!out || out.kind === 'sent') return
+        if (!out || out.kind === 'sent') {
+          if (out?.delivered) void out.delivered.then((d) => { if (d) p.delivered = true })
+          else p.delivered = true
+          return
+        }
         this.complete(cmd.id, out.ok
           ? { id: cmd.id, device: cmd.device, name: cmd.name, ok: true, result: out.result }
           : { id: cmd.id, device: cmd.device, name: cmd.name, ok: false, code: 'device_error', error: out.error })
@@ -105,7 +135,9 @@ export class CommandRouter {
   close(): void {
     for (const id of [...this.pending.keys()]) {
       const p = this.pending.get(id)!
-      this.complete(id, { id, device: p.cmd.device, name: p.cmd.name, ok: false, code: 'timeout', error: 'gateway stopping' })
+      // a queued command stays in the broker's store with its deadline: it may still reach the device before then
+      const error = p.delivered ? 'gateway stopping' : 'gateway stopping: the command is still queued for the device until its deadline'
+      this.complete(id, { id, device: p.cmd.device, name: p.cmd.name, ok: false, code: 'timeout', error })
     }
   }
 

@@ -1,16 +1,20 @@
-// Main-thread side of the history store: starts the history worker, hands the outbox the port its tap posts
-// committed readings on (outbox worker -> history worker directly: the broker thread never sees them), asks the
-// worker's queries and turns its totals into metrics. Constructors do no I/O; start() spawns the thread.
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads'
+// Main-thread side of the history store: starts history in the records thread (gateway/records/), hands the outbox
+// the port its tap posts committed readings on (outbox worker -> records thread directly: the broker thread never
+// sees them), asks the worker side's queries and turns its totals into metrics. Constructors do no I/O; start()
+// attaches to the thread.
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { HistoryConfig } from './config.ts'
 import type { FromHistory, HistoryInit, HistoryQuery, HistoryStats, QueryAnswers, ToHistory } from './protocol.ts'
+import { RecordsThread } from '../records/thread.ts'
 
 export interface HistoryServiceOptions {
   file: string
   outboxFile: string
   config: HistoryConfig
   log: Logger
+  /** The thread history shares with the device journal (default: a thread of its own). */
+  thread?: RecordsThread
   /** Called with the growth of the worker's totals at every stats poll (metrics). */
   onStats?: (delta: { points: number; refused: number; pruned: { tier: 'raw' | 'rollup'; reason: 'age' | 'bytes'; n: number }[] }, s: HistoryStats) => void
   commitMs?: number
@@ -18,19 +22,12 @@ export interface HistoryServiceOptions {
   statsMs?: number
 }
 
-/** Compiled (dist/): plain JS. From source: the outbox's plain-JS entry registers tsx in the thread first. */
-function spawnWorker(data: object, transfer: MessagePort[]): Worker {
-  const compiled = import.meta.url.endsWith('.js')
-  if (compiled) return new Worker(new URL('./worker.js', import.meta.url), { workerData: data, transferList: transfer, name: 'edgeway-history' })
-  return new Worker(new URL('../outbox/worker-boot.mjs', import.meta.url), {
-    workerData: { ...data, entry: new URL('./worker.ts', import.meta.url).href }, transferList: transfer, name: 'edgeway-history',
-  })
-}
-
 export class HistoryService {
   private readonly channel = new MessageChannel()
   private tapGiven = false
-  private worker: Worker | null = null
+  private readonly thread: RecordsThread
+  /** Our side of the channel to history in the records thread (null before start, after stop or once it died). */
+  private port: MessagePort | null = null
   private nextId = 1
   private readonly requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>()
   private statsTimer: NodeJS.Timeout | null = null
@@ -43,6 +40,7 @@ export class HistoryService {
 
   constructor(private readonly opts: HistoryServiceOptions) {
     this.log = opts.log.child({ component: 'history' })
+    this.thread = opts.thread ?? new RecordsThread()
   }
 
   /** The port the outbox worker posts committed readings on (give it to OutboxClient as `tap`, once). */
@@ -54,7 +52,7 @@ export class HistoryService {
 
   get raw(): { hours: number } { return { hours: this.opts.config.rawHours } }
 
-  /** Opens history.db on the worker. Readings queue on the tap until catchUp(), which runs once the outbox is open. */
+  /** Opens history.db in the records thread. Readings queue on the tap until catchUp(), which runs once the outbox is open. */
   async start(): Promise<void> {
     const c = this.opts.config
     const init: HistoryInit & { tap: MessagePort } = {
@@ -62,16 +60,16 @@ export class HistoryService {
       maxMetricsPerDevice: c.maxMetricsPerDevice, maxSeries: c.maxSeries,
       commitMs: this.opts.commitMs ?? 500, pruneMs: this.opts.pruneMs ?? 60_000, tap: this.channel.port2,
     }
-    const worker = spawnWorker(init, [this.channel.port2])
-    this.worker = worker
-    worker.on('message', (m: FromHistory) => this.onMessage(m))
-    worker.on('error', (err) => this.die(err.message))
-    worker.on('exit', (code) => { if (this.worker) this.die(`history worker exited (code ${code})`) })
+    const port = this.thread.attach('history', init, [this.channel.port2], (reason) => this.die(reason))
+    this.port = port
+    port.on('message', (m: FromHistory) => this.onMessage(m))
+    // History closes its side when it cannot open history.db (it said why in a 'failed' message first).
+    port.on('close', () => { if (this.port === port) this.die(this.lastError || 'history closed its side') })
   }
 
   /** After the outbox opened: reads rows committed past history's position, then follows the tap. */
   async catchUp(): Promise<{ lastRow: number; caughtUp: number }> {
-    const w = this.worker
+    const w = this.port
     if (!w) return { lastRow: 0, caughtUp: 0 }
     const ready = new Promise<{ lastRow: number; caughtUp: number }>((resolve, reject) => { this.onReady = resolve; this.onStartFailed = reject })
     w.postMessage({ t: 'catchUp' })
@@ -87,11 +85,11 @@ export class HistoryService {
   private onStartFailed: ((e: Error) => void) | null = null
 
   query<K extends HistoryQuery['q']>(query: Extract<HistoryQuery, { q: K }>): Promise<QueryAnswers[K]> {
-    if (!this.worker) return Promise.reject(new Error(this.failure ?? 'history is not running'))
+    if (!this.port) return Promise.reject(new Error(this.failure ?? 'history is not running'))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.requests.set(id, { resolve: resolve as (v: unknown) => void, reject })
-      this.worker!.postMessage({ t: 'query', id, query } satisfies ToHistory)
+      this.port!.postMessage({ t: 'query', id, query } satisfies ToHistory)
     })
   }
 
@@ -121,15 +119,18 @@ export class HistoryService {
   /** After the outbox closed (its tap flushed): writes what is gathered and closes history.db. */
   async stop(): Promise<void> {
     if (this.statsTimer) clearInterval(this.statsTimer)
-    const w = this.worker
+    const w = this.port
     if (!w) { this.channel.port1.close(); return }
     await this.pollStats()
+    // From here on the port closing (history's side does once it closed history.db) is the expected end, not a death.
+    this.port = null
     const id = this.nextId++
     const closed = new Promise<void>((resolve) => { this.requests.set(id, { resolve: () => resolve(), reject: () => resolve() }) })
     w.postMessage({ t: 'close', id } satisfies ToHistory)
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))])
-    this.worker = null
-    await w.terminate()
+    w.once('close', () => this.resolveRequest(id, undefined))
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000).unref())])
+    w.close()
+    await this.thread.detach('history')
     if (!this.tapGiven) this.channel.port1.close()
   }
 
@@ -167,7 +168,9 @@ export class HistoryService {
   private die(message: string): void {
     if (this.failure) return
     this.failure = message
-    this.worker = null
+    const w = this.port
+    this.port = null
+    if (w) { w.close(); void this.thread.detach('history') }
     this.log.error({ err: message }, 'history worker stopped: charts have no history until a restart')
     this.onStartFailed?.(new Error(message))
     for (const r of this.requests.values()) r.reject(new Error(message))

@@ -1,6 +1,6 @@
 // The history worker's logic: owns the HistoryStore, takes the outbox's committed readings (tap.ts batches, and at
 // start the outbox rows written after history's last position), commits every `commitMs`, prunes every `pruneMs`
-// and answers the main thread's queries. Runs on the history worker thread; worker.ts is the thread entry.
+// and answers the main thread's queries. Runs in the records thread (gateway/records/); worker.ts serves it there.
 import { existsSync } from 'node:fs'
 import { openDatabase } from '../store/sqlite.ts'
 import { HistoryStore } from './store.ts'

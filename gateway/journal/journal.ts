@@ -1,20 +1,23 @@
 // The device journal, main-thread side: listens to the gateway's events, buffers entries and hands them to the
-// journal's worker thread in batches (every flushMs, or sooner when many are waiting); the last payload of each
-// device is kept in memory and flushed less often. Nothing here touches the disk or sits on the ack path: a reading
-// costs one Map.set per coalesced "latest" report (a few per second per device at most).
-import { Worker } from 'node:worker_threads'
+// journal's side of the records thread (gateway/records/) in batches (every flushMs, or sooner when many are
+// waiting); the last payload of each device is kept in memory and flushed less often. Nothing here touches the disk
+// or sits on the ack path: a reading costs one Map.set per coalesced "latest" report (a few per second per device).
+import type { MessagePort } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { GatewayBus, GatewayEvents } from '../events.ts'
 import {
   DEFAULT_BOUNDS, boundedPayload, commandEntry, firmwareEntry, otaEntry, presenceEntry, refusalEntry,
   type Bounds, type EntryKind, type JournalEntry, type LastPayload, type OtaProgressLike,
 } from './entries.ts'
-import type { DeviceJournalView, FromJournalWorker, JournalWorkerInit, ToJournalWorker } from './protocol.ts'
+import type { DeviceJournalView, FromJournalWorker, ToJournalWorker } from './protocol.ts'
+import { RecordsThread } from '../records/thread.ts'
 
 export interface DeviceJournalOptions {
   file: string
   /** The gateway's data dir: the worker reads the device's OTA jobs from its ota.db. */
   dataDir: string
+  /** The thread the journal shares with history (default: a thread of its own). */
+  thread?: RecordsThread
   bounds?: Partial<Bounds>
   flushMs?: number
   payloadFlushMs?: number
@@ -26,18 +29,14 @@ export interface DeviceJournalOptions {
   now?: () => number
 }
 
-/** Compiled (dist/): the worker is plain JS. From source: the outbox's plain-JS entry registers tsx in the thread first. */
-function spawnWorker(data: JournalWorkerInit): Worker {
-  if (import.meta.url.endsWith('.js')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: data, name: 'edgeway-journal' })
-  return new Worker(new URL('../outbox/worker-boot.mjs', import.meta.url), { workerData: { ...data, entry: new URL('./worker.ts', import.meta.url).href }, name: 'edgeway-journal' })
-}
-
 const OTA_ORDER = ['announced', 'downloading', 'applied']
 /** announced < downloading < applied < any final state. */
 const otaRank = (state: string): number => { const i = OTA_ORDER.indexOf(state); return i < 0 ? OTA_ORDER.length : i }
 
 export class DeviceJournal {
-  private worker: Worker | null = null
+  /** Our side of the channel to the journal in the records thread (null before start, after close or once it died). */
+  private port: MessagePort | null = null
+  private readonly thread: RecordsThread
   private lastError = ''
   private lastErrorAt = 0
   private pending: JournalEntry[] = []
@@ -57,26 +56,25 @@ export class DeviceJournal {
   constructor(private readonly o: DeviceJournalOptions) {
     this.bounds = { ...DEFAULT_BOUNDS, ...o.bounds }
     this.now = o.now ?? Date.now
+    this.thread = o.thread ?? new RecordsThread()
   }
 
   async start(): Promise<void> {
-    const w = spawnWorker({ file: this.o.file, dataDir: this.o.dataDir, bounds: this.bounds })
+    let lost: (reason: string) => void = () => undefined
+    const p = this.thread.attach('journal', { file: this.o.file, dataDir: this.o.dataDir, bounds: this.bounds }, [], (reason) => lost(reason))
     await new Promise<void>((resolve, reject) => {
+      lost = (reason) => reject(new Error(reason))
       const onMsg = (m: FromJournalWorker): void => {
-        if (m.t === 'ready') { w.off('message', onMsg); w.off('error', reject); resolve() }
-        else if (m.t === 'error') { w.off('message', onMsg); reject(new Error(m.message)) }
+        if (m.t === 'ready') { p.off('message', onMsg); resolve() }
+        else if (m.t === 'error') { p.off('message', onMsg); reject(new Error(m.message)) }
       }
-      w.on('message', onMsg)
-      w.once('error', reject)
-    })
-    w.on('message', (m: FromJournalWorker) => this.onMessage(m))
-    w.on('error', (err) => this.o.log.error({ err: err.message }, 'device journal worker failed'))
-    w.on('exit', () => {
-      this.worker = null
-      for (const r of this.reads.values()) r.reject(new Error('the device journal is closed'))
-      this.reads.clear()
-    })
-    this.worker = w
+      p.on('message', onMsg)
+    }).catch(async (err: Error) => { p.close(); await this.thread.detach('journal'); throw err })
+    lost = (reason) => { this.o.log.error({ err: reason }, 'device journal worker failed'); this.ended() }
+    p.on('message', (m: FromJournalWorker) => this.onMessage(m))
+    // The journal's side closes the port once journal.db is closed (close()), or the thread ended under it.
+    p.on('close', () => { if (this.port === p) this.ended() })
+    this.port = p
     this.timers.push(
       setInterval(() => this.flush(false), this.o.flushMs ?? 1000),
       setInterval(() => this.flush(true), this.o.payloadFlushMs ?? 5000),
@@ -133,8 +131,7 @@ export class DeviceJournal {
   /** One device's journal, newest first per kind; what is still buffered is flushed first, so it is included. */
   async read(device: string, limits: Partial<Record<EntryKind, number>> = {}): Promise<DeviceJournalView> {
     this.flush(false)
-    const w = this.worker
-    if (!w) throw new Error('the device journal is not running')
+    if (!this.port) throw new Error('the device journal is not running')
     const id = this.nextId++
     const view = await new Promise<DeviceJournalView>((resolve, reject) => {
       this.reads.set(id, { resolve, reject })
@@ -152,12 +149,13 @@ export class DeviceJournal {
       for (const t of this.timers) clearInterval(t)
       for (const u of this.unsubscribe.splice(0)) u()
       this.flush(true)
-      const w = this.worker
-      if (!w) return
+      const p = this.port
+      if (!p) return
       await new Promise<void>((resolve) => {
-        w.once('exit', () => resolve())
+        p.once('close', () => resolve())
         this.post({ t: 'close' })
       })
+      this.ended()
     })()
     return this.closing
   }
@@ -165,7 +163,7 @@ export class DeviceJournal {
   get pendingEntries(): number { return this.pending.length }
 
   private flush(withPayloads: boolean): void {
-    if (!this.worker) return
+    if (!this.port) return
     const payloads: LastPayload[] = []
     if (withPayloads) {
       for (const d of this.dirtyPayloads) { const p = this.payloads.get(d); if (p) payloads.push(p) }
@@ -177,7 +175,18 @@ export class DeviceJournal {
     this.post({ t: 'write', entries, payloads })
   }
 
-  private post(m: ToJournalWorker): void { this.worker?.postMessage(m) }
+  private post(m: ToJournalWorker): void { this.port?.postMessage(m) }
+
+  /** The journal's side is gone (closed, or the thread ended): pending reads fail, and the thread may end. */
+  private ended(): void {
+    const p = this.port
+    if (!p) return
+    this.port = null
+    p.close()
+    for (const r of this.reads.values()) r.reject(new Error('the device journal is closed'))
+    this.reads.clear()
+    void this.thread.detach('journal')
+  }
 
   private onMessage(m: FromJournalWorker): void {
     if (m.t === 'read') {

@@ -13,12 +13,14 @@ export interface LinkCommand {
 
 /**
  * What sending a command gave: the device's answer at once (a serial COMMAND_RESULT, a Firmata actuator), or
- * only that it went out, the answer coming later through CommandRouter.handleResult (MQTT's result topic).
+ * only that it went out, the answer coming later through CommandRouter.handleResult (MQTT's result topic). Without
+ * `delivered` it was written to the device's connection; with it, the link holds it for an offline device (an MQTT
+ * persistent session) and `delivered` resolves true once the device has it, false when the link gave up (its expiry).
  */
 export type LinkCommandOutcome =
   | { kind: 'answered'; ok: true; result: unknown }
   | { kind: 'answered'; ok: false; error: string }
-  | { kind: 'sent' }
+  | { kind: 'sent'; delivered?: Promise<boolean> }
 
 export interface DeviceLink {
   /** `mqtt`, `serial`, `firmata`: the link named in presence events, metrics and the registry. */
@@ -29,6 +31,8 @@ export interface DeviceLink {
   /** The devices this link knows of without the registry: configured boards, connected MQTT devices. */
   devices(): string[]
   command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome>
+  /** Links that can hold a command for an offline device (MQTT: a persistent session subscribed to it) say so here. */
+  queues?(device: string, name: string): Promise<boolean>
 }
 
 /** Every link in order of precedence: a device goes to the first link that serves it (boards before MQTT). */
@@ -41,6 +45,11 @@ export class DeviceLinks {
   devices(): string[] { return [...new Set(this.links.flatMap((l) => l.devices()))] }
   /** The link a device is online on now (the first, by precedence), else null. */
   onlineLink(device: string): string | null { return this.links.find((l) => l.isOnline(device))?.kind ?? null }
+
+  /** Whether the device's link would hold this command until the device is back. */
+  async queues(device: string, name: string): Promise<boolean> {
+    return (await this.linkOf(device)?.queues?.(device, name)) ?? false
+  }
 
   command(device: string, cmd: LinkCommand): Promise<LinkCommandOutcome> {
     const link = this.linkOf(device)

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { RawReading } from '../readings.ts'
 import { OutboxError, type AppendOwner, type ClaimedRow, type Outbox, type OutboxStats, type DropReason } from './types.ts'
-import { sharedNow, type FromWorker, type LatestReading, type OutboxRecovery, type ToWorker, type WorkerInit } from './protocol.ts'
+import { sharedNow, type FromWorker, type LatestReading, type OutboxRecovery, type ToWorker, type UserPropertiesAt, type WorkerInit } from './protocol.ts'
 
 export interface OutboxClientOptions extends Omit<WorkerInit, 'maintenanceMs' | 'latestEveryMs'> {
   /** Flush a batch to the worker once this many readings wait (else at the end of the event-loop turn). */
@@ -30,6 +30,8 @@ class PendingBatch {
   /** A callback per reading, or the owner that is answered with the tag at the same index. */
   owners: (Done | AppendOwner)[] = []
   tags: number[] = []
+  /** Only readings with MQTT 5 user properties have an entry: the others pay nothing for them. */
+  userProperties: UserPropertiesAt | null = null
   bytes = 0
   get size(): number { return this.devices.length }
 
@@ -153,6 +155,7 @@ export class OutboxClient implements Outbox {
     p.payloads.push(reading.payload)
     p.owners.push(owner)
     p.tags.push(tag)
+    if (reading.userProperties !== undefined) (p.userProperties ??= []).push([p.size - 1, reading.userProperties])
     p.bytes += reading.payload.byteLength
     if (p.size >= this.opts.batchRows) this.flush()
     else if (!this.flushScheduled) {
@@ -188,7 +191,7 @@ export class OutboxClient implements Outbox {
     this.inflightAppends.set(id, { batch, sentAt: performance.now(), sentAtShared: sharedNow() })
     const names = this.newNames
     this.newNames = []
-    const m: ToWorker = { t: 'append', id, reset, names, meta, data, receivedAt: Date.now() }
+    const m: ToWorker = { t: 'append', id, reset, names, meta, data, receivedAt: Date.now(), ...(batch.userProperties ? { userProperties: batch.userProperties } : {}) }
     this.worker.postMessage(m, [data.buffer, meta.buffer])
   }
 

@@ -68,12 +68,19 @@ export class OutboxEngine {
       const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength)
       const meta = m.meta
       const n = meta.length / 3
+      const up = m.userProperties
+      let upNext = up === undefined ? -1 : up[0]![0]
+      let upAt = 0
       let off = 0
       for (let i = 0; i < n; i++) {
         const len = meta[i]!
         const device = names[meta[n + i]!]!
         const d = decodeTelemetry(device, data.subarray(off, off + len), m.receivedAt, names[meta[2 * n + i]!]!, prioMetrics)
         off += len
+        if (i === upNext) {
+          if (d.ok) d.reading.userProperties = up![upAt]![1]
+          upNext = ++upAt < up!.length ? up![upAt]![0] : -1
+        }
         if (d.ok) {
           if (prioDevices.size && prioDevices.has(device)) d.reading.priority = true
           rows.push(d.reading)

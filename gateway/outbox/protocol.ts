@@ -35,13 +35,16 @@ export type WorkerInit = Omit<OutboxStoreOptions, 'now'> & {
   tapMinIntervalMs?: number
 }
 
+/** The user properties of a batch's readings that have some: [index in the batch, JSON text], ascending by index. */
+export type UserPropertiesAt = [number, string][]
+
 export type ToWorker =
   /**
    * A batch of n raw readings: payloads packed back to back in `data`; `meta` holds n lengths, then n device and n
    * link name numbers (both transferred, not copied). `names` are the numbers' new names, in order from the table's
    * size; `reset`: the table starts over (before `names`).
    */
-  | { t: 'append'; id: number; reset: boolean; names: string[]; meta: Uint32Array; data: Uint8Array; receivedAt: number }
+  | { t: 'append'; id: number; reset: boolean; names: string[]; meta: Uint32Array; data: Uint8Array; receivedAt: number; userProperties?: UserPropertiesAt }
   | { t: 'claim'; id: number; upstream: string; limit: number }
   | { t: 'ack'; upstream: string; ids: number[] }
   | { t: 'release'; upstream: string; ids?: number[] }

@@ -17,6 +17,8 @@ export const checkMarker = (file: string): string => `${file}.check`
 export interface SalvagedRow {
   id: number; device: string; seq: number; dseq: number | null; ts: number; recv: number; kind: number; link: string
   payload: string | Buffer; bytes: number; prio: number
+  /** MQTT 5 user properties (JSON text), null when none (or the file predates them). */
+  user_props: string | null
 }
 
 export interface Salvage {
@@ -80,7 +82,9 @@ export function salvageOutbox(file: string, error: string, now = new Date()): Sa
 function readRows(db: Db, out: Salvage): void {
   let hasPrio = true
   try { db.prepare('SELECT prio FROM readings LIMIT 0').all() } catch { hasPrio = false }
-  const cols = `id, device, seq, dseq, ts, recv, kind, link, payload, bytes, ${hasPrio ? 'prio' : '0 AS prio'}`
+  let hasProps = true
+  try { db.prepare('SELECT user_props FROM readings LIMIT 0').all() } catch { hasProps = false }
+  const cols = `id, device, seq, dseq, ts, recv, kind, link, payload, bytes, ${hasPrio ? 'prio' : '0 AS prio'}, ${hasProps ? 'user_props' : 'NULL AS user_props'}`
   let scan, one
   try {
     scan = db.prepare(`SELECT ${cols} FROM readings WHERE id > ? ORDER BY id LIMIT ${CHUNK}`)

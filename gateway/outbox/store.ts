@@ -41,6 +41,8 @@ interface Cursor {
 interface RowRecord {
   id: number; device: string; seq: number; dseq: number | null; ts: number; recv: number; kind: number; link: string; payload: string | Buffer
   prio?: number
+  /** MQTT 5 user properties (JSON text), null for most readings. */
+  user_props?: string | null
 }
 
 /** How far a device's sequence jumps after a salvage that could not read the sequence table. */
@@ -71,7 +73,7 @@ export class OutboxStore {
   private dead = 0
   private requeued = 0
   private stmt!: {
-    insert: Statement; insertMany: Statement; upsertSeq: Statement; claim: Statement; claimPrio: Statement; rangeStats: Statement; deleteUpto: Statement
+    insert: Statement; insertMany: Statement; insertProps: Statement; upsertSeq: Statement; claim: Statement; claimPrio: Statement; rangeStats: Statement; deleteUpto: Statement
     oldest: Statement; setCursor: Statement; retentionScan: Statement; ageCut: Statement; nthId: Statement
     getMeta: Statement; setMeta: Statement
   }
@@ -102,12 +104,17 @@ export class OutboxStore {
     if (!cols.includes('prio')) db.exec('ALTER TABLE readings ADD COLUMN prio INTEGER NOT NULL DEFAULT 0')
     // Only priority rows are in this index: routine appends do not pay for it.
     db.exec('CREATE INDEX IF NOT EXISTS readings_prio ON readings (id) WHERE prio > 0')
+    // ... and no user properties (MQTT 5 metadata): a nullable column, O(1) on any table size; rows without any store
+    // nothing for it. The dead-letter table keeps them too.
+    if (!cols.includes('user_props')) db.exec('ALTER TABLE readings ADD COLUMN user_props TEXT')
+    addDeadUserPropsColumn(db)
     this.stmt = {
       insert: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio) VALUES (?,?,?,?,?,?,?,?,?,?,?)'),
       insertMany: db.prepare(`INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio) VALUES ${Array(INSERT_ROWS).fill('(?,?,?,?,?,?,?,?,?,?,?)').join(',')}`),
+      insertProps: db.prepare('INSERT INTO readings (id, device, seq, dseq, ts, recv, kind, link, payload, bytes, prio, user_props) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device, seq) VALUES (?, ?) ON CONFLICT(device) DO UPDATE SET seq = excluded.seq'),
-      claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
-      claimPrio: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio FROM readings WHERE prio > 0 AND id >= ? ORDER BY id LIMIT ?'),
+      claim: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio, user_props FROM readings WHERE id >= ? ORDER BY id LIMIT ?'),
+      claimPrio: db.prepare('SELECT id, device, seq, dseq, ts, recv, kind, link, payload, prio, user_props FROM readings WHERE prio > 0 AND id >= ? ORDER BY id LIMIT ?'),
       rangeStats: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM readings WHERE id <= ?'),
       deleteUpto: db.prepare('DELETE FROM readings WHERE id <= ?'),
       oldest: db.prepare('SELECT id, recv FROM readings ORDER BY id LIMIT 1'),
@@ -164,6 +171,15 @@ export class OutboxStore {
         const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
         addBytes += size
         const payload = typeof r.payload === 'string' ? r.payload : Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength)
+        if (r.userProperties !== undefined) {
+          // rare: a row of its own (ids are explicit, so it need not sit in the multi-row statement's order)
+          const withProps = size + r.userProperties.length
+          addBytes += withProps - size
+          this.stmt.insertProps.run(id, r.device, seq, r.deviceSeq, r.ts, receivedAt, r.kind === 'json' ? 0 : 1, r.link, payload, withProps, r.priority ? 1 : 0, r.userProperties)
+          if (r.priority) prioId = id
+          id++
+          continue
+        }
         params[k++] = id; params[k++] = r.device; params[k++] = seq; params[k++] = r.deviceSeq; params[k++] = r.ts; params[k++] = receivedAt
         params[k++] = r.kind === 'json' ? 0 : 1; params[k++] = r.link; params[k++] = payload; params[k++] = size; params[k++] = r.priority ? 1 : 0
         if (k === params.length) { this.stmt.insertMany.run(params); k = 0 }
@@ -234,8 +250,8 @@ export class OutboxStore {
 
   /** The upstream refused the row for good: keep it in the dead-letter table with the reason, and move on. */
   deadLetter(upstream: string, id: number, reason: string): void {
-    this.db.prepare(`INSERT OR REPLACE INTO dead (upstream, id, device, seq, dseq, ts, recv, kind, link, payload, reason, at)
-      SELECT ?, id, device, seq, dseq, ts, recv, kind, link, payload, ?, ? FROM readings WHERE id = ?`).run(upstream, reason, this.now(), id)
+    this.db.prepare(`INSERT OR REPLACE INTO dead (upstream, id, device, seq, dseq, ts, recv, kind, link, payload, user_props, reason, at)
+      SELECT ?, id, device, seq, dseq, ts, recv, kind, link, payload, user_props, ?, ? FROM readings WHERE id = ?`).run(upstream, reason, this.now(), id)
     this.dead++
     this.ack(upstream, [id])
   }
@@ -251,12 +267,12 @@ export class OutboxStore {
    * Runs inside maintain(), i.e. in the one process that owns row ids: the CLI itself never inserts readings.
    */
   private requeueDead(): number {
-    const rows = this.db.prepare(`SELECT d.id, d.device, d.seq, d.dseq, d.ts, d.recv, d.kind, d.link, d.payload FROM dead d
+    const rows = this.db.prepare(`SELECT d.id, d.device, d.seq, d.dseq, d.ts, d.recv, d.kind, d.link, d.payload, d.user_props FROM dead d
       WHERE d.retry = 1 AND d.upstream = (SELECT MIN(upstream) FROM dead x WHERE x.id = d.id AND x.retry = 1) ORDER BY d.id`).all() as RowRecord[]
     if (rows.length === 0) return 0
     for (const r of rows) {
-      const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD
-      this.stmt.insert.run(this.nextId++, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, size, 0)
+      const size = (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + r.device.length + ROW_OVERHEAD + (r.user_props?.length ?? 0)
+      this.stmt.insertProps.run(this.nextId++, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, size, 0, r.user_props ?? null)
       this.depth++
       this.bytes += size
     }
@@ -367,7 +383,7 @@ export class OutboxStore {
     const db = this.db
     const seqGap = s.seqsFromTable ? 0 : SEQ_GAP
     db.transaction(() => {
-      for (const r of s.rows) this.stmt.insert.run(r.id, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, r.bytes, r.prio)
+      for (const r of s.rows) this.stmt.insertProps.run(r.id, r.device, r.seq, r.dseq, r.ts, r.recv, r.kind, r.link, r.payload, r.bytes, r.prio, r.user_props)
       for (const [device, seq] of s.seqs) this.stmt.upsertSeq.run(device, seq + seqGap)
       for (const [upstream, acked] of s.cursors) this.stmt.setCursor.run(upstream, acked)
       this.stmt.setMeta.run('last_id', String(s.maxId))
@@ -441,7 +457,7 @@ export class OutboxStore {
 }
 
 function toRow(r: RowRecord, gatewayId: string): ClaimedRow {
-  return {
+  const row: ClaimedRow = {
     rowId: r.id,
     device: r.device,
     seq: r.seq,
@@ -454,10 +470,14 @@ function toRow(r: RowRecord, gatewayId: string): ClaimedRow {
     msgId: messageId(gatewayId, r.device, r.seq),
     priority: (r.prio ?? 0) > 0,
   }
+  if (r.user_props != null) row.userProperties = r.user_props
+  return row
 }
 
 function selectDead(db: Db, gatewayId: string, upstream: string | undefined, limit: number): DeadRow[] {
-const cols = 'upstream, id, device, seq, dseq, ts, recv, kind, link, payload, reason, at'
+// (a file no gateway of this version opened yet has no user_props column: read-only readers take it as it is)
+const props = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).some((c) => c.name === 'user_props') ? 'user_props' : 'NULL AS user_props'
+const cols = `upstream, id, device, seq, dseq, ts, recv, kind, link, payload, ${props}, reason, at`
 const rows = (upstream === undefined
   ? db.prepare(`SELECT ${cols} FROM dead ORDER BY at, id LIMIT ?`).all(limit)
   : db.prepare(`SELECT ${cols} FROM dead WHERE upstream = ? ORDER BY at, id LIMIT ?`).all(upstream, limit)) as (RowRecord & { upstream: string; reason: string; at: number })[]
@@ -483,6 +503,12 @@ export function readDeadLetters(file: string, upstream?: string, limit = 1000): 
  * Only a flag is written, so this is safe while the gateway runs: its outbox worker turns flagged rows into readings
  * within one maintenance round (or at the next start), being the only writer of row ids.
  */
+/** Older databases have no user properties on dead-lettered rows. */
+function addDeadUserPropsColumn(db: Db): void {
+  const cols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)
+  if (!cols.includes('user_props')) db.exec('ALTER TABLE dead ADD COLUMN user_props TEXT')
+}
+
 /** Older databases have no retry flag on dead-lettered rows yet (the store and the CLI may open either first). */
 function addDeadRetryColumn(db: Db): void {
   const cols = (db.prepare('PRAGMA table_info(dead)').all() as { name: string }[]).map((c) => c.name)

@@ -44,6 +44,7 @@ export class LinkState {
 
   constructor(private readonly log: Logger, private readonly fields: Record<string, unknown>, minMs: number, maxMs: number, opts: LinkStateOptions = {}) {
     this.now = opts.now ?? Date.now
+    this.state.since = this.now()
     this.backoff = new Backoff(minMs, maxMs, { shortOutage: opts.shortOutage ?? {}, now: this.now, ...(opts.random ? { random: opts.random } : {}) })
   }
 
@@ -121,7 +122,7 @@ export class LinkState {
   }
 
   private set(connected: boolean, lastError: string | null): void {
-    if (connected !== this.state.connected) this.state = { connected, since: Date.now(), lastError }
+    if (connected !== this.state.connected) this.state = { connected, since: this.now(), lastError }
     else this.state.lastError = lastError
     this.emit()
   }

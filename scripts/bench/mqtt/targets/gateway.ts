@@ -36,7 +36,7 @@ export const gatewayTarget: MqttTarget = {
     );
     return launch(ctx, {
       command: process.execPath,
-      args: [cli(ctx), 'run', '--config', config],
+      args: [...(ctx.nodeArgs ?? []), cli(ctx), 'run', '--config', config],
       cwd: ctx.repoRoot,
       port: mqttPort,
       tmpDir,

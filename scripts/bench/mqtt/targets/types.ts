@@ -5,6 +5,8 @@ export interface TargetContext {
   repoRoot: string;
   host: string;
   startTimeoutMs: number;
+  /** Extra node options for a Node.js target (e.g. --cpu-prof, which NODE_OPTIONS does not allow). */
+  nodeArgs?: string[];
 }
 
 export interface RunningTarget {
