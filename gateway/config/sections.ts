@@ -26,7 +26,12 @@ export const mqttUpstream = z.object({
   /** Readings go to `<topicPrefix><device>/telemetry`. */
   topicPrefix: z.string().default('edgeway/'),
   qos: z.union([z.literal(1), z.literal(2)]).default(1),
-  /** Unacknowledged publishes in flight: the forwarder's credit. */
+  /**
+   * MQTT 5 (default): a PUBACK/PUBREC reason code >= 0x80 dead-letters the reading, user properties are forwarded.
+   * 4 (MQTT 3.1.1) only for brokers without MQTT 5: they PUBACK a publish they drop.
+   */
+  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
+  /** Unacknowledged publishes in flight: the forwarder's credit (under MQTT 5 at most the broker's Receive Maximum). */
   maxInflight: z.number().int().min(1).max(65535).default(256),
   reconnectMinMs: z.number().int().min(10).default(500),
   reconnectMaxMs: z.number().int().min(100).default(30000),

@@ -1,13 +1,16 @@
 // The built-in mqtt upstream: republishes readings to a remote MQTT broker, each settled by its PUBACK/PUBCOMP.
 // The one product file that imports MQTT.js.
-import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import mqtt, { ReasonCodes, type MqttClient, type IClientOptions } from 'mqtt'
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { MqttUpstreamConfig } from '../config/sections.ts'
 import type { ClaimedRow } from '../outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
-import { readingToMqtt } from './mqtt-map.ts'
+import { hex, publishOutcome, readingToMqtt, type MqttAckLike } from './mqtt-map.ts'
 import { LinkState } from './link-state.ts'
+
+/** CONNACK codes of a broker that does not speak the version asked for (3.1.1's 0x01, MQTT 5's 0x84). */
+const UNSUPPORTED_VERSION = new Set([0x01, 0x84])
 
 /** Longest a connect attempt (TCP, TLS, CONNECT until CONNACK) may take; shorter once a setup time is known (link-state.ts). */
 const CONNECT_TIMEOUT_MS = 10_000
@@ -16,6 +19,8 @@ export class MqttUpstream implements Upstream {
   readonly name: string
   private client: MqttClient | null = null
   private inflight = 0
+  /** MQTT 5: the broker's Receive Maximum from its CONNACK (how many QoS 1/2 publishes it takes unanswered). */
+  private receiveMaximum = Infinity
   private closed = false
   private connectTimer: NodeJS.Timeout | null = null
   private readonly link: LinkState
@@ -31,19 +36,25 @@ export class MqttUpstream implements Upstream {
   }
 
   status(): UpstreamStatus { return this.link.status() }
-  credit(): number { return this.link.connected ? Math.max(0, this.cfg.maxInflight - this.inflight) : 0 }
+  credit(): number { return this.link.connected ? Math.max(0, Math.min(this.cfg.maxInflight, this.receiveMaximum) - this.inflight) : 0 }
   onChange(listener: () => void): void { this.link.onChange(listener) }
 
   deliver(rows: ClaimedRow[], settle: (rowId: number, outcome: Outcome, detail?: string) => void): void {
     const client = this.client
     for (const row of rows) {
       if (!client || !this.link.connected) return // unsettled: released by the forwarder on the state change
-      const m = readingToMqtt(row, this.cfg.topicPrefix)
+      const m = readingToMqtt(row, { topicPrefix: this.cfg.topicPrefix, gateway: this.gatewayId, protocolVersion: this.cfg.protocolVersion })
       this.inflight++
-      client.publish(m.topic, m.payload, { qos: this.cfg.qos }, (err) => {
+      let answered = false
+      client.publish(m.topic, m.payload, { qos: this.cfg.qos, ...(m.properties ? { properties: m.properties } : {}) }, (err, packet) => {
+        // Older MQTT.js versions called back twice on a refused PUBACK: one settle per row, whatever the library does.
+        if (answered) return
+        answered = true
         if (this.client === client) this.inflight--
-        // An error here means the connection went away before the ack: the row stays unsettled.
-        if (!err) settle(row.rowId, 'accepted')
+        const r = publishOutcome(err, packet as MqttAckLike | undefined)
+        // unsettled: the connection went away before the ack; the forwarder releases the row with the link.
+        if (r.outcome === 'accepted') settle(row.rowId, 'accepted')
+        else if (r.outcome === 'rejected') settle(row.rowId, 'rejected', r.detail)
         this.link.emit()
       })
     }
@@ -71,7 +82,7 @@ export class MqttUpstream implements Upstream {
       // MQTT.js's own CONNACK timer is only a backstop: the attempt timer below abandons a hanging attempt.
       connectTimeout: CONNECT_TIMEOUT_MS + 1000,
       keepalive: 30,
-      protocolVersion: 4,
+      protocolVersion: cfg.protocolVersion,
       ...(cfg.username !== undefined ? { username: cfg.username } : {}),
       ...(cfg.password !== undefined ? { password: cfg.password } : {}),
       ...(cfg.ca ? { ca: readFileSync(cfg.ca) } : {}),
@@ -79,6 +90,7 @@ export class MqttUpstream implements Upstream {
     const client = mqtt.connect(cfg.url, opts)
     this.client = client
     this.inflight = 0
+    this.receiveMaximum = Infinity
     this.clearConnectTimer()
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null
@@ -86,17 +98,33 @@ export class MqttUpstream implements Upstream {
       this.link.attemptTimedOut(`no CONNACK within ${timeoutMs} ms`)
       this.down(client)
     }, timeoutMs)
-    client.on('connect', () => {
+    client.on('connect', (connack) => {
       if (this.client !== client) return
       this.clearConnectTimer()
-      this.log.info({ url: cfg.url }, 'upstream connected')
+      const receiveMaximum = cfg.protocolVersion === 5 ? connack.properties?.receiveMaximum : undefined
+      // MQTT.js does not hold publishes back to the broker's Receive Maximum: the credit does (Mosquitto 2.0 drops a
+      // client that goes over it, and every reading in flight went again after each reconnect).
+      if (receiveMaximum !== undefined) this.receiveMaximum = receiveMaximum
+      // The broker answered a CONNACK of the version asked for: that version is the one spoken on this link.
+      this.log.info({ url: cfg.url, protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
       this.link.up()
     })
     client.on('error', (err) => {
       if (this.client !== client) return
-      this.link.noteError(err.message)
+      const code = (err as Error & { code?: unknown }).code
+      const unsupported = !client.connected && typeof code === 'number' && UNSUPPORTED_VERSION.has(code)
+      this.link.noteError(unsupported && cfg.protocolVersion === 5
+        ? `${err.message} (CONNACK ${hex(code)}): the broker does not speak MQTT 5; set protocolVersion: 4 on upstream "${cfg.name}"`
+        : err.message)
       // A failed connect attempt may report only 'error': treat it as down so the retry is always scheduled.
       if (!client.connected) this.down(client)
+    })
+    // MQTT 5: a broker that ends the link says why first (e.g. 0x93 Receive Maximum exceeded, 0x8B shutting down).
+    client.on('disconnect', (p) => {
+      if (this.client !== client) return
+      const code = p.reasonCode ?? 0
+      const why = p.properties?.reasonString
+      this.link.noteError(`the broker sent DISCONNECT ${hex(code)} ${ReasonCodes[code as keyof typeof ReasonCodes] ?? ''}${why ? `: ${why}` : ''}`.trimEnd())
     })
     client.on('close', () => this.down(client))
   }
