@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, type GatewayProc } from './helpers/gateway.ts'
 import { connect, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { waitFor, scaled } from './helpers/net.ts'
 import { assertValidDiscovery } from './helpers/ha-schema.ts'
@@ -37,13 +37,6 @@ const configsOf = (dev: string) => (p: IPublishPacket) => p.topic.startsWith('ho
 const json = (p: IPublishPacket): Record<string, unknown> => JSON.parse(p.payload.toString()) as Record<string, unknown>
 const closedOf = (c: MqttClient): Promise<void> => new Promise((resolve) => { if (c.disconnected || !c.connected) resolve(); c.once('close', () => resolve()) })
 
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  assert.ok(r.code === 0 && m, `${args.join(' ')}: ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
-
 /** A refused publish: 3.1.1 closes the connection (as for every ACL refusal); 5 may answer with a reason code >= 0x80. */
 async function publishRefused(c: MqttClient, topic: string, payload: string): Promise<string> {
   const closed = closedOf(c).then(() => 'closed')
@@ -64,8 +57,8 @@ before(async () => {
   secrets.mallory = await r.add('mallory')
   r.close()
   await g.start()
-  secrets.ha = await cliSecret(['client', 'add', 'ha', '--role', 'operator'])
-  secrets['ha-view'] = await cliSecret(['client', 'add', 'ha-view', '--role', 'observer'])
+  secrets.ha = await cliSecret(g, ['client', 'add', 'ha', '--role', 'operator'])
+  secrets['ha-view'] = await cliSecret(g, ['client', 'add', 'ha-view', '--role', 'observer'])
   ha = await connect(url, opts('ha', secrets.ha, 'homeassistant-1'))
   got = collect(ha)
   const granted = await ha.subscribeAsync([`homeassistant/#`, `edgeway/${NODE}/#`, 'devices/+/cmd/+/result'], { qos: 1 })

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, chmodSync, chownSync, mkdirSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { ROOT } from './helpers/gateway.ts'
-import { tempDir } from './helpers/net.ts'
+import { tempDir, scaled } from './helpers/net.ts'
 import { writePasswordHash } from '../gateway/dashboard/password.ts'
 
 const SCRIPT = join(ROOT, 'scripts', 'install.sh')
@@ -18,7 +18,7 @@ after(cleanup)
 // files running in parallel are loading. --reuse-node-modules keeps this fast; the fresh `npm ci` path has its
 // own test at the end.
 function install(args: string[], env: NodeJS.ProcessEnv = {}, target = root): { code: number | null; out: string } {
-  const r = spawnSync('bash', [SCRIPT, '--root', target, '--no-build', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 240_000 })
+  const r = spawnSync('bash', [SCRIPT, '--root', target, '--no-build', ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: scaled(240_000) })
   return { code: r.status, out: `${r.stdout}${r.stderr}` }
 }
 

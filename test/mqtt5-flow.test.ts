@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import mqtt, { type IClientOptions, type IConnackPacket } from 'mqtt'
 import type { IPublishPacket } from 'mqtt-packet'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { waitFor, scaled } from './helpers/net.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
@@ -33,13 +33,6 @@ async function connect5(opts: IClientOptions): Promise<{ c: MqttClient; connack:
   return { c, connack }
 }
 
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
-
 async function subscribe(c: Raw5, topic: string, qos: 0 | 1 | 2): Promise<void> {
   c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos }] })
   const suback = await c.next('suback') as { granted: number[] }
@@ -53,8 +46,8 @@ before(async () => {
   g = await startGatewayProc({ roles: { lab: { rules: [{ allow: 'both', topic: 'lab/#' }] } } })
   url = `mqtt://127.0.0.1:${g.mqttPort}`
   for (const id of ['f1', 'f2', 'f3', 'f4', 'f5', 'f6']) secrets[id] = await addDevice(g, id)
-  opsSecret = await cliSecret(['client', 'add', 'fops', '--role', 'operator'])
-  labSecret = await cliSecret(['client', 'add', 'flab', '--role', 'lab'])
+  opsSecret = await cliSecret(g, ['client', 'add', 'fops', '--role', 'operator'])
+  labSecret = await cliSecret(g, ['client', 'add', 'flab', '--role', 'lab'])
   ops = (await connect5({ clientId: 'fops-1', username: 'fops', password: opsSecret })).c
 })
 after(async () => { await end(ops); await g?.cleanup() })

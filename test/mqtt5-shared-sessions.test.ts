@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt, { type IClientOptions, type IPublishPacket } from 'mqtt'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { waitFor, pause } from './helpers/net.ts'
 
@@ -13,13 +13,6 @@ let g: GatewayProc
 let url: string
 const secrets: Record<string, string> = {}
 let dev: MqttClient
-
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
 
 /** Connects with the collector attached before CONNACK (a resumed session's queue may arrive with it). */
 async function login(name: string, extra: IClientOptions = {}): Promise<{ c: MqttClient; got: IPublishPacket[]; sessionPresent: boolean }> {
@@ -53,7 +46,7 @@ before(async () => {
   g = await startGatewayProc()
   url = `mqtt://127.0.0.1:${g.mqttPort}`
   secrets['ss-dev'] = await addDevice(g, 'ss-dev')
-  for (const name of ['ss-p', 'ss-q']) secrets[name] = await cliSecret(['client', 'add', name, '--role', 'observer'])
+  for (const name of ['ss-p', 'ss-q']) secrets[name] = await cliSecret(g, ['client', 'add', name, '--role', 'observer'])
   dev = (await login('ss-dev', { protocolVersion: 4 })).c
 })
 after(async () => { await end(dev); await g?.cleanup() })

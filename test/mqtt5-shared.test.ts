@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket } from 'mqtt'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { waitFor, pause } from './helpers/net.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
@@ -19,13 +19,6 @@ let mosq: Mosquitto
 let url: string
 const secrets: Record<string, string> = {}
 let dev: MqttClient
-
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
 
 /** A client logged in as `name` (device or integration client), v5 unless told; resolves with its CONNACK too. */
 async function login(name: string, extra: IClientOptions = {}, u = url): Promise<{ c: MqttClient; got: IPublishPacket[]; connack: IConnackPacket }> {
@@ -62,7 +55,7 @@ before(async () => {
   url = `mqtt://127.0.0.1:${g.mqttPort}`
   for (const id of ['sh-dev', 'sh-dev2']) secrets[id] = await addDevice(g, id)
   for (const [name, role] of [['sh-obs1', 'observer'], ['sh-obs2', 'observer'], ['sh-obs3', 'observer'], ['sh-lab', 'lab'], ['sh-lab2', 'lab'], ['sh-ta', 'tenant-a'], ['sh-tb', 'tenant-b'], ['sh-ops', 'operator']] as const) {
-    secrets[name] = await cliSecret(['client', 'add', name, '--role', role])
+    secrets[name] = await cliSecret(g, ['client', 'add', name, '--role', role])
   }
   dev = (await login('sh-dev', { protocolVersion: 4 })).c
 })

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import mqtt, { type IClientOptions, type IPublishPacket, type IClientSubscribeOptions } from 'mqtt'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { waitFor, pause } from './helpers/net.ts'
 import { mosquittoClientsAvailable } from './helpers/mosquitto.ts'
@@ -14,13 +14,6 @@ import { mosquittoClientsAvailable } from './helpers/mosquitto.ts'
 let g: GatewayProc
 let url: string
 const secrets: Record<string, string> = {}
-
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
 
 async function login(name: string, extra: IClientOptions = {}): Promise<{ c: MqttClient; got: IPublishPacket[] }> {
   const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, protocolVersion: 5, clientId: `${name}:${Math.random().toString(16).slice(2, 8)}`, username: name, password: secrets[name]!, ...extra })
@@ -37,7 +30,7 @@ before(async () => {
   g = await startGatewayProc({ roles: { lab: { rules: [{ allow: 'both', topic: 'lab/#' }] } } })
   url = `mqtt://127.0.0.1:${g.mqttPort}`
   secrets['so-dev'] = await addDevice(g, 'so-dev')
-  for (const [name, role] of [['so-obs', 'observer'], ['so-lab', 'lab'], ['so-lab2', 'lab']] as const) secrets[name] = await cliSecret(['client', 'add', name, '--role', role])
+  for (const [name, role] of [['so-obs', 'observer'], ['so-lab', 'lab'], ['so-lab2', 'lab']] as const) secrets[name] = await cliSecret(g, ['client', 'add', name, '--role', role])
 })
 after(async () => { await g?.cleanup() })
 

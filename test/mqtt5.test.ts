@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket } from 'mqtt'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, connectRefused, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { freePort, waitFor, tempDir, scaled } from './helpers/net.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
@@ -47,13 +47,6 @@ function nextDisconnect(c: MqttClient): Promise<IDisconnectPacket> {
   })
 }
 
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
-
 before(async () => {
   mosquittoClientsAvailable()
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1',
@@ -68,7 +61,7 @@ before(async () => {
   })
   url = `mqtt://127.0.0.1:${g.mqttPort}`
   for (const id of ['v5a', 'v5b', 'v5c', 'v5w', 'v5r', 'v5t']) secrets[id] = await addDevice(g, id)
-  opsSecret = await cliSecret(['client', 'add', 'ops5', '--role', 'operator'])
+  opsSecret = await cliSecret(g, ['client', 'add', 'ops5', '--role', 'operator'])
 })
 after(async () => { await end(upstream); await g?.cleanup(); await mosq?.stop(); certs.cleanup() })
 
@@ -221,7 +214,7 @@ test('will delay: the will arrives after the delay without the Will Delay Interv
   const c = (await connect5(url, will('v5w:c', 6))).c
   c.stream.destroy()
   const t1 = Date.now()
-  secrets.v5w = await cliSecret(['device', 'rotate-secret', 'v5w'])
+  secrets.v5w = await cliSecret(g, ['device', 'rotate-secret', 'v5w'])
   assert.ok(Date.now() - t1 < 5500, 'revoked within the delay')
   await new Promise((r) => setTimeout(r, t1 + 7000 - Date.now()))
   assert.equal(got.find((p) => p.payload.toString() === 'gone v5w:b'), undefined, 'cancelled by the reconnect')

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
+import { cliSecret, startGatewayProc, addDevice, type GatewayProc } from './helpers/gateway.ts'
 import { connect, connectRefused, connectCollecting, collect, end, type MqttClient } from './helpers/mqtt.ts'
 import { rawConnect, connectPacket } from './helpers/raw.ts'
 import { waitFor, scaled } from './helpers/net.ts'
@@ -25,13 +25,6 @@ after(async () => { await g?.cleanup() })
 const as = (id: string, clientId: string, extra: object = {}) => ({ clientId, username: id, password: secrets[id]!, ...extra })
 const closedOf = (c: MqttClient): Promise<void> => new Promise((resolve) => { if (!c.connected) resolve(); c.once('close', () => resolve()) })
 
-async function cliSecret(args: string[]): Promise<string> {
-  const r = await g.cli(args)
-  const m = /^secret: (\S+)$/m.exec(r.stdout)
-  assert.ok(r.code === 0 && m, `${args.join(' ')}: ${r.stderr}${r.stdout}`)
-  return m[1]!
-}
-
 test('1. a device cannot take another device\'s client id: B stays connected and keeps its session', async () => {
   const { client: b } = await connectCollecting(url, as('bob', 'bob', { clean: false }))
   await b.subscribeAsync('devices/bob/cmd/#', { qos: 1 })
@@ -47,7 +40,7 @@ test('1. a device cannot take another device\'s client id: B stays connected and
   assert.ok(b.connected)
   // B's stored session survives: a command queued while B is away is delivered when it comes back.
   await end(b)
-  const op = await connect(url, { clientId: 'op-1', username: 'ops', password: await cliSecret(['client', 'add', 'ops', '--role', 'operator']) })
+  const op = await connect(url, { clientId: 'op-1', username: 'ops', password: await cliSecret(g, ['client', 'add', 'ops', '--role', 'operator']) })
   await op.publishAsync('devices/bob/cmd/blink', '{"id":"c1"}', { qos: 1 })
   await end(op)
   const { client: back, got, sessionPresent } = await connectCollecting(url, as('bob', 'bob', { clean: false }))
@@ -68,7 +61,7 @@ test('2. a will on another device\'s topics is refused at CONNECT', async () => 
 })
 
 test('3. an integration client gets what its role allows, and nothing of a device\'s identity', async () => {
-  const secret = await cliSecret(['client', 'add', 'ha', '--role', 'observer'])
+  const secret = await cliSecret(g, ['client', 'add', 'ha', '--role', 'observer'])
   assert.equal((await connectRefused(url, { clientId: 'alice', username: 'ha', password: secret })).code, 5, "a device's client id is the device's")
   const raw = await rawConnect(g.mqttPort)
   raw.send(connectPacket('homeassistant-raw', { username: 'ha', password: Buffer.from(secret) }))
@@ -103,7 +96,7 @@ test('4. remove disconnects at once, refuses the next CONNECT and purges session
   assert.equal(await g.metric('edgeway_messages_in_total', { link: 'mqtt' }), inBefore)
   await g.waitLog((l) => l.msg === 'mqtt access revoked' && l.id === 'gone-1' && (l.purgedSessions as number) >= 1)
   // the retained state is gone for every later subscriber
-  const obs = await connect(url, { clientId: 'obs-4', username: 'ha', password: await cliSecret(['client', 'rotate-secret', 'ha']) })
+  const obs = await connect(url, { clientId: 'obs-4', username: 'ha', password: await cliSecret(g, ['client', 'rotate-secret', 'ha']) })
   const got = collect(obs)
   await obs.subscribeAsync('devices/+/state', { qos: 1 })
   await new Promise((r) => setTimeout(r, scaled(300)))
@@ -114,7 +107,7 @@ test('4. remove disconnects at once, refuses the next CONNECT and purges session
 test('4b. rotate-secret disconnects the live connection; only the new secret works', async () => {
   const d = await connect(url, as('rot-1', 'rot-1'))
   const closed = closedOf(d)
-  const fresh = await cliSecret(['device', 'rotate-secret', 'rot-1'])
+  const fresh = await cliSecret(g, ['device', 'rotate-secret', 'rot-1'])
   await closed
   assert.equal((await connectRefused(url, as('rot-1', 'rot-1'))).code, 4)
   await end(await connect(url, { clientId: 'rot-1', username: 'rot-1', password: fresh }))

@@ -154,8 +154,13 @@ export async function startGatewayProc(overrides: ConfigOverrides = {}, opts: { 
 }
 
 export async function addDevice(g: GatewayProc, id: string): Promise<string> {
-  const r = await g.cli(['device', 'add', id])
+  return cliSecret(g, ['device', 'add', id])
+}
+
+/** Runs a CLI command that issues a secret (`device add`, `client add`, `... rotate-secret`) and answers the secret. */
+export async function cliSecret(g: GatewayProc, args: string[]): Promise<string> {
+  const r = await g.cli(args)
   const m = /^secret: (\S+)$/m.exec(r.stdout)
-  if (r.code !== 0 || !m) throw new Error(`device add ${id} failed (${r.code}): ${r.stderr}${r.stdout}`)
+  if (r.code !== 0 || !m) throw new Error(`${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`)
   return m[1]!
 }

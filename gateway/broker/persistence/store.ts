@@ -14,6 +14,7 @@
 //   interleaving of callers. A rejected super call (e.g. 'no such packet') writes nothing.
 // - Packets are stored by codec.ts: a JSON document of their own enumerable fields plus the publish payload as a BLOB.
 import { openDatabase, type Db } from '../../store/sqlite.ts'
+import { WalSync } from '../../store/wal-sync.ts'
 import { mayMatchTelemetry } from '../policy.ts'
 import { decodePacket, encodePacket, fromJsonColumn, jsonColumn } from './codec.ts'
 import {
@@ -42,8 +43,12 @@ function outgoingColumns(entry: PersistencePacket): OutgoingColumns {
 }
 
 /**
- * aedes persistence: the stock in-memory persistence, written through to SQLite (synchronous=FULL)
- * and restored from it by setup(). One instance per broker; the database file must not be shared
+ * aedes persistence: the stock in-memory persistence, written through to SQLite and restored from it by setup().
+ * Durable without blocking the broker's thread: commits run at synchronous=NORMAL and each mutating method resolves
+ * only once WalSync (gateway/store/wal-sync.ts) has fdatasynced the WAL on libuv's pool, so aedes answers a
+ * SUBSCRIBE, an inbound QoS 2 message (PUBREC, PUBCOMP) or a CONNECT with a will after it is on disk, as with FULL.
+ * What nobody is answered on (retained messages, the outgoing queues, session owners and expiries) is synced right
+ * after its write without holding its caller up (see storeRetained and the outgoing queue). One instance per broker; the database file must not be shared
  * by two live brokers. aedes does not destroy its persistence on close(): call destroy() after
  * broker.close().
  */
@@ -52,6 +57,7 @@ export class SqlitePersistence extends MemoryPersistence {
   #db: Db | undefined
   #stmt: Statements | undefined
   #telemetryWatched: boolean | null = null
+  #sync: WalSync | undefined
   /** client id -> owner of its persistent session, as in mqtt_session_owners (read once at setup). */
   readonly #owners = new Map<string, string>()
   /** client id -> message ids of its inbound QoS 2 publishes awaiting PUBREL (bounded: see incomingStorePacket). */
@@ -71,7 +77,9 @@ export class SqlitePersistence extends MemoryPersistence {
   override async setup(broker: PersistenceBroker): Promise<void> {
     if (this.#db) throw new Error('SqlitePersistence: setup() called twice')
     await super.setup(broker)
-    const db = openDatabase(this.file, { synchronous: 'FULL' })
+    // NORMAL: a commit does not wait for the disk on the broker's thread; #durable() syncs the WAL off it
+    const db = openDatabase(this.file, { synchronous: 'NORMAL' })
+    this.#sync = new WalSync(`${this.file}-wal`)
     try {
       migrate(db)
       this.#stmt = prepareStatements(db)
@@ -103,6 +111,7 @@ export class SqlitePersistence extends MemoryPersistence {
     const db = this.#db
     this.#db = undefined
     this.#stmt = undefined
+    await this.#sync?.idle()
     try {
       await super.destroy()
     } finally {
@@ -116,11 +125,14 @@ export class SqlitePersistence extends MemoryPersistence {
     const { stmt } = this.#ready()
     await super.storeRetained(packet)
     const topic = String(packet.topic)
+    // Not waited for: aedes stores a retained message inside the publish series of the message it retains, and a
+    // later message of the same publisher that retains nothing would overtake it in its subscribers' queues while it
+    // waited (aedes 2 PUBACKs QoS 1 before that series, so nothing is acknowledged on it either). Synced right after.
     if (packet.payload?.length === 0) {
-      stmt.retainedDelete.run(topic)
+      this.#background(stmt.retainedDelete.run(topic).changes)
     } else {
       const { json, payload } = encodePacket(packet)
-      stmt.retainedUpsert.run(topic, json, payload)
+      this.#background(stmt.retainedUpsert.run(topic, json, payload).changes)
     }
   }
 
@@ -129,43 +141,48 @@ export class SqlitePersistence extends MemoryPersistence {
   override async addSubscriptions(client: PersistenceClient, subs: PersistenceSubscription[]): Promise<void> {
     const { db, stmt } = this.#ready()
     await super.addSubscriptions(client, subs)
-    db.transaction(() => {
-      stmt.subClientAdd.run(client.id)
+    const changes = db.transaction(() => {
+      let n = stmt.subClientAdd.run(client.id).changes
       for (const sub of subs) {
-        stmt.subUpsert.run(client.id, sub.topic, sub.qos, jsonColumn(sub.rh), jsonColumn(sub.rap), jsonColumn(sub.nl),
-          typeof sub.subscriptionIdentifier === 'number' ? sub.subscriptionIdentifier : null)
+        n += stmt.subUpsert.run(client.id, sub.topic, sub.qos, jsonColumn(sub.rh), jsonColumn(sub.rap), jsonColumn(sub.nl),
+          typeof sub.subscriptionIdentifier === 'number' ? sub.subscriptionIdentifier : null).changes
       }
+      return n
     })()
     this.#telemetryWatched = null
+    await this.#durable(changes)
   }
 
   override async removeSubscriptions(client: PersistenceClient, topics: string[]): Promise<void> {
     const { db, stmt } = this.#ready()
     await super.removeSubscriptions(client, topics)
-    db.transaction(() => {
-      for (const topic of topics) stmt.subDelete.run(client.id, topic)
-      stmt.subClientDropIfEmpty.run(client.id, client.id)
+    const changes = db.transaction(() => {
+      let n = 0
+      for (const topic of topics) n += stmt.subDelete.run(client.id, topic).changes
+      return n + stmt.subClientDropIfEmpty.run(client.id, client.id).changes
     })()
     this.#telemetryWatched = null
+    await this.#durable(changes)
   }
 
   override async cleanSubscriptions(client: PersistenceClient): Promise<void> {
     const { db, stmt } = this.#ready()
     await super.cleanSubscriptions(client)
-    db.transaction(() => {
-      stmt.subDeleteClient.run(client.id)
-      stmt.subClientDelete.run(client.id)
-    })()
+    const changes = db.transaction(() => stmt.subDeleteClient.run(client.id).changes + stmt.subClientDelete.run(client.id).changes)()
     this.#telemetryWatched = null
+    await this.#durable(changes)
   }
 
   // --- outgoing queue --------------------------------------------------------------------------
+  // Synced right after, not waited for: aedes answers the publisher before it queues (its QoS 1 PUBACK precedes the
+  // publish series), so nobody is answered on these writes, and a queue write that waited for the disk would widen the
+  // gap between queueing a message and emitting it live: a subscriber reconnecting in between got it twice.
 
   override async outgoingEnqueue(sub: { clientId: string }, packet: PersistencePacket): Promise<void> {
     const { stmt } = this.#ready()
     await super.outgoingEnqueue(sub, packet)
     // The parent queues `new Packet(packet)`: persist that very shape.
-    stmt.outInsert.run(sub.clientId, ...outgoingColumns(queuedShape(packet)))
+    this.#background(stmt.outInsert.run(sub.clientId, ...outgoingColumns(queuedShape(packet))).changes)
   }
 
   override async outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: PersistencePacket): Promise<void> {
@@ -176,6 +193,7 @@ export class SqlitePersistence extends MemoryPersistence {
     db.transaction(() => {
       for (const sub of subs) stmt.outInsert.run(sub.clientId, ...columns)
     })()
+    this.#background(subs.length)
   }
 
   override async outgoingUpdate(client: PersistenceClient, packet: PersistencePacket): Promise<void> {
@@ -185,17 +203,16 @@ export class SqlitePersistence extends MemoryPersistence {
     const messageId = sqlKey(packet.messageId)
     const match = stmt.outFindForUpdate.get(client.id, brokerId, sqlKey(packet.brokerCounter), brokerId, messageId)
     if (!match) return // memory and disk disagree (an earlier write failed): memory stays authoritative
-    if (match.broker_id === brokerId) {
-      stmt.outSetMessageId.run(messageId, match.seq) // same message: the messageId was assigned
-    } else {
-      stmt.outReplace.run(...outgoingColumns(packet), match.seq) // e.g. the publish became its pubrel
-    }
+    const changes = match.broker_id === brokerId
+      ? stmt.outSetMessageId.run(messageId, match.seq).changes // same message: the messageId was assigned
+      : stmt.outReplace.run(...outgoingColumns(packet), match.seq).changes // e.g. the publish became its pubrel
+    this.#background(changes)
   }
 
   override async outgoingClearMessageId(client: PersistenceClient, packet: PersistencePacket): Promise<PersistencePacket | undefined> {
     const { stmt } = this.#ready()
     const removed = await super.outgoingClearMessageId(client, packet)
-    if (removed !== undefined) stmt.outDeleteByMessageId.run(client.id, sqlKey(packet?.messageId))
+    if (removed !== undefined) this.#background(stmt.outDeleteByMessageId.run(client.id, sqlKey(packet?.messageId)).changes)
     return removed
   }
 
@@ -226,22 +243,24 @@ export class SqlitePersistence extends MemoryPersistence {
     stored.messageId = packet.messageId
     const { json, payload } = encodePacket(stored)
     // The parent keys the client's packets by `store[messageId]`, i.e. by String(messageId).
-    stmt.incomingUpsert.run(client.id, String(packet.messageId), json, payload)
+    await this.#durable(stmt.incomingUpsert.run(client.id, String(packet.messageId), json, payload).changes)
   }
 
   override async incomingDelPacket(client: PersistenceClient, packet: PersistencePacket): Promise<void> {
     const { stmt } = this.#ready()
     await super.incomingDelPacket(client, packet) // rejects with 'no such packet'
-    stmt.incomingDelete.run(client.id, String(packet.messageId))
+    const changes = stmt.incomingDelete.run(client.id, String(packet.messageId)).changes
     const ids = this.#incoming.get(client.id)
     if (ids?.delete(String(packet.messageId)) && ids.size === 0) this.#incoming.delete(client.id)
+    await this.#durable(changes)
   }
 
   override async cleanIncoming(client: PersistenceClient): Promise<void> {
     const { stmt } = this.#ready()
     await super.cleanIncoming(client)
-    stmt.incomingDeleteClient.run(client.id)
+    const changes = stmt.incomingDeleteClient.run(client.id).changes
     this.#incoming.delete(client.id)
+    await this.#durable(changes)
   }
 
   /** Inbound QoS 2 publishes of a client id awaiting PUBREL. */
@@ -253,13 +272,13 @@ export class SqlitePersistence extends MemoryPersistence {
     const { stmt } = this.#ready()
     await super.putWill(client, packet) // stamps packet.brokerId and packet.clientId
     const { json, payload } = encodePacket(packet)
-    stmt.willUpsert.run(client.id, sqlKey(packet.brokerId), json, payload)
+    await this.#durable(stmt.willUpsert.run(client.id, sqlKey(packet.brokerId), json, payload).changes)
   }
 
   override async delWill(client: PersistenceClient): Promise<PersistenceWill | undefined> {
     const { stmt } = this.#ready()
     const will = await super.delWill(client)
-    stmt.willDelete.run(client.id)
+    await this.#durable(stmt.willDelete.run(client.id).changes)
     return will
   }
 
@@ -271,7 +290,7 @@ export class SqlitePersistence extends MemoryPersistence {
   /** Records the owner; writes only when it changes (this runs on the broker thread at CONNECT). */
   setSessionOwner(clientId: string, owner: string): void {
     if (this.#owners.get(clientId) === owner) return
-    this.#ready().stmt.ownerUpsert.run(clientId, owner)
+    this.#background(this.#ready().stmt.ownerUpsert.run(clientId, owner).changes)
     this.#owners.set(clientId, owner)
   }
 
@@ -282,12 +301,12 @@ export class SqlitePersistence extends MemoryPersistence {
   setSessionExpiry(clientId: string, expiresAt: number | null): void {
     if (expiresAt === null) {
       if (!this.#expiry.has(clientId)) return
-      this.#ready().stmt.expiryDelete.run(clientId)
+      this.#background(this.#ready().stmt.expiryDelete.run(clientId).changes)
       this.#expiry.delete(clientId)
       return
     }
     if (this.#expiry.get(clientId) === expiresAt) return
-    this.#ready().stmt.expiryUpsert.run(clientId, expiresAt)
+    this.#background(this.#ready().stmt.expiryUpsert.run(clientId, expiresAt).changes)
     this.#expiry.set(clientId, expiresAt)
   }
 
@@ -319,22 +338,32 @@ export class SqlitePersistence extends MemoryPersistence {
     await super.cleanIncoming(client)
     if (!opts.keepWill) await super.delWill(client)
     await dropOutgoingQueue(this, clientId)
-    db.transaction(() => {
-      stmt.subDeleteClient.run(clientId)
-      stmt.subClientDelete.run(clientId)
-      stmt.incomingDeleteClient.run(clientId)
-      if (!opts.keepWill) stmt.willDelete.run(clientId)
-      stmt.outgoingDeleteClient.run(clientId)
-      stmt.ownerDelete.run(clientId)
-      stmt.expiryDelete.run(clientId)
-    })()
+    const changes = db.transaction(() =>
+      stmt.subDeleteClient.run(clientId).changes +
+      stmt.subClientDelete.run(clientId).changes +
+      stmt.incomingDeleteClient.run(clientId).changes +
+      (opts.keepWill ? 0 : stmt.willDelete.run(clientId).changes) +
+      stmt.outgoingDeleteClient.run(clientId).changes +
+      stmt.ownerDelete.run(clientId).changes +
+      stmt.expiryDelete.run(clientId).changes)()
     this.#owners.delete(clientId)
     this.#expiry.delete(clientId)
     this.#incoming.delete(clientId)
     this.#telemetryWatched = null
+    await this.#durable(changes)
   }
 
   // --- internals -----------------------------------------------------------------------------
+
+  /** Resolves once a write that changed `changes` rows is on disk (at once if it changed none). */
+  #durable(changes: number): Promise<void> {
+    return changes > 0 && this.#sync ? this.#sync.synced() : Promise.resolve()
+  }
+
+  /** For writes no caller waits on (session owners and expiries, written at CONNECT/close): synced soon after. */
+  #background(changes: number): void {
+    this.#durable(changes).catch(() => undefined) // a failed sync is sticky: the next awaited write reports it
+  }
 
   #ready(): { db: Db; stmt: Statements } {
     const db = this.#db
