@@ -1,7 +1,7 @@
 // An independent AMQP 1.0 consumer (and raw sender) for the tests, on rhea directly: not the gateway's code.
 import rhea, { type Connection, type Message, type Receiver, type Sender, type Delivery } from 'rhea'
 import type { Received } from './load.ts'
-import { pause } from './net.ts'
+import { pause, scaled } from './net.ts'
 
 export interface ConsumedMessage {
   message: Message
@@ -41,9 +41,11 @@ export async function connectAmqp(port: number, opts: AmqpTarget = {}): Promise<
   conn.on('session_error', () => undefined)
   conn.on('receiver_error', () => undefined)
   conn.on('protocol_error', () => undefined)
+  // A booting RabbitMQ may accept the socket and then close the connection (vhost not ready): refused, not waited on.
   await new Promise<void>((resolve, reject) => {
     conn.once('connection_open', () => resolve())
     conn.once('disconnected', (ctx) => reject(new Error(`test consumer could not connect: ${String(ctx.error)}`)))
+    conn.once('connection_close', (ctx) => reject(new Error(`test consumer connection closed: ${String(ctx.connection.error ?? 'by the broker')}`)))
   })
   return conn
 }
@@ -66,7 +68,15 @@ export async function amqpConsumer(port: number, address: string, opts: { reconn
       if (keepMessages) messages.push({ message: m, body, at: Date.now() })
       got.push({ id: String(m.message_id), device: String(body.device), seq: Number(body.seq), deviceSeq: Number(body.deviceSeq) })
     })
-    await new Promise<void>((resolve) => receiver.once('receiver_open', () => resolve()))
+    // the receiver may be refused, or its connection lost, while the broker is still starting: then this attach failed
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('test consumer: no receiver_open')), scaled(10_000))
+      const fail = (): void => { clearTimeout(t); try { conn.close() } catch { /* gone */ } reject(new Error('test consumer: receiver refused or connection lost')) }
+      receiver.once('receiver_open', () => { clearTimeout(t); conn.removeListener('disconnected', fail); conn.removeListener('connection_close', fail); resolve() })
+      receiver.once('receiver_close', fail)
+      conn.once('disconnected', fail)
+      conn.once('connection_close', fail)
+    })
     if (opts.reconnect) {
       // A broker shutdown ends the session and closes the connection cleanly (no 'disconnected'): any of them counts.
       let gone = false
