@@ -41,7 +41,7 @@ export class MqttDeviceLink implements DeviceLink {
     try {
       await this.broker.publish(`devices/${device}/cmd/${cmd.name}`, JSON.stringify({ id: cmd.id, args: cmd.args ?? null }), 1, false, expiry)
     } catch (err) {
-      this.settle(cmd.id, false)
+      this.endWait(cmd.id, false)
       throw err
     }
     return delivered ? { kind: 'sent', delivered } : { kind: 'sent' }
@@ -54,7 +54,7 @@ export class MqttDeviceLink implements DeviceLink {
     }
     return new Promise<boolean>((resolve) => {
       // the broker drops it once its expiry passed: no acknowledgement can come after that (plus a second's rounding)
-      const timer = setTimeout(() => this.settle(id, false), ms + 1000)
+      const timer = setTimeout(() => this.endWait(id, false), ms + 1000)
       timer.unref()
       this.waiting.set(id, { device, resolve, timer })
     })
@@ -66,10 +66,11 @@ export class MqttDeviceLink implements DeviceLink {
     let id: unknown
     try { id = (JSON.parse(payload.toString('utf8')) as { id?: unknown }).id } catch { return }
     if (typeof id !== 'string') return
-    if (this.waiting.get(id)?.device === device) this.settle(id, true)
+    if (this.waiting.get(id)?.device === device) this.endWait(id, true)
   }
 
-  private settle(id: string, delivered: boolean): void {
+  /** The wait for a queued command ends: delivered (its device acknowledged it) or not (failed publish, expiry). */
+  private endWait(id: string, delivered: boolean): void {
     const w = this.waiting.get(id)
     if (!w) return
     this.waiting.delete(id)
