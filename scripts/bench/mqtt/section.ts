@@ -239,9 +239,9 @@ function loadBase(t: RunningTarget, target: MqttTarget, cfg: MqttBenchConfig): O
 
 /**
  * The saturating run with MQTT 5 clients, without and with a topic alias (issue 13: v5 >= 0.9 x the 3.1.1 figure),
- * each on a fresh broker process as the 3.1.1 run is. On one process the later runs were slower for a reason that
- * has nothing to do with the protocol: the gateway's outbox holds every reading of the runs before (no upstream),
- * and the third 3.1.1-shaped run of a process measured 15-25% below the first whatever its protocol.
+ * each on a fresh broker process as the 3.1.1 run is. On one gateway process, runs of the same protocol got slower
+ * the later they ran (measured in one sequence: alias 68k, v5 63k, 3.1.1 71k, alias 54k, 3.1.1 61k msgs/s), most
+ * likely because its outbox keeps every reading of the runs before (no upstream); not yet traced further.
  */
 async function runMqtt5Phase(target: MqttTarget, tctx: TargetContext, cfg: MqttBenchConfig, r: TargetResult, log: (m: string) => void): Promise<void> {
   r.mqtt5 = {};
