@@ -14,6 +14,7 @@ import {
 } from '../gateway/broker/aedes-adapter.ts'
 import { tapWrites, replayingQueue, refuseAndStopReading, outboundPublishSize, type WirePublish } from '../gateway/broker/aedes-adapter.ts'
 import { rewriteFilters, readyForDelivery, advertiseSharedSubscriptions, installDedupe } from '../gateway/broker/aedes-adapter.ts'
+import { keepRetainedDeadline, retainedDeadline } from '../gateway/broker/aedes-adapter.ts'
 import { collect, end } from './helpers/mqtt.ts'
 import { raw5 } from './helpers/raw5.ts'
 import { waitFor, scaled } from './helpers/net.ts'
@@ -269,6 +270,36 @@ test('adapter: tapWrites sees every PUBLISH aedes writes to a v5 client (live, r
   ])
   assert.ok(seen.filter((s) => s.qos > 0).every((s) => typeof s.messageId === 'number'), 'packet ids are assigned before the write')
   await end(again, pub)
+})
+
+test('adapter: a retained message sent on subscribe keeps the deadline keepRetainedDeadline stored with it (aedes copies the stored properties by spread); the client sees only its interval', async () => {
+  const written: WirePublish[] = []
+  const b = await bare({
+    preConnect: (client, packet, cb) => {
+      if (packet.protocolVersion === 5) {
+        const send = tapWrites(client, { publish: (p: WirePublish) => { written.push(p); return send(p) }, answered: () => {} })
+      }
+      cb(null, true)
+    },
+  })
+  const persistence = (b.aedes as unknown as { persistence: { storeRetained(p: object): Promise<void> } }).persistence
+  const store = persistence.storeRetained.bind(persistence)
+  persistence.storeRetained = (p) => store(keepRetainedDeadline(p))
+  const pub = await connect(b.url, { clientId: 'rd-pub', protocolVersion: 5 })
+  const before = Date.now()
+  await pub.publishAsync('rd/t', 'r', { qos: 1, retain: true, properties: { messageExpiryInterval: 60 } })
+  const published = Date.now()
+  const c = await connect(b.url, { clientId: 'rd', protocolVersion: 5 })
+  const got = collect(c)
+  await c.subscribeAsync('rd/#', { qos: 1 })
+  await waitFor('retained', () => got.length === 1)
+  const deadline = retainedDeadline(written[0]!)
+  assert.ok(deadline !== undefined && deadline >= before + 60_000 && deadline <= published + 60_000, `the stored deadline rides along, got ${deadline}`)
+  assert.equal(written[0]!.messageExpiry, undefined, 'aedes itself keeps no deadline on it (else keepRetainedDeadline is not needed)')
+  const interval = got[0]!.properties?.messageExpiryInterval
+  assert.ok(interval !== undefined && interval >= 59 && interval <= 60, `the wire carries only the interval, got ${interval}`)
+  assert.deepEqual(Object.keys(got[0]!.properties ?? {}).sort(), ['messageExpiryInterval'])
+  await end(c, pub)
 })
 
 test('premise: aedes 2.0.0-beta.1 ignores a v5 client\'s Receive Maximum, Topic Alias Maximum and (on a replayed queue) Maximum Packet Size (outbound-flow.ts does them)', async () => {

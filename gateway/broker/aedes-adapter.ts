@@ -493,3 +493,23 @@ export function refuseAndStopReading(client: object, reasonCode: number, reasonS
   sendDisconnect(c, reasonCode, reasonString)
   return true
 }
+
+const RETAINED_DEADLINE = Symbol('edgeway.retainedDeadline')
+interface DeadlineProperties { [RETAINED_DEADLINE]?: number }
+
+/**
+ * aedes 2 sends a retained message on subscribe as a new packet (lib/handlers/subscribe.js) that keeps no deadline,
+ * only an interval rounded up to the second, and copies the stored packet's properties into it by spread. A deadline
+ * kept under a symbol key in those properties rides along, unseen by mqtt-packet (for...in) and JSON: without it, a
+ * retained message that waits for the client's Receive Maximum would count its wait from when it was queued and could
+ * leave with a second more than it has. Returns the packet to store (a copy; the caller's is not touched).
+ */
+export function keepRetainedDeadline<P extends { messageExpiry?: number; properties?: object }>(packet: P): P {
+  if (packet.messageExpiry === undefined) return packet
+  return { ...packet, properties: { ...packet.properties, [RETAINED_DEADLINE]: packet.messageExpiry } }
+}
+
+/** The deadline (ms epoch) keepRetainedDeadline put on a retained message that aedes sends on subscribe. */
+export function retainedDeadline(packet: WirePublish): number | undefined {
+  return (packet.properties as DeadlineProperties | undefined)?.[RETAINED_DEADLINE]
+}

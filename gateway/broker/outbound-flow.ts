@@ -6,7 +6,7 @@
 //  - server-side topic aliases (topic-alias-out.ts), decided in wire order, so a client always learns an alias first.
 // aedes does none of these (2.0.0-beta.1 records the client's limits only). Every call is O(1).
 import { TopicAliasesOut } from './topic-alias-out.ts'
-import type { WirePublish } from './aedes-adapter.ts'
+import { retainedDeadline, type WirePublish } from './aedes-adapter.ts'
 
 export interface OutboundLimits {
   /** The client's Receive Maximum (1..65535; 65535 when it sent none). */
@@ -71,9 +71,14 @@ export class OutboundFlow {
       this.target.dropped(p, 'queue_full', `${MAX_HELD} messages already wait for its Receive Maximum (${this.max})`)
       return true
     }
-    // a retained message sent on subscribe carries only its interval (aedes keeps no deadline on it): fix it now
-    const interval = p.properties?.messageExpiryInterval
-    this.held.push(p.messageExpiry === undefined && typeof interval === 'number' && interval > 0 ? { ...p, messageExpiry: Date.now() + interval * 1000 } : p)
+    // a retained message sent on subscribe has no deadline of aedes' own: the one the store kept, else (not stored by
+    // the gateway's persistence) its interval from now
+    if (p.messageExpiry === undefined) {
+      const interval = p.properties?.messageExpiryInterval
+      const deadline = retainedDeadline(p) ?? (typeof interval === 'number' && interval > 0 ? Date.now() + interval * 1000 : undefined)
+      if (deadline !== undefined) p = { ...p, messageExpiry: deadline }
+    }
+    this.held.push(p)
     return true
   }
 

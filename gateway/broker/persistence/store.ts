@@ -15,6 +15,7 @@
 // - Packets are stored by codec.ts: a JSON document of their own enumerable fields plus the publish payload as a BLOB.
 import { openDatabase, type Db } from '../../store/sqlite.ts'
 import { WalSync } from '../../store/wal-sync.ts'
+import { keepRetainedDeadline } from '../aedes-adapter.ts'
 import { mayMatchTelemetry } from '../policy.ts'
 import { decodePacket, encodePacket, fromJsonColumn, jsonColumn } from './codec.ts'
 import {
@@ -123,7 +124,7 @@ export class SqlitePersistence extends MemoryPersistence {
 
   override async storeRetained(packet: PersistencePacket): Promise<void> {
     const { stmt } = this.#ready()
-    await super.storeRetained(packet)
+    await super.storeRetained(keepRetainedDeadline(packet))
     const topic = String(packet.topic)
     // Not waited for: aedes stores a retained message inside the publish series of the message it retains, and a
     // later message of the same publisher that retains nothing would overtake it in its subscribers' queues while it
@@ -374,7 +375,7 @@ export class SqlitePersistence extends MemoryPersistence {
 
   /** Replays the saved state through the parent's methods (no write-through: super, not this). */
   async #restore(stmt: Statements): Promise<void> {
-    for (const row of stmt.retainedAll.all()) await super.storeRetained(asPacket(row.packet, row.payload))
+    for (const row of stmt.retainedAll.all()) await super.storeRetained(keepRetainedDeadline(asPacket(row.packet, row.payload)))
 
     for (const id of stmt.subClientsAll.all()) {
       const subs = stmt.subsOf.all(id).map((row): PersistenceSubscription => {
