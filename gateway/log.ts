@@ -65,3 +65,15 @@ export function formatTable(headers: string[], rows: string[][]): string {
   const line = (cells: string[]): string => headers.map((_h, i) => (cells[i] ?? '').padEnd(widths[i]!)).join('  ').trimEnd() + '\n'
   return line(headers) + rows.map(line).join('')
 }
+
+/**
+ * A URL as it may be logged or shown: the password of `scheme://user:password@host` becomes `***`. MQTT.js takes
+ * credentials from the URL too, so a config may carry them there; logs and health must not.
+ */
+export function redactUrl(url: string): string {
+  let u: URL
+  try { u = new URL(url) } catch { return url.replace(/\/\/[^/@]*@/, '//***@') }
+  if (u.password === '') return url
+  u.password = '***'
+  return u.toString()
+}

@@ -90,6 +90,8 @@ interface Peer {
   publishes: IPublishPacket[]
   /** Packets other than PUBLISH the upstream sent (PUBREL...). */
   others: Packet[]
+  /** Each CONNECT the upstream sent. */
+  connects: Packet[]
   connections: number
   send(p: Record<string, unknown>): void
   cut(): void
@@ -101,7 +103,7 @@ async function scriptedPeer(connack: Record<string, unknown>): Promise<Peer> {
   const port = await freePort()
   let sock: Socket | null = null
   const peer: Peer = {
-    port, publishes: [], others: [], connections: 0,
+    port, publishes: [], others: [], connects: [], connections: 0,
     send: (p) => { sock!.write(mqttPacket.generate(p as unknown as Packet, { protocolVersion: 5 })) },
     cut: () => { sock?.destroy() },
     close: () => new Promise((r) => { sock?.destroy(); server.close(() => r()) }),
@@ -111,7 +113,7 @@ async function scriptedPeer(connack: Record<string, unknown>): Promise<Peer> {
     peer.connections++
     const parser = mqttPacket.parser({ protocolVersion: 5 })
     parser.on('packet', (p: Packet) => {
-      if (p.cmd === 'connect') peer.send({ cmd: 'connack', sessionPresent: false, ...connack })
+      if (p.cmd === 'connect') { peer.connects.push(p); peer.send({ cmd: 'connack', sessionPresent: false, ...connack }) }
       else if (p.cmd === 'publish') peer.publishes.push(p)
       else if (p.cmd !== 'pingreq') peer.others.push(p)
     })
@@ -210,6 +212,27 @@ test('scripted v5 peer: a DISCONNECT with a reason code is the link\'s last erro
   await waitFor('link seen down', () => !u.status().connected)
   assert.equal(u.status().lastError, 'the broker sent DISCONNECT 0x93 Receive Maximum exceeded: too many in flight')
   assert.deepEqual(settled, [])
+})
+
+test('credentials in the URL (mqtt://user:password@host) log in, and no log line carries the password: it is *** in "upstream connected" and "link down"', async () => {
+  const peer = await scriptedPeer({ reasonCode: 0 })
+  const lines: string[] = []
+  const captured = pino({ level: 'debug' }, { write: (l: string) => { lines.push(l) } })
+  const secret = 'S3cret-pw'
+  const u = new MqttUpstream(mqttUpstream.parse({ name: 'up', type: 'mqtt', url: `mqtt://edge:${secret}@127.0.0.1:${peer.port}`, reconnectMinMs: 100, reconnectMaxMs: 200 }), 'gw1', captured)
+  cleanups.push(() => u.close())
+  await u.start()
+  await waitFor('link up', () => u.status().connected)
+  const connect = peer.connects[0] as { username?: string; password?: Buffer }
+  assert.equal(connect.username, 'edge')
+  assert.equal(connect.password?.toString(), secret, 'MQTT.js logs in with the URL\'s credentials')
+  peer.cut()
+  await waitFor('link down logged', () => lines.some((l) => l.includes('upstream link down')))
+  const connected = lines.find((l) => l.includes('upstream connected'))
+  assert.ok(connected, 'connected is logged')
+  assert.equal((JSON.parse(connected) as { url: string }).url, `mqtt://edge:***@127.0.0.1:${peer.port}`)
+  assert.deepEqual(lines.filter((l) => l.includes(secret)), [], 'no log line has the password')
+  assert.ok(!JSON.stringify(u.status()).includes(secret), 'nor the status')
 })
 
 test('scripted peer without MQTT 5 (CONNACK 0x84): the link stays down and its last error says to set protocolVersion: 4', async () => {

@@ -8,6 +8,7 @@ import type { ClaimedRow } from '../outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
 import { hex, publishOutcome, readingToMqtt, type MqttAckLike } from './mqtt-map.ts'
 import { LinkState } from './link-state.ts'
+import { redactUrl } from '../log.ts'
 
 /** CONNACK codes of a broker that does not speak the version asked for (3.1.1's 0x01, MQTT 5's 0x84). */
 const UNSUPPORTED_VERSION = new Set([0x01, 0x84])
@@ -28,7 +29,7 @@ export class MqttUpstream implements Upstream {
   constructor(private readonly cfg: MqttUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
     // `log` carries { upstream: name } already (main.ts): repeating it here would write the key twice
-    this.link = new LinkState(log, { url: cfg.url }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.link = new LinkState(log, { url: redactUrl(cfg.url) }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
   }
 
   async start(): Promise<void> {
@@ -106,7 +107,7 @@ export class MqttUpstream implements Upstream {
       // client that goes over it, and every reading in flight went again after each reconnect).
       if (receiveMaximum !== undefined) this.receiveMaximum = receiveMaximum
       // The broker answered a CONNACK of the version asked for: that version is the one spoken on this link.
-      this.log.info({ url: cfg.url, protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
+      this.log.info({ url: redactUrl(cfg.url), protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
       this.link.up()
     })
     client.on('error', (err) => {
