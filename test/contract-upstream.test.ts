@@ -53,10 +53,11 @@ function mosquittoContract(protocolVersion: 4 | 5): void {
       const port = await freePort()
       const { dir, cleanup } = tempDir('edgeway-ct-mosq-')
       // A device named "refused" may not publish: Mosquitto logs "Denied PUBLISH" and drops it.
+      // max_queued_messages bounded, not 0: with 0, Mosquitto 2.0.11 drops the link after each denial (mqtt-upstream-v5.test.ts).
       writeFileSync(join(dir, 'acl'), 'topic deny ct/+/refused/#\ntopic readwrite #\n')
       writeFileSync(join(dir, 'mosquitto.conf'), [
         `listener ${port} 127.0.0.1`, 'allow_anonymous true', `acl_file ${join(dir, 'acl')}`, 'persistence false',
-        'max_inflight_messages 0', 'max_queued_messages 0', ...(process.getuid?.() === 0 ? ['user root'] : []), 'log_dest stderr', 'log_type error',
+        'max_inflight_messages 0', 'max_queued_messages 100000', ...(process.getuid?.() === 0 ? ['user root'] : []), 'log_dest stderr', 'log_type error',
       ].join('\n') + '\n')
       const proc = spawn(MOSQUITTO, ['-c', join(dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
       mosq = { port, proc, cleanup }
