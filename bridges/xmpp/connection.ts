@@ -63,6 +63,8 @@ export class XmppLink {
   private isOnline = false
   private downLogged = false
   private lastError: string | null = null
+  /** The attempt whose login or handshake the server refused (its reason outlives the socket errors after it). */
+  private refusedIn = 0
   private handlers: Partial<XmppLinkEvents> = {}
   private readonly xml: XmlFactory
   /** Bumped per connect attempt: a late rejection of an older attempt must not tear down the current one. */
@@ -218,10 +220,12 @@ export class XmppLink {
       const msg = describe(err)
       // A refused handshake/login never heals by itself: say what to fix.
       if (/not-authorized|Given token does not match/.test(msg)) {
+        this.refusedIn = this.attempt
         this.lastError = cfg.mode === 'component'
           ? `the server refused the component secret for ${cfg.component.domain} (${msg}): check xmpp.component.secret against the server's component_secret`
           : `the server refused the login of ${cfg.client.jid} (${msg}): check xmpp.client.password`
-      } else this.lastError = msg
+      // the server closes the socket after refusing: the reset that follows (ECONNRESET) must not hide the reason
+      } else if (this.refusedIn !== this.attempt) this.lastError = msg
     })
     e.on('offline', () => { if (mine()) this.lost() })
     e.on('disconnect', () => { if (mine()) this.lost() })
