@@ -25,11 +25,14 @@ export class MqttUpstream implements Upstream {
   private closed = false
   private connectTimer: NodeJS.Timeout | null = null
   private readonly link: LinkState
+  /** The URL as logs and status show it (a password in it as ***). */
+  private readonly shownUrl: string
 
   constructor(private readonly cfg: MqttUpstreamConfig, private readonly gatewayId: string, private readonly log: Logger) {
     this.name = cfg.name
+    this.shownUrl = redactUrl(cfg.url)
     // `log` carries { upstream: name } already (main.ts): repeating it here would write the key twice
-    this.link = new LinkState(log, { url: redactUrl(cfg.url) }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
+    this.link = new LinkState(log, { url: this.shownUrl }, cfg.reconnectMinMs, cfg.reconnectMaxMs)
   }
 
   async start(): Promise<void> {
@@ -107,7 +110,7 @@ export class MqttUpstream implements Upstream {
       // client that goes over it, and every reading in flight went again after each reconnect).
       if (receiveMaximum !== undefined) this.receiveMaximum = receiveMaximum
       // The broker answered a CONNACK of the version asked for: that version is the one spoken on this link.
-      this.log.info({ url: redactUrl(cfg.url), protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
+      this.log.info({ url: this.shownUrl, protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
       this.link.up()
     })
     client.on('error', (err) => {
