@@ -12,8 +12,8 @@
  *      on a fresh process: the steady loads users run, not the wake of a saturating burst
  *   C. protocol rounds (v5 / 3.1.1 ratio): the saturating run with 3.1.1 clients, MQTT 5 clients and MQTT 5
  *      clients with a topic alias, each on its own fresh process like B, in BENCH_MQTT5_ROUNDS rounds (default 3)
- *      with the order rotated per round; B's saturating run is round 1's 3.1.1 run. Ratios are per round (same
- *      minute of machine time), summarised by their median.
+ *      with the order rotated per round. Ratios are per round (same minute of machine time), summarised by their
+ *      median. B's saturating run is not one of them: its process also has the RSS and CPU samplers.
  * The gateway runs first so its max rate is known for everyone's half-rate run.
  * Before any target starts, a disk probe (4 KiB append + fdatasync) runs on the gateway's
  * data filesystem; the fixed-rate latency budgets are stated against it.
@@ -121,6 +121,9 @@ interface StartupResult {
   settledRssBytes?: number;
   settledRssAnonBytes?: number;
   idleClientsRssBytes?: number;
+  /** The same, idleSettledMs after the clients connected (the connect storm's garbage collected). */
+  idleClientsSettledRssBytes?: number;
+  idleClientsSettledRssAnonBytes?: number;
   idleClientsConnected?: number;
   idleClientsConnectMs?: number;
   threads?: number;
@@ -154,7 +157,7 @@ interface TargetResult {
   startup: StartupResult;
   saturation?: SaturationResult;
   halfRate?: RateResult;
-  /** Saturating runs per protocol round (see runMqtt5Phase); round 1's v311 is `saturation`. */
+  /** Saturating runs per protocol round (see runMqtt5Phase). */
   mqtt5?: ProtocolRound[];
   fixedRates: FixedRateResult[];
   /** A fixed-rate run right after B's saturating and half-rate runs, on their process. */
@@ -224,6 +227,11 @@ async function runStartupPhase(target: MqttTarget, tctx: TargetContext, cfg: Mqt
         r.startup.idleClientsConnectMs = idle.connectMs;
         await sleep(cfg.settleMs);
         r.startup.idleClientsRssBytes = readRssBytes(t.pid);
+        if (cfg.idleSettledMs > cfg.settleMs) {
+          await sleep(cfg.idleSettledMs - cfg.settleMs);
+          r.startup.idleClientsSettledRssBytes = readRssBytes(t.pid);
+          r.startup.idleClientsSettledRssAnonBytes = readRssAnonBytes(t.pid);
+        }
       } finally {
         await idle.close();
       }
@@ -270,10 +278,8 @@ async function runMqtt5Phase(target: MqttTarget, tctx: TargetContext, cfg: MqttB
   for (let round = 0; round < cfg.mqtt5Rounds; round++) {
     const results: ProtocolRound = {};
     r.mqtt5.push(results);
-    if (round === 0 && r.saturation) results.v311 = r.saturation;
     const order = PROTOCOL_MODES.map((_, i) => PROTOCOL_MODES[(i + round) % PROTOCOL_MODES.length]!);
     for (const { mode, extra, what } of order) {
-      if (results[mode]) continue;
       log(`  ${target.id}: round ${round + 1}/${cfg.mqtt5Rounds}: saturating run on a fresh process, ${what} clients`);
       try {
         await withTarget(target, tctx, async (t) => {
@@ -552,7 +558,7 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: Fsync
       ];
     }),
     notes: [
-      'every run is a saturating run on a fresh broker process (fresh data dir); round 1\'s 3.1.1 run is the saturating run above.',
+      'every run is a saturating run on a fresh broker process (fresh data dir), without the samplers of the saturating run above.',
       'order rotated per round (3.1.1, v5, alias / v5, alias, 3.1.1 / alias, 3.1.1, v5 ...); a ratio compares runs of the same round;',
       'goal for the gateway: median v5 / 3.1.1 >= 0.9. alias: the first PUBLISH of a connection sets topic alias 1, every later one',
       'has an empty topic and the alias.',
@@ -620,7 +626,8 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: Fsync
       { header: 'spawn->healthz ms' },
       { header: `idle RSS MiB ${cfg.settleMs / 1000} s` },
       { header: `${cfg.idleSettledMs / 1000} s (anon)` },
-      { header: `RSS ${cfg.idleClients} clients MiB` },
+      { header: `RSS ${cfg.idleClients} clients MiB ${cfg.settleMs / 1000} s` },
+      { header: `${cfg.idleSettledMs / 1000} s (anon)` },
       { header: `connect ${cfg.idleClients} ms` },
       { header: 'threads' },
     ],
@@ -631,6 +638,7 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: Fsync
       fmt.mib(r.startup.idleRssBytes),
       r.startup.settledRssBytes === undefined ? 'n/a' : `${fmt.mib(r.startup.settledRssBytes)} (${fmt.mib(r.startup.settledRssAnonBytes)})`,
       fmt.mib(r.startup.idleClientsRssBytes),
+      r.startup.idleClientsSettledRssBytes === undefined ? 'n/a' : `${fmt.mib(r.startup.idleClientsSettledRssBytes)} (${fmt.mib(r.startup.idleClientsSettledRssAnonBytes)})`,
       fmt.ms(r.startup.idleClientsConnectMs),
       fmt.int(r.startup.threads),
     ]),
@@ -638,6 +646,8 @@ function buildTables(cfg: MqttBenchConfig, results: TargetResult[], probe: Fsync
       'spawn->accept: TCP connect polled every 5 ms; two values = the two fresh starts (memory phase / load phase).',
       `idle RSS: VmRSS ${cfg.settleMs / 1000} s after accepting, and after ${cfg.idleSettledMs / 1000} s (V8 has shrunk its heaps by then);`,
       '  anon = RssAnon, the private part; the rest is mapped files, mostly the node executable (about 31 MiB for a bare `node`).',
+      `RSS with ${cfg.idleClients} clients: ${cfg.settleMs / 1000} s after the last one connected (the connect storm's garbage is still in`,
+      `  the heap) and ${cfg.idleSettledMs / 1000} s after, the clients still connected and idle.`,
     ],
   });
   return tables;
