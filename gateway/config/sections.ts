@@ -33,6 +33,12 @@ export const mqttUpstream = z.object({
   protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
   /** Unacknowledged publishes in flight: the forwarder's credit (under MQTT 5 at most the broker's Receive Maximum). */
   maxInflight: z.number().int().min(1).max(65535).default(256),
+  /**
+   * The broker's packet size limit in bytes, for a broker that does not announce one (an MQTT 5 broker's CONNACK
+   * Maximum Packet Size is used when it is smaller). A reading whose PUBLISH is larger is dead-lettered, not sent:
+   * a broker drops the link on such a packet.
+   */
+  maxPacketSize: z.number().int().min(64).max(268435460).optional(),
   reconnectMinMs: z.number().int().min(10).default(500),
   reconnectMaxMs: z.number().int().min(100).default(30000),
   ca: z.string().optional(),

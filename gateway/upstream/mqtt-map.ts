@@ -94,3 +94,24 @@ export function publishOutcome(err: Error | null | undefined, packet: MqttAckLik
   if (err) return { outcome: 'unsettled', error: err.message }
   return { outcome: 'accepted', reasonCode: 0 }
 }
+
+/** Bytes of an MQTT Variable Byte Integer (spec 1.5.5). */
+function varIntBytes(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4
+}
+
+const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8')
+
+/**
+ * The size on the wire of the PUBLISH that carries `m` (fixed header included: what a Maximum Packet Size counts,
+ * MQTT 5.0 3.2.2.3.6). The properties are the ones readingToMqtt sets; MQTT.js adds none (no topic alias here).
+ */
+export function publishPacketBytes(m: MqttOut, qos: 0 | 1 | 2): number {
+  let remaining = 2 + utf8Bytes(m.topic) + (qos > 0 ? 2 : 0) + utf8Bytes(m.payload)
+  if (m.properties) {
+    let props = 2 /* payload format indicator */ + 3 + utf8Bytes(m.properties.contentType)
+    for (const [k, v] of Object.entries(m.properties.userProperties)) props += 5 + utf8Bytes(k) + utf8Bytes(v)
+    remaining += varIntBytes(props) + props
+  }
+  return 1 + varIntBytes(remaining) + remaining
+}

@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { MqttUpstreamConfig } from '../config/sections.ts'
 import type { ClaimedRow } from '../outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from './types.ts'
-import { hex, publishOutcome, readingToMqtt, type MqttAckLike } from './mqtt-map.ts'
+import { hex, publishOutcome, publishPacketBytes, readingToMqtt, type MqttAckLike } from './mqtt-map.ts'
 import { LinkState } from './link-state.ts'
 import { redactUrl } from '../log.ts'
 
@@ -22,6 +22,10 @@ export class MqttUpstream implements Upstream {
   private inflight = 0
   /** MQTT 5: the broker's Receive Maximum from its CONNACK (how many QoS 1/2 publishes it takes unanswered). */
   private receiveMaximum = Infinity
+  /** The largest packet the broker takes: its CONNACK's Maximum Packet Size (MQTT 5), else the configured one. */
+  private maxPacketBytes = Infinity
+  /** Where maxPacketBytes comes from, for the dead letter's reason. */
+  private maxPacketFrom = ''
   private closed = false
   private connectTimer: NodeJS.Timeout | null = null
   private readonly link: LinkState
@@ -48,6 +52,15 @@ export class MqttUpstream implements Upstream {
     for (const row of rows) {
       if (!client || !this.link.connected) return // unsettled: released by the forwarder on the state change
       const m = readingToMqtt(row, { topicPrefix: this.cfg.topicPrefix, gateway: this.gatewayId, protocolVersion: this.cfg.protocolVersion })
+      if (this.maxPacketBytes !== Infinity) {
+        // A broker closes the link on a packet over its limit (MQTT 5.0 3.2.2.3.6: the client must not send it), and
+        // the row went again after every reconnect, ahead of all the others: refuse it here instead.
+        const bytes = publishPacketBytes(m, this.cfg.qos)
+        if (bytes > this.maxPacketBytes) {
+          settle(row.rowId, 'rejected', `PUBLISH of ${bytes} bytes exceeds the broker's Maximum Packet Size ${this.maxPacketBytes} (${this.maxPacketFrom})`)
+          continue
+        }
+      }
       this.inflight++
       let answered = false
       client.publish(m.topic, m.payload, { qos: this.cfg.qos, ...(m.properties ? { properties: m.properties } : {}) }, (err, packet) => {
@@ -95,6 +108,7 @@ export class MqttUpstream implements Upstream {
     this.client = client
     this.inflight = 0
     this.receiveMaximum = Infinity
+    this.setMaxPacket(undefined)
     this.clearConnectTimer()
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null
@@ -109,8 +123,13 @@ export class MqttUpstream implements Upstream {
       // MQTT.js does not hold publishes back to the broker's Receive Maximum: the credit does (Mosquitto 2.0 drops a
       // client that goes over it, and every reading in flight went again after each reconnect).
       if (receiveMaximum !== undefined) this.receiveMaximum = receiveMaximum
+      const maximumPacketSize = cfg.protocolVersion === 5 ? connack.properties?.maximumPacketSize : undefined
+      this.setMaxPacket(maximumPacketSize)
       // The broker answered a CONNACK of the version asked for: that version is the one spoken on this link.
-      this.log.info({ url: this.shownUrl, protocolVersion: cfg.protocolVersion, ...(receiveMaximum !== undefined ? { receiveMaximum } : {}) }, 'upstream connected')
+      this.log.info({
+        url: this.shownUrl, protocolVersion: cfg.protocolVersion,
+        ...(receiveMaximum !== undefined ? { receiveMaximum } : {}), ...(maximumPacketSize !== undefined ? { maximumPacketSize } : {}),
+      }, 'upstream connected')
       this.link.up()
     })
     client.on('error', (err) => {
@@ -142,6 +161,21 @@ export class MqttUpstream implements Upstream {
     client.on('error', () => undefined)
     client.end(true)
     this.link.down(() => this.connect(), this.closed)
+  }
+
+  /** The tighter of the broker's Maximum Packet Size (from this link's CONNACK) and upstream maxPacketSize. */
+  private setMaxPacket(fromBroker: number | undefined): void {
+    const configured = this.cfg.maxPacketSize
+    if (fromBroker !== undefined && (configured === undefined || fromBroker <= configured)) {
+      this.maxPacketBytes = fromBroker
+      this.maxPacketFrom = 'from its CONNACK'
+    } else if (configured !== undefined) {
+      this.maxPacketBytes = configured
+      this.maxPacketFrom = `maxPacketSize of upstream "${this.cfg.name}"`
+    } else {
+      this.maxPacketBytes = Infinity
+      this.maxPacketFrom = ''
+    }
   }
 
   private clearConnectTimer(): void {
