@@ -423,6 +423,19 @@ const V5_WRITE: Readonly<{ protocolVersion: 5 }> = Object.freeze({ protocolVersi
 let unhookedWrite: WriteToStream | null = null
 
 /**
+ * mqtt-packet writes each 2-byte number (packet ids, string lengths) from a table of all 65,536 of them as Buffers,
+ * built at the first packet it writes in the process: 6 MiB of heap in the gateway's heap snapshot, for every
+ * gateway that has a client. A board is short of memory, not of the allocation a number then costs: its documented
+ * switch `writeToStream.cacheNumbers` turns the table off. Set before any packet is written (the table, once built,
+ * stays), on mqtt-packet's own function (hookWrites replaces the export with a wrapper).
+ */
+export function writePacketNumbersUncached(): void {
+  const fn = (unhookedWrite ?? (mqttPacket as unknown as { writeToStream: object }).writeToStream) as { cacheNumbers?: boolean }
+  if (!('cacheNumbers' in fn)) throw new Error('mqtt-packet lacks writeToStream.cacheNumbers: mqtt-packet changed (see gateway/broker/aedes-adapter.ts)')
+  fn.cacheNumbers = false
+}
+
+/**
  * aedes 2 serialises every packet it sends (lib/write.js) with `mqttPacket.writeToStream(packet, client.conn, opts)`,
  * looked up on mqtt-packet's exports at each call: that one function is wrapped (once per process, the gateway's only
  * wrapper of it), and a stream that carries a tap hands its PUBLISHes and acks to it; v5 CONNACK/SUBACK get the shared

@@ -33,7 +33,7 @@ import {
 } from './aedes-adapter.ts'
 import { DeviceUplinks, type CommandDeliveredListener, type CommandResultListener, type OtaUplinkListener } from './uplinks.ts'
 import { SharedSubscriptions, parseMemberTopic, isShareTopic, SHARE_PREFIX, type MemberClient, type ShareBroker, type ShareQueue } from './shared-subscriptions.ts'
-import { rewriteFilters, readyForDelivery, advertiseSharedSubscriptions } from './aedes-adapter.ts'
+import { rewriteFilters, readyForDelivery, advertiseSharedSubscriptions, writePacketNumbersUncached } from './aedes-adapter.ts'
 import { tapWrites, replayingQueue, outboundPublishSize, refuseAndStopReading, type WirePublish } from './aedes-adapter.ts'
 import { OutboundFlow, type DropReason } from './outbound-flow.ts'
 import { InboundQuota, RECEIVE_MAXIMUM } from './inbound-quota.ts'
@@ -196,6 +196,7 @@ export class MqttBroker {
     } else if (cfg.allowAnonymous) {
       log.warn('anonymous MQTT clients are allowed (mqtt.allowAnonymous): each is confined to devices/<clientId>/')
     }
+    writePacketNumbersUncached()
     this.persistence = new SqlitePersistence({ file: this.d.persistenceFile })
     const aedes = await Aedes.createBroker({
       persistence: this.persistence,
