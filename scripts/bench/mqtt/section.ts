@@ -724,7 +724,9 @@ function fixedRateTable(cfg: MqttBenchConfig, results: TargetResult[]): Table {
       `  ${periods.join(', ')}${thin.length > 0 ? `; ${thin.join(', ')}` : ''}.`,
       "'- aedes p99(.9)' = this target minus bare aedes at the same offered rate in this run; '-' = aedes itself or aedes did not run.",
       'skipped and broker CPU% as in the tables above; the rates run in this order on one fresh broker process (not the load',
-      "  phase's), each with a fresh set of connections.",
+      "  phase's), each with a fresh set of connections. The first rate starts about 5 s after the spawn, so it also holds a",
+      "  node broker's start-up collections (the gateway's memory reducer at ~8.6 s after spawn paused its main thread 10.7 ms",
+      '  and each worker 2-8 ms, under --trace-gc): its p99.9 is partly a once-per-start cost.',
     ],
   };
 }
