@@ -5,6 +5,7 @@
 // moves one fails there, loudly, instead of silently turning a check off.
 import type { EventEmitter } from 'node:events'
 import mqttPacket from 'mqtt-packet'
+import { packetBytes } from '../mqtt-wire.ts'
 
 /** The parts of an aedes 2 Client the gateway reads (all but id/closed/clean are private to aedes). */
 interface ClientInternals {
@@ -265,8 +266,7 @@ function publishSize(p: OutboundPacket): number {
     return mqttPacket.generate({ cmd: 'publish', topic: p.topic, payload: p.payload, qos: p.qos as 0 | 1 | 2, messageId: 1, retain: false, dup: false, properties: p.properties } as mqttPacket.Packet, { protocolVersion: 5 }).length
   }
   const payload = typeof p.payload === 'string' ? Buffer.byteLength(p.payload) : p.payload.length
-  const remaining = 2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + 1 + payload
-  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining
+  return packetBytes(2 + Buffer.byteLength(p.topic) + (p.qos > 0 ? 2 : 0) + 1 + payload)
 }
 
 /**

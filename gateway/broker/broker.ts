@@ -14,6 +14,7 @@ import type { Metrics } from '../metrics.ts'
 import type { GatewayBus } from '../events.ts'
 import type { OutboxClient } from '../outbox/client.ts'
 import { DEVICE_ID_RE } from '../readings.ts'
+import { packetBytes } from '../mqtt-wire.ts'
 import { SqlitePersistence } from './persistence/store.ts'
 import { acceptWebSocketStreams } from '../net/websocket.ts'
 import { coalesceWrites } from '../net/coalesce.ts'
@@ -84,11 +85,6 @@ const SESSION_NEVER_EXPIRES = 0xffffffff
 const DISCONNECT_REASONS: Readonly<Record<number, string>> = {
   [RC.SESSION_TAKEN_OVER]: 'session taken over: another connection logged in with this client id',
   [RC.SERVER_SHUTTING_DOWN]: 'the gateway is shutting down',
-}
-
-/** Total size of an MQTT packet whose remaining length is `remaining` (MQTT 5 Maximum Packet Size counts it all). */
-function wireSize(remaining: number): number {
-  return 1 + (remaining < 128 ? 1 : remaining < 16384 ? 2 : remaining < 2097152 ? 3 : 4) + remaining
 }
 
 export interface ListenerInfo { kind: 'tcp' | 'tls' | 'ws'; host: string; port: number; path?: string }
@@ -204,7 +200,7 @@ export class MqttBroker {
       keepaliveLimit: cfg.keepaliveLimit,
       // MQTT 5: advertised in CONNACK. The limit itself is packet-guard's (on the remaining length, before the body
       // is buffered); this is the same limit as a total packet size, so aedes' own check never fires first.
-      maximumPacketSize: wireSize(cfg.maxPacketSize),
+      maximumPacketSize: packetBytes(cfg.maxPacketSize),
       topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
       // MQTT 5: advertised in CONNACK, enforced by InboundQuota (DISCONNECT 0x93)
       receiveMaximum: RECEIVE_MAXIMUM,

@@ -3,6 +3,7 @@
 import type { ClaimedRow } from '../outbox/types.ts'
 import { readingEnvelope } from '../readings.ts'
 import { isReservedPropertyName, parseUserProperties } from '../user-properties.ts'
+import { packetBytes, varIntBytes } from '../mqtt-wire.ts'
 
 /** The MQTT 5 publish properties this upstream sets (MQTT.js's IPublishPacket properties, narrowed). */
 export interface MqttOutProperties {
@@ -95,11 +96,6 @@ export function publishOutcome(err: Error | null | undefined, packet: MqttAckLik
   return { outcome: 'accepted', reasonCode: 0 }
 }
 
-/** Bytes of an MQTT Variable Byte Integer (spec 1.5.5). */
-function varIntBytes(n: number): number {
-  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4
-}
-
 const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8')
 
 /**
@@ -113,5 +109,5 @@ export function publishPacketBytes(m: MqttOut, qos: 0 | 1 | 2): number {
     for (const [k, v] of Object.entries(m.properties.userProperties)) props += 5 + utf8Bytes(k) + utf8Bytes(v)
     remaining += varIntBytes(props) + props
   }
-  return 1 + varIntBytes(remaining) + remaining
+  return packetBytes(remaining)
 }

@@ -22,10 +22,8 @@ export class MqttUpstream implements Upstream {
   private inflight = 0
   /** MQTT 5: the broker's Receive Maximum from its CONNACK (how many QoS 1/2 publishes it takes unanswered). */
   private receiveMaximum = Infinity
-  /** The largest packet the broker takes: its CONNACK's Maximum Packet Size (MQTT 5), else the configured one. */
-  private maxPacketBytes = Infinity
-  /** Where maxPacketBytes comes from, for the dead letter's reason. */
-  private maxPacketFrom = ''
+  /** The largest packet the broker takes (bytes) and where that comes from, for the dead letter's reason. */
+  private packetLimit: { bytes: number; from: string } | null = null
   private closed = false
   private connectTimer: NodeJS.Timeout | null = null
   private readonly link: LinkState
@@ -52,12 +50,13 @@ export class MqttUpstream implements Upstream {
     for (const row of rows) {
       if (!client || !this.link.connected) return // unsettled: released by the forwarder on the state change
       const m = readingToMqtt(row, { topicPrefix: this.cfg.topicPrefix, gateway: this.gatewayId, protocolVersion: this.cfg.protocolVersion })
-      if (this.maxPacketBytes !== Infinity) {
+      const limit = this.packetLimit
+      if (limit) {
         // A broker closes the link on a packet over its limit (MQTT 5.0 3.2.2.3.6: the client must not send it), and
         // the row went again after every reconnect, ahead of all the others: refuse it here instead.
         const bytes = publishPacketBytes(m, this.cfg.qos)
-        if (bytes > this.maxPacketBytes) {
-          settle(row.rowId, 'rejected', `PUBLISH of ${bytes} bytes exceeds the broker's Maximum Packet Size ${this.maxPacketBytes} (${this.maxPacketFrom})`)
+        if (bytes > limit.bytes) {
+          settle(row.rowId, 'rejected', `PUBLISH of ${bytes} bytes exceeds the broker's Maximum Packet Size ${limit.bytes} (${limit.from})`)
           continue
         }
       }
@@ -108,7 +107,7 @@ export class MqttUpstream implements Upstream {
     this.client = client
     this.inflight = 0
     this.receiveMaximum = Infinity
-    this.setMaxPacket(undefined)
+    this.packetLimit = this.limitOf(undefined)
     this.clearConnectTimer()
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null
@@ -124,7 +123,7 @@ export class MqttUpstream implements Upstream {
       // client that goes over it, and every reading in flight went again after each reconnect).
       if (receiveMaximum !== undefined) this.receiveMaximum = receiveMaximum
       const maximumPacketSize = cfg.protocolVersion === 5 ? connack.properties?.maximumPacketSize : undefined
-      this.setMaxPacket(maximumPacketSize)
+      this.packetLimit = this.limitOf(maximumPacketSize)
       // The broker answered a CONNACK of the version asked for: that version is the one spoken on this link.
       this.log.info({
         url: this.shownUrl, protocolVersion: cfg.protocolVersion,
@@ -164,18 +163,10 @@ export class MqttUpstream implements Upstream {
   }
 
   /** The tighter of the broker's Maximum Packet Size (from this link's CONNACK) and upstream maxPacketSize. */
-  private setMaxPacket(fromBroker: number | undefined): void {
+  private limitOf(fromBroker: number | undefined): { bytes: number; from: string } | null {
     const configured = this.cfg.maxPacketSize
-    if (fromBroker !== undefined && (configured === undefined || fromBroker <= configured)) {
-      this.maxPacketBytes = fromBroker
-      this.maxPacketFrom = 'from its CONNACK'
-    } else if (configured !== undefined) {
-      this.maxPacketBytes = configured
-      this.maxPacketFrom = `maxPacketSize of upstream "${this.cfg.name}"`
-    } else {
-      this.maxPacketBytes = Infinity
-      this.maxPacketFrom = ''
-    }
+    if (fromBroker !== undefined && (configured === undefined || fromBroker <= configured)) return { bytes: fromBroker, from: 'from its CONNACK' }
+    return configured === undefined ? null : { bytes: configured, from: `maxPacketSize of upstream "${this.cfg.name}"` }
   }
 
   private clearConnectTimer(): void {
