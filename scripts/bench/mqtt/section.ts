@@ -199,6 +199,22 @@ async function withTarget<T>(target: MqttTarget, tctx: TargetContext, fn: (t: Ru
   }
 }
 
+interface RssReading { rss: number | undefined; anon: number | undefined }
+
+/** VmRSS and RssAnon of `pid` at each moment `atMs` from now; a moment not later than the one before is skipped. */
+async function rssReadings(pid: number, atMs: number[]): Promise<(RssReading | undefined)[]> {
+  const since = performance.now();
+  let last = -Infinity;
+  const out: (RssReading | undefined)[] = [];
+  for (const at of atMs) {
+    if (at <= last) { out.push(undefined); continue; }
+    last = at;
+    await sleep(Math.max(0, since + at - performance.now()));
+    out.push({ rss: readRssBytes(pid), anon: readRssAnonBytes(pid) });
+  }
+  return out;
+}
+
 async function runStartupPhase(target: MqttTarget, tctx: TargetContext, cfg: MqttBenchConfig, r: TargetResult, log: (m: string) => void): Promise<void> {
   await withTarget(target, tctx, async (t) => {
     r.startup.spawnToAcceptMs.push(t.spawnToAcceptMs);
@@ -231,19 +247,12 @@ async function runStartupPhase(target: MqttTarget, tctx: TargetContext, cfg: Mqt
       try {
         r.startup.idleClientsConnected = idle.connected;
         r.startup.idleClientsConnectMs = idle.connectMs;
-        await sleep(cfg.settleMs);
-        r.startup.idleClientsRssBytes = readRssBytes(t.pid);
-        if (cfg.idleSettledMs > cfg.settleMs) {
-          await sleep(cfg.idleSettledMs - cfg.settleMs);
-          r.startup.idleClientsSettledRssBytes = readRssBytes(t.pid);
-          r.startup.idleClientsSettledRssAnonBytes = readRssAnonBytes(t.pid);
-        }
-        const waited = Math.max(cfg.settleMs, cfg.idleSettledMs);
-        if (cfg.idleClientsLateMs > waited) {
-          await sleep(cfg.idleClientsLateMs - waited);
-          r.startup.idleClientsLateRssBytes = readRssBytes(t.pid);
-          r.startup.idleClientsLateRssAnonBytes = readRssAnonBytes(t.pid);
-        }
+        const [first, settled, late] = await rssReadings(t.pid, [cfg.settleMs, cfg.idleSettledMs, cfg.idleClientsLateMs]);
+        r.startup.idleClientsRssBytes = first?.rss;
+        r.startup.idleClientsSettledRssBytes = settled?.rss;
+        r.startup.idleClientsSettledRssAnonBytes = settled?.anon;
+        r.startup.idleClientsLateRssBytes = late?.rss;
+        r.startup.idleClientsLateRssAnonBytes = late?.anon;
       } finally {
         await idle.close();
       }
