@@ -134,6 +134,8 @@ fi
 [ -f "$SRC/dist/app/cli.js" ] || die "$SRC/dist/app/cli.js missing: run npm run build in the checkout"
 
 VERSION=$("$NODE" -p "require('$SRC/package.json').version")
+# The node options the service runs with: the ones of `npm start` (package.json), so both run the same gateway.
+NODE_FLAGS=$("$NODE" -p "require('$SRC/package.json').scripts.start.split(' ').filter((w) => w.startsWith('--')).join(' ')")
 # What an installed app is made of; equal stamps mean there is nothing to do (keeps a second run a no-op).
 app_stamp() {
   (cd "$SRC" && {
@@ -357,7 +359,7 @@ Environment=EDGEWAY_CONFIG=$ETC/edgeway.yaml
 Environment=EDGEWAY_GATEWAY__DATA_DIR=$DATA
 WorkingDirectory=$DATA
 $PRELOAD
-ExecStart=$NODE $APP/bin/edgeway.js run
+ExecStart=$NODE $NODE_FLAGS $APP/bin/edgeway.js run
 Restart=on-failure
 RestartSec=2s
 # The gateway commits pending readings on SIGTERM and gives up itself after 5 s.
@@ -438,10 +440,10 @@ done
 case \"\$cmd\" in
   ' dashboard set-password') ;;   # writes $ETC/edgeway.yaml: stays root
   *) if [ \"\$(id -u)\" = 0 ] && id $SVC_USER >/dev/null 2>&1; then
-       exec runuser -u $SVC_USER -- $NODE $APP/bin/edgeway.js \"\$@\"
+       exec runuser -u $SVC_USER -- $NODE $NODE_FLAGS $APP/bin/edgeway.js \"\$@\"
      fi ;;
 esac
-exec $NODE $APP/bin/edgeway.js \"\$@\""
+exec $NODE $NODE_FLAGS $APP/bin/edgeway.js \"\$@\""
 mkdir -p "$ROOT$(dirname "$WRAPPER")"
 if [ "$(cat "$ROOT$WRAPPER" 2>/dev/null || true)" != "$WRAPPER_TEXT" ]; then
   printf '%s\n' "$WRAPPER_TEXT" > "$ROOT$WRAPPER"

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync, chmodSync, chownSync, mkdirSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { ROOT } from './helpers/gateway.ts'
+import { gatewayNodeFlags } from '../scripts/node-flags.ts'
 import { tempDir, scaled } from './helpers/net.ts'
 import { writePasswordHash } from '../gateway/dashboard/password.ts'
 
@@ -118,6 +119,7 @@ test('the installed app runs and the default config is valid', () => {
   const wrapper = readFileSync(at('usr/local/bin/edgeway'), 'utf8')
   assert.match(wrapper, /EDGEWAY_CONFIG:-\/etc\/edgeway\/edgeway\.yaml/)
   assert.match(wrapper, /runuser -u edgeway/)
+  assert.ok(wrapper.includes(`${gatewayNodeFlags().join(' ')} /opt/edgeway/bin/edgeway.js`), 'the wrapper runs npm start\'s node options')
 })
 
 test('the wrapper runs dashboard set-password as root, keeping the config root:edgeway 0640; other commands as edgeway', () => {
@@ -126,7 +128,7 @@ test('the wrapper runs dashboard set-password as root, keeping the config root:e
     const { wrapper, log, env } = fakeRootWrapper(dir)
     const version = spawnSync('sh', [wrapper, '--version'], { encoding: 'utf8', env })
     assert.equal(version.status, 0, version.stderr)
-    assert.match(readFileSync(log, 'utf8'), new RegExp(`^-u edgeway -- \\S+ ${at('opt/edgeway/bin/edgeway.js')} --version$`, 'm'), 'as root, the CLI drops to the service user')
+    assert.match(readFileSync(log, 'utf8'), new RegExp(`^-u edgeway -- \\S+ ${gatewayNodeFlags().join(' ')} ${at('opt/edgeway/bin/edgeway.js')} --version$`, 'm'), 'as root, the CLI drops to the service user')
     writeFileSync(log, '')
     // The installed config: root:edgeway 0640. The edgeway user does not exist here: some other uid and gid stand in.
     const config = join(dir, 'edgeway.yaml')
@@ -189,7 +191,8 @@ test('the unit is hardened and systemd-analyze verify accepts it', () => {
   }
   // dialout for serial boards; video (the optional camera) where this system has that group, as Debian does
   assert.match(unit, /^SupplementaryGroups=dialout( video)?$/m)
-  assert.match(unit, /^ExecStart=\/\S+ \/opt\/edgeway\/bin\/edgeway\.js run$/m)
+  // npm start's node options (test/node-flags.test.ts checks they are there and do something)
+  assert.ok(unit.split('\n').some((l) => new RegExp(`^ExecStart=/\\S+ ${gatewayNodeFlags().join(' ')} /opt/edgeway/bin/edgeway\\.js run$`).test(l)), 'ExecStart runs npm start\'s node options')
   assert.doesNotMatch(unit, /AmbientCapabilities/, 'no capability unless a port below 1024 is configured')
   for (const line of ['PrivateMounts=yes', 'ProtectProc=invisible', 'ProcSubset=pid', 'RemoveIPC=yes', 'DevicePolicy=closed',
     'DeviceAllow=char-ttyUSB rw', 'DeviceAllow=char-ttyACM rw', 'DeviceAllow=char-ttyS rw', 'SystemCallArchitectures=native',

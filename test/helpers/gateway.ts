@@ -5,12 +5,13 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { freePort, tempDir, scaled, pause } from './net.ts'
+import { gatewayNodeFlags } from '../../scripts/node-flags.ts'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const EDGEWAY_BIN = join(ROOT, 'bin', 'edgeway.js')
 
-/** Extra node flags for the gateway child, e.g. GATEWAY_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' to profile a bench. */
-const NODE_ARGS = (process.env.GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)
+/** npm start's node options (as installed), then GATEWAY_NODE_ARGS, e.g. '--cpu-prof --cpu-prof-dir=/tmp/p' to profile. */
+const NODE_ARGS = [...gatewayNodeFlags(), ...(process.env.GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)]
 
 export interface LogLine { level: number; msg: string; [k: string]: unknown }
 

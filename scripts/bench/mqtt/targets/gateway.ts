@@ -2,13 +2,15 @@ import path from 'node:path';
 import { existsSync, writeFileSync } from 'node:fs';
 import { freePort, waitForHttp200 } from '../../lib/net-util.ts';
 import { exitReason, launch, makeTempDir } from './launch.ts';
+import { gatewayNodeFlags } from '../../../node-flags.ts';
 import type { MqttTarget, RunningTarget, TargetContext } from './types.ts';
 
 const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'dist/app/cli.js');
 
 /**
- * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), as installed: the compiled build,
- *   node dist/app/cli.js run --config <tmp>/edgeway.yaml
+ * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), as installed: the compiled build with npm start's
+ * node options,
+ *   node --max-semi-space-size=2 dist/app/cli.js run --config <tmp>/edgeway.yaml
  * (npm run bench builds first). Ready = TCP accept on the MQTT port and GET /healthz 200.
  */
 export const gatewayTarget: MqttTarget = {
@@ -36,7 +38,7 @@ export const gatewayTarget: MqttTarget = {
     );
     return launch(ctx, {
       command: process.execPath,
-      args: [...(ctx.nodeArgs ?? []), cli(ctx), 'run', '--config', config],
+      args: [...gatewayNodeFlags(), ...(ctx.nodeArgs ?? []), cli(ctx), 'run', '--config', config],
       cwd: ctx.repoRoot,
       port: mqttPort,
       tmpDir,
