@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env -S node --max-semi-space-size=4
 // Entry for the `edgeway` command: runs the compiled gateway (dist/, built by `npm run build`, which `npm ci`
 // runs through "prepare"), or the TypeScript sources through tsx when no build exists.
 import { existsSync } from 'node:fs'

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 
 const packageJson = fileURLToPath(new URL('../package.json', import.meta.url))
 
-/** The options (words starting with --) of package.json's start script, e.g. ['--max-semi-space-size=2']. */
+/** The options (words starting with --) of package.json's start script, e.g. ['--max-semi-space-size=4']. */
 export function gatewayNodeFlags(): string[] {
   const pkg = JSON.parse(readFileSync(packageJson, 'utf8')) as { scripts?: { start?: string } }
   const start = pkg.scripts?.start
