@@ -9,8 +9,8 @@ const cli = (ctx: TargetContext): string => path.join(ctx.repoRoot, 'dist/app/cl
 
 /**
  * The edgeway gateway in lab mode (openBroker: anonymous, no ACL), as installed: the compiled build with npm start's
- * node options,
- *   node --max-semi-space-size=4 dist/app/cli.js run --config <tmp>/edgeway.yaml
+ * node options (scripts/node-flags.ts),
+ *   node <options> dist/app/cli.js run --config <tmp>/edgeway.yaml
  * (npm run bench builds first). Ready = TCP accept on the MQTT port and GET /healthz 200.
  */
 export const gatewayTarget: MqttTarget = {
