@@ -4,7 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { pino } from 'pino'
-import { Forwarder } from '../gateway/upstream/forwarder.ts'
+import { Forwarder, POISON_STRIKES } from '../gateway/upstream/forwarder.ts'
 import { Metrics } from '../gateway/metrics.ts'
 import type { ClaimedRow, Outbox, OutboxStats } from '../gateway/outbox/types.ts'
 import type { Outcome, Upstream, UpstreamStatus } from '../gateway/upstream/types.ts'
@@ -80,10 +80,72 @@ test('forwarder: credit, row order, every outcome, and a link loss resends what 
   up.setConnected(false)
   assert.ok(outbox.releases >= 1, 'the link loss released the cursor')
   assert.deepEqual([...outbox.inflight], [], 'nothing is left in flight')
+  // After a link loss the lowest row that was in flight (5) goes alone, then the window opens again.
   up.setConnected(true)
-  await waitFor('resent after the reconnect', () => up.delivered.length >= 12, 2000)
-  assert.deepEqual(up.delivered.slice(8, 12), [3, 5, 6, 7], 'the released row and the ones in flight, in row order')
+  await waitFor('resent after the reconnect', () => up.delivered.length >= 9, 2000)
   await waitFor('all settled', () => { up.answer(() => 'accepted'); return outbox.acked.length + outbox.dead.length === 10 }, 3000)
+  assert.deepEqual(up.delivered.slice(8), [3, 5, 6, 7, 8, 9, 10], 'the released row and the ones in flight, in row order; 3 and 5 one at a time')
   assert.deepEqual([...outbox.acked].sort((a, b) => a - b), [1, 3, 4, 5, 6, 7, 8, 9, 10])
+  f.stop()
+})
+
+/** Scripted like a broker that closes the connection on a packet it refuses: rows before it are acked, it and the rest are lost. */
+class ClosingUpstream extends ScriptedUpstream {
+  constructor(private readonly poison: (id: number) => boolean) { super() }
+  override deliver(rows: ClaimedRow[], settle: (id: number, o: Outcome, d?: string) => void): void {
+    super.deliver(rows, settle)
+    setImmediate(() => {
+      const bad = this.held.findIndex((h) => this.poison(h.id))
+      const ok = this.held.splice(0, bad < 0 ? this.held.length : bad)
+      for (const x of ok) x.settle(x.id, 'accepted')
+      if (bad < 0) return
+      this.setConnected(false)
+      setTimeout(() => this.setConnected(true), 5)
+    })
+  }
+}
+
+test('forwarder: a row that drops the link whenever it is sent goes alone after the first loss and is dead-lettered after POISON_STRIKES losses; the rows behind it go', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ClosingUpstream((id) => id === 3)
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(8)
+  up.setConnected(true)
+  await waitFor('every row settled', () => outbox.acked.length + outbox.dead.length === 8, 5000)
+  assert.deepEqual(outbox.acked.sort((a, b) => a - b), [1, 2, 4, 5, 6, 7, 8])
+  assert.equal(outbox.dead.length, 1)
+  assert.equal(outbox.dead[0]!.id, 3)
+  assert.match(outbox.dead[0]!.reason, new RegExp(`each of the ${POISON_STRIKES} times this reading was the only one in flight`))
+  // Once in the first window (with 4 behind it), then alone at each strike.
+  assert.equal(up.delivered.filter((id) => id === 3).length, 1 + POISON_STRIKES)
+  assert.deepEqual(up.delivered.slice(0, 4), [1, 2, 3, 4])
+  assert.deepEqual(up.delivered.slice(4, 4 + POISON_STRIKES), Array(POISON_STRIKES).fill(3), 'the suspect went alone')
+  f.stop()
+})
+
+test('forwarder: link losses with a good row alone in flight do not add up once it is acked (a flapping network dead-letters nothing)', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ScriptedUpstream()
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(6)
+  up.setConnected(true)
+  await waitFor('first window', () => up.delivered.length === 4, 2000)
+  for (const round of [1, 2]) {
+    // POISON_STRIKES - 1 losses with the suspect alone, then it is acked: its count starts over.
+    up.setConnected(false)
+    for (let i = 0; i < POISON_STRIKES - 1; i++) {
+      up.setConnected(true)
+      await waitFor(`suspect resent alone (round ${round}, loss ${i + 1})`, () => up.held.length === 1, 2000)
+      up.setConnected(false)
+    }
+    up.setConnected(true)
+    await waitFor(`suspect resent alone (round ${round})`, () => up.held.length === 1, 2000)
+    up.answer(() => 'accepted')
+    await waitFor(`window open again (round ${round})`, () => up.held.length > 1 || outbox.acked.length === 6, 2000)
+  }
+  await waitFor('all settled', () => { up.answer(() => 'accepted'); return outbox.acked.length === 6 }, 3000)
+  assert.deepEqual(outbox.dead, [], 'no row was dead-lettered')
   f.stop()
 })

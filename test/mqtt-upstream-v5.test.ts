@@ -426,3 +426,39 @@ test('end to end: Mosquitto with max_packet_size: a reading too large for it is 
   assert.deepEqual(got.sort(), ['five/sizes/telemetry 1', 'five/sizes/telemetry 3', 'four/sizes/telemetry 1', 'four/sizes/telemetry 3'])
   assert.deepEqual(g.logs.filter((l) => String(l.msg).startsWith('upstream link down')).map((l) => `${String(l.upstream)}: ${String(l.err)}`), [], 'no link was lost')
 })
+
+test('end to end: a 3.1.1 upstream without maxPacketSize: Mosquitto drops the link on the oversized reading, which is dead-lettered after going alone 3 times; the readings behind it arrive', async () => {
+  mosquittoClientsAvailable()
+  // Without the limit configured, nothing tells a 3.1.1 client the broker's size limit: the broker just closes the
+  // connection. Before, that reading went again first after every reconnect and none of the later ones ever arrived.
+  const mosq = await mosquittoWith(() => ['max_packet_size 1000'])
+  const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${mosq.port}`, { protocolVersion: 5, reconnectPeriod: 0, clientId: 'poison-sub' })
+  cleanups.push(() => end(sub))
+  const got: number[] = []
+  sub.on('message', (_t, p) => { got.push((JSON.parse(p.toString()) as { metrics: { n: number } }).metrics.n) })
+  await sub.subscribeAsync('#', { qos: 1 })
+  const g: GatewayProc = await startGatewayProc({
+    mqtt: { openBroker: true },
+    upstreams: [{ name: 'four', type: 'mqtt', url: `mqtt://127.0.0.1:${mosq.port}`, topicPrefix: 'four/', protocolVersion: 4, reconnectMinMs: 50, reconnectMaxMs: 200 }],
+  })
+  cleanups.push(() => g.cleanup())
+  await g.waitLog((l) => l.msg === 'upstream connected' && l.upstream === 'four', 10000)
+  const dev = await mqtt.connectAsync(`mqtt://127.0.0.1:${g.mqttPort}`, { protocolVersion: 5, reconnectPeriod: 0, clientId: 'poison' })
+  cleanups.push(() => end(dev))
+  const N = 20
+  for (let n = 1; n <= N; n++) {
+    await dev.publishAsync('devices/poison/telemetry', JSON.stringify({ n, ...(n === 5 ? { blob: 'z'.repeat(1500) } : {}) }), { qos: 1 })
+  }
+  await waitFor('the outbox drained (every row settled)', async () => (await g.health()).outbox.depth === 0, 30000)
+  const r = await g.cli(['outbox', 'dead', 'list', '--json'])
+  assert.equal(r.code, 0, r.stderr)
+  const dead = JSON.parse(r.stdout) as DeadJson[]
+  assert.deepEqual(dead.map((d) => [d.upstream, d.device]), [['four', 'poison']], 'only the oversized reading is dead')
+  assert.match(dead[0]!.reason, /link was lost each of the 3 times this reading was the only one in flight.*set maxPacketSize/)
+  await waitFor('every other reading at the subscriber', () => got.length >= N - 1, 10000)
+  await pause(200)
+  assert.deepEqual([...new Set(got)].sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i + 1).filter((n) => n !== 5))
+  const losses = g.logs.filter((l) => String(l.msg).startsWith('upstream link down')).length
+  assert.ok(losses >= 3 && losses <= 6, `the link was lost by the oversized reading a bounded number of times (${losses})`)
+  assert.ok(g.logs.some((l) => l.msg === 'reading dead-lettered: the upstream drops the link whenever it is sent' && l.upstream === 'four'), 'the dead letter is logged as an error')
+})

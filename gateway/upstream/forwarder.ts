@@ -1,5 +1,9 @@
 // One forwarder per upstream: claims rows from that upstream's outbox cursor while the link has credit,
 // and turns each settlement into ack / release / dead-letter. Replays after an outage come out of the same loop.
+// A reading that makes the upstream drop the link (a broker that closes on a packet over its size limit without
+// saying so: MQTT 3.1.1, RabbitMQ ending the AMQP session, an XMPP server ending the stream) went again after every
+// reconnect, first in row order, and nothing behind it ever arrived: after a link loss the lowest row that was in
+// flight goes alone, and a row that was alone in flight at POISON_STRIKES link losses in a row is dead-lettered.
 import type { Logger } from 'pino'
 import type { Outbox } from '../outbox/types.ts'
 import type { Metrics } from '../metrics.ts'
@@ -11,6 +15,12 @@ export interface ForwarderOptions {
   /** Pause before rows the upstream released are offered again. */
   retryDelayMs?: number
 }
+
+/** Link losses with a row alone in flight before it is dead-lettered (one is a network fault, three in a row are not). */
+export const POISON_STRIKES = 3
+
+/** The row suspected of ending the link, sent alone until it settles or has ended the link POISON_STRIKES times. */
+interface Suspect { rowId: number; strikes: number }
 
 export class Forwarder {
   private running = false
@@ -25,6 +35,9 @@ export class Forwarder {
   /** Bound once: a labelled child increments without hashing its labels per reading. */
   private readonly sent: { inc(): void }
   private releaseTimer: NodeJS.Timeout | null = null
+  /** Rows handed to the upstream on the current link and not settled yet. */
+  private readonly inflight = new Set<number>()
+  private suspect: Suspect | null = null
 
   constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
     this.batchMax = opts.batchMax ?? 500
@@ -53,11 +66,32 @@ export class Forwarder {
       this.wasConnected = connected
       this.generation++
       this.metrics.upstreamConnected.set({ upstream: this.up.name }, connected ? 1 : 0)
+      if (!connected) this.suspectAfterLoss()
       // Whatever was in flight on the old link is unsettled: back to pending, resent in row order.
       this.outbox.release(this.up.name)
       if (connected && this.running) void this.pump(this.generation)
     }
     this.poke()
+  }
+
+  /** The link was lost: the lowest row in flight is the suspect; a strike if it was alone; dead-lettered at the last. */
+  private suspectAfterLoss(): void {
+    const inflight = this.inflight
+    if (inflight.size === 0) return
+    let head = Infinity
+    for (const id of inflight) if (id < head) head = id
+    const alone = inflight.size === 1
+    inflight.clear()
+    const s = this.suspect
+    if (!s || s.rowId !== head) { this.suspect = { rowId: head, strikes: alone ? 1 : 0 }; return }
+    if (alone) s.strikes++
+    if (s.strikes < POISON_STRIKES) return
+    this.suspect = null
+    const reason = `the upstream's link was lost each of the ${POISON_STRIKES} times this reading was the only one in flight ` +
+      '(a broker that closes on a packet over its size limit does this: for an MQTT 3.1.1 upstream set maxPacketSize)'
+    this.log.error({ upstream: this.up.name, rowId: head, strikes: POISON_STRIKES }, 'reading dead-lettered: the upstream drops the link whenever it is sent')
+    this.metrics.refusals.inc({ reason: 'upstream_link_lost' })
+    this.outbox.deadLetter(this.up.name, head, reason)
   }
 
   private poke(): void {
@@ -77,7 +111,9 @@ export class Forwarder {
     const name = this.up.name
     const live = (): boolean => this.running && gen === this.generation
     while (live()) {
-      const credit = this.up.credit()
+      // A suspect goes alone: nothing else is claimed while a row is in flight, and then one row at a time.
+      const alone = this.suspect !== null
+      const credit = alone ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : this.up.credit()
       if (credit <= 0) { await this.sleep(1000); continue }
       let rows
       try {
@@ -89,12 +125,16 @@ export class Forwarder {
       }
       if (!live()) return // claimed under an old link: the release at the state change gives them back
       if (rows.length === 0) { await this.sleep(1000); continue }
+      for (const r of rows) this.inflight.add(r.rowId)
       this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
     }
   }
 
   private settle(rowId: number, outcome: Outcome, detail?: string): void {
     const name = this.up.name
+    this.inflight.delete(rowId)
+    // Settled one way or another: the upstream took it (or told why not) without dropping the link.
+    if (this.suspect?.rowId === rowId) this.suspect = null
     switch (outcome) {
       case 'accepted':
         this.outbox.ack(name, [rowId])
