@@ -155,6 +155,31 @@ test('a reading over max-message-size is dead-lettered with the reason; the rest
   await small.stop(); await big.stop()
 })
 
+test('a full reject-publish queue (RabbitMQ 3.10 resets the connection on such a publish): no reading is dead-lettered for it, and all arrive once the queue has room', async () => {
+  // Every publish past the limit ends the connection, whichever reading it is: the forwarder's search for the one
+  // reading that drops the link must acquit them all, not dead-letter them one by one.
+  const policy = await rmq.ctl(['set_policy', 'rp-full', '^rp-full$', '{"max-length":3,"overflow":"reject-publish"}', '--apply-to', 'queues'])
+  assert.equal(policy.code, 0, policy.out)
+  const queue = '/queue/rp-full'
+  const g = await gateway({ address: queue, reconnectMinMs: 50, reconnectMaxMs: 200 })
+  await g.waitLog((l) => l.msg === 'upstream connected', 10000)
+  const sim = simulateDevice(`mqtt://127.0.0.1:${g.mqttPort}`, 'rp1', { max: 10 })
+  await waitFor('all acked', () => sim.acked.size === 10, 10000)
+  const said = await g.waitLog((l) => l.msg.startsWith('the upstream dropped the link with other readings alone in flight too'), 30000)
+  assert.equal(said.level, 40)
+  await pause(500)
+  assert.equal((await g.health() as unknown as { outbox: { deadLettered: number } }).outbox.deadLettered, 0, 'nothing dead-lettered while the queue was full')
+  const cleared = await rmq.ctl(['clear_policy', 'rp-full'])
+  assert.equal(cleared.code, 0, cleared.out)
+  const consumer = await amqpConsumer(rmq.port, queue)
+  cleanups.push(() => consumer.close())
+  await waitFor('every reading delivered once the queue has room', () => audit([sim], consumer.got).missing.length === 0, 30000, 100).catch(() => undefined)
+  assert.deepEqual(audit([sim], consumer.got).missing, [])
+  await waitFor('outbox drained', async () => (await g.health()).outbox.depth === 0, 20000)
+  assert.deepEqual(readDeadLetters(join(g.dataDir, 'outbox.db')), [])
+  await sim.stop()
+})
+
 test('wrong credentials, wrong port, TLS to a plain port: a clear log line, backoff, no crash; nothing lost once fixed', async () => {
   const queue = '/queue/creds'
   const consumer = await amqpConsumer(rmq.port, queue)

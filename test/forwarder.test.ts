@@ -105,7 +105,7 @@ class ClosingUpstream extends ScriptedUpstream {
   }
 }
 
-test('forwarder: a row that drops the link whenever it is sent goes alone after the first loss and is dead-lettered after POISON_STRIKES losses; the rows behind it go', async () => {
+test('forwarder: a row that drops the link whenever it is sent goes alone after the first loss and is dead-lettered after POISON_STRIKES losses once the row after it went through; the rows behind it go', async () => {
   const outbox = new MemoryOutbox()
   const up = new ClosingUpstream((id) => id === 3)
   const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
@@ -120,7 +120,7 @@ test('forwarder: a row that drops the link whenever it is sent goes alone after 
   // Once in the first window (with 4 behind it), then alone at each strike.
   assert.equal(up.delivered.filter((id) => id === 3).length, 1 + POISON_STRIKES)
   assert.deepEqual(up.delivered.slice(0, 4), [1, 2, 3, 4])
-  assert.deepEqual(up.delivered.slice(4, 4 + POISON_STRIKES), Array(POISON_STRIKES).fill(3), 'the suspect went alone')
+  assert.deepEqual(up.delivered.slice(4, 5 + POISON_STRIKES), [...Array(POISON_STRIKES).fill(3), 4], 'the suspect went alone, then the row after it (the witness) alone')
   f.stop()
 })
 
@@ -147,5 +147,28 @@ test('forwarder: link losses with a good row alone in flight do not add up once 
   }
   await waitFor('all settled', () => { up.answer(() => 'accepted'); return outbox.acked.length === 6 }, 3000)
   assert.deepEqual(outbox.dead, [], 'no row was dead-lettered')
+  f.stop()
+})
+
+test('forwarder: an upstream that drops the link whatever it is sent (a full reject-publish queue) convicts no row: nothing is dead-lettered, all go once it takes them again, and it is said once', async () => {
+  const outbox = new MemoryOutbox()
+  let full = true
+  const up = new ClosingUpstream(() => full)
+  const lines: { msg: string; level: number }[] = []
+  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string; level: number }) } })
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(6)
+  up.setConnected(true)
+  // Enough losses for two whole rounds of suspect, strikes and witness.
+  await waitFor('two rounds of acquittals', () => up.delivered.length >= 2 * (2 + POISON_STRIKES) + 1, 5000)
+  assert.deepEqual(outbox.dead, [], 'no row was dead-lettered while the upstream refused everything')
+  assert.deepEqual(outbox.acked, [])
+  full = false
+  await waitFor('every row acked once the upstream takes them', () => outbox.acked.length === 6, 5000)
+  assert.deepEqual(outbox.dead, [])
+  const said = lines.filter((l) => l.msg.startsWith('the upstream dropped the link with other readings alone in flight too'))
+  assert.equal(said.length, 1, 'said once, not once per round')
+  assert.equal(said[0]!.level, 40, 'a warning')
   f.stop()
 })

@@ -2,8 +2,10 @@
 // and turns each settlement into ack / release / dead-letter. Replays after an outage come out of the same loop.
 // A reading that makes the upstream drop the link (a broker that closes on a packet over its size limit without
 // saying so: MQTT 3.1.1, RabbitMQ ending the AMQP session, an XMPP server ending the stream) went again after every
-// reconnect, first in row order, and nothing behind it ever arrived: after a link loss the lowest row that was in
-// flight goes alone, and a row that was alone in flight at POISON_STRIKES link losses in a row is dead-lettered.
+// reconnect, first in row order, and nothing behind it ever arrived. So after a link loss the lowest row that was in
+// flight goes alone; once it was alone in flight at POISON_STRIKES losses in a row, the row after it goes alone, and
+// only if that one settles is the suspect dead-lettered. An upstream that drops the link whatever it is sent (RabbitMQ
+// 3.10 resets the connection on a publish to a full reject-publish queue) convicts nothing: the rows wait.
 import type { Logger } from 'pino'
 import type { Outbox } from '../outbox/types.ts'
 import type { Metrics } from '../metrics.ts'
@@ -19,8 +21,11 @@ export interface ForwarderOptions {
 /** Link losses with a row alone in flight before it is dead-lettered (one is a network fault, three in a row are not). */
 export const POISON_STRIKES = 3
 
-/** The row suspected of ending the link, sent alone until it settles or has ended the link POISON_STRIKES times. */
-interface Suspect { rowId: number; strikes: number }
+/**
+ * The row suspected of ending the link, sent alone until it settles or has ended the link POISON_STRIKES times; then
+ * `witness` is the row sent alone in its place: settled, the suspect is dead-lettered; lost with the link, acquitted.
+ */
+interface Suspect { rowId: number; strikes: number; witness: number | null }
 
 export class Forwarder {
   private running = false
@@ -38,6 +43,8 @@ export class Forwarder {
   /** Rows handed to the upstream on the current link and not settled yet. */
   private readonly inflight = new Set<number>()
   private suspect: Suspect | null = null
+  /** A suspect was acquitted (the upstream drops the link whatever it is sent) and no reading was accepted since. */
+  private acquitted = false
 
   constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
     this.batchMax = opts.batchMax ?? 500
@@ -74,7 +81,7 @@ export class Forwarder {
     this.poke()
   }
 
-  /** The link was lost: the lowest row in flight is the suspect; a strike if it was alone; dead-lettered at the last. */
+  /** The link was lost: the lowest row in flight is the suspect, with a strike if it was alone. */
   private suspectAfterLoss(): void {
     const inflight = this.inflight
     if (inflight.size === 0) return
@@ -83,15 +90,27 @@ export class Forwarder {
     const alone = inflight.size === 1
     inflight.clear()
     const s = this.suspect
-    if (!s || s.rowId !== head) { this.suspect = { rowId: head, strikes: alone ? 1 : 0 }; return }
+    if (s && s.witness !== null) {
+      // The row after the suspect lost the link too: this upstream drops it whatever it is sent. Said once until a
+      // reading is accepted again (a full queue can do this for hours).
+      if (!this.acquitted) this.log.warn({ upstream: this.up.name, rowId: s.rowId, witness: s.witness },
+        'the upstream dropped the link with other readings alone in flight too: not one reading\'s fault; they wait and go again')
+      this.acquitted = true
+      this.suspect = null
+      return
+    }
+    if (!s || s.rowId !== head) { this.suspect = { rowId: head, strikes: alone ? 1 : 0, witness: null }; return }
     if (alone) s.strikes++
-    if (s.strikes < POISON_STRIKES) return
+  }
+
+  /** The witness settled without losing the link: the suspect is what drops it. */
+  private convict(s: Suspect): void {
     this.suspect = null
-    const reason = `the upstream's link was lost each of the ${POISON_STRIKES} times this reading was the only one in flight ` +
-      '(a broker that closes on a packet over its size limit does this: for an MQTT 3.1.1 upstream set maxPacketSize)'
-    this.log.error({ upstream: this.up.name, rowId: head, strikes: POISON_STRIKES }, 'reading dead-lettered: the upstream drops the link whenever it is sent')
+    const reason = `the upstream's link was lost each of the ${POISON_STRIKES} times this reading was the only one in flight, ` +
+      'and the reading after it went through (a broker that closes on a packet over its size limit does this: for an MQTT 3.1.1 upstream set maxPacketSize)'
+    this.log.error({ upstream: this.up.name, rowId: s.rowId, strikes: s.strikes }, 'reading dead-lettered: the upstream drops the link whenever it is sent')
     this.metrics.refusals.inc({ reason: 'upstream_link_lost' })
-    this.outbox.deadLetter(this.up.name, head, reason)
+    this.outbox.deadLetter(this.up.name, s.rowId, reason)
   }
 
   private poke(): void {
@@ -111,19 +130,27 @@ export class Forwarder {
     const name = this.up.name
     const live = (): boolean => this.running && gen === this.generation
     while (live()) {
-      // A suspect goes alone: nothing else is claimed while a row is in flight, and then one row at a time.
-      const alone = this.suspect !== null
-      const credit = alone ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : this.up.credit()
+      // A suspect (or its witness) goes alone: nothing else is claimed while a row is in flight, then one at a time.
+      const s = this.suspect
+      const credit = s ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : this.up.credit()
       if (credit <= 0) { await this.sleep(1000); continue }
+      const convicting = s !== null && s.strikes >= POISON_STRIKES
       let rows
       try {
-        rows = await this.outbox.claim(name, Math.min(credit, this.batchMax))
+        // One more than the credit while convicting: the suspect itself (if it comes first) stays behind.
+        rows = await this.outbox.claim(name, Math.min(credit + (convicting ? 1 : 0), this.batchMax))
       } catch (err) {
         this.log.error({ upstream: name, err: (err as Error).message }, 'claim from outbox failed')
         await this.sleep(1000)
         continue
       }
       if (!live()) return // claimed under an old link: the release at the state change gives them back
+      if (convicting && s === this.suspect) {
+        if (rows.some((r) => r.rowId === s.rowId)) this.outbox.release(name, [s.rowId])
+        rows = rows.filter((r) => r.rowId !== s.rowId)
+        if (rows.length > credit) { this.outbox.release(name, rows.slice(credit).map((r) => r.rowId)); rows = rows.slice(0, credit) }
+        if (rows.length > 0) s.witness = rows[0]!.rowId
+      }
       if (rows.length === 0) { await this.sleep(1000); continue }
       for (const r of rows) this.inflight.add(r.rowId)
       this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
@@ -134,9 +161,12 @@ export class Forwarder {
     const name = this.up.name
     this.inflight.delete(rowId)
     // Settled one way or another: the upstream took it (or told why not) without dropping the link.
-    if (this.suspect?.rowId === rowId) this.suspect = null
+    const s = this.suspect
+    if (s?.rowId === rowId) this.suspect = null
+    else if (s && s.witness === rowId) this.convict(s)
     switch (outcome) {
       case 'accepted':
+        this.acquitted = false
         this.outbox.ack(name, [rowId])
         this.sent.inc()
         break
