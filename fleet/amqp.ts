@@ -1,8 +1,8 @@
 // The fleet's AMQP 1.0 side: one connection to the broker (several brokers tried in turn), a receiver on the status
 // address (every gateway's lifecycle messages), a receiver on the fleet's reply queue and one sender per gateway
-// command address. The one file of fleet/ that imports rhea (bridges/amqp/upstream.ts is the gateway's); it hands
+// command address. Through bridges/amqp/rhea.ts, the one file that imports rhea; it hands
 // plain fields to the pure decoders (fleet/message.ts, fleet/commands.ts) and owns reconnects.
-import rhea, { type Connection, type ConnectionOptions, type Container, type Message, type Sender } from 'rhea'
+import { createContainer, dataSection, type Connection, type ConnectionOptions, type Container, type Message, type Sender } from '../bridges/amqp/rhea.ts'
 import type { Logger } from 'pino'
 import { Backoff } from '../gateway/upstream/backoff.ts'
 import { brokerList, type FleetConfig } from './config.ts'
@@ -77,7 +77,7 @@ export class FleetAmqp {
   get connected(): boolean { return this.up }
 
   start(): void {
-    this.container = rhea.create_container({ id: this.cfg.amqp.containerId })
+    this.container = createContainer(this.cfg.amqp.containerId)
     this.container.on('error', () => undefined)
     this.connect()
   }
@@ -123,7 +123,7 @@ export class FleetAmqp {
 
   private transmit(l: SenderLink, m: CommandOut, done: (err: string | null) => void): void {
     try {
-      l.unsettled.set(l.sender.send({ ...m, body: rhea.message.data_section(m.body) }), done)
+      l.unsettled.set(l.sender.send({ ...m, body: dataSection(m.body) }), done)
     } catch (err) { done(describe(err)) }
   }
 

@@ -1,6 +1,6 @@
 // Command replies over a connection of their own (see ReplyChannel): the requester picks reply_to, so nothing about it
 // may touch the connection that carries telemetry and commands. Used by the amqp upstream (upstream.ts).
-import type { Connection, ConnectionOptions, Container, Delivery, EventContext, Sender, Session } from 'rhea'
+import type { Connection, ConnectionOptions, Container, Delivery, EventContext, Sender, Session } from './rhea.ts'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { AmqpReplyOut } from './map.ts'
@@ -60,7 +60,7 @@ export class ReplyChannel {
     private readonly options: () => ConnectionOptions,
     private readonly durableFirst: boolean,
     private readonly log: Logger,
-    /** rhea's data section for a binary body (rhea is imported by upstream.ts alone). */
+    /** rhea's data section for a binary body (from ./rhea.ts, passed in). */
     private readonly dataSection: (body: Buffer) => unknown,
   ) {}
 

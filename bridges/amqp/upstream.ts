@@ -1,6 +1,5 @@
 // The amqp upstream: sends readings to an AMQP 1.0 broker, each settled by the broker's disposition.
-// The one product file that imports rhea.
-import rhea, { type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea'
+import { createContainer, dataSection, saslMechanisms, type Connection, type ConnectionOptions, type Container, type Delivery, type EventContext, type Receiver, type Sender } from './rhea.ts'
 import { readFileSync } from 'node:fs'
 import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions as TlsOptions } from 'node:tls'
@@ -84,11 +83,11 @@ export class AmqpUpstream implements Upstream, LifecycleSink {
     this.hosts = amqpHosts(cfg)
     this.logFields = { url: this.urlOf(0) }
     this.linkState = new LinkState(log, this.logFields, cfg.reconnectMinMs, cfg.reconnectMaxMs)
-    this.replies = new ReplyChannel(() => this.container, () => this.connectionOptions('-replies'), cfg.durableTarget, log, (b) => rhea.message.data_section(b))
+    this.replies = new ReplyChannel(() => this.container, () => this.connectionOptions('-replies'), cfg.durableTarget, log, dataSection)
   }
 
   async start(): Promise<void> {
-    this.container = rhea.create_container({ id: this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}` })
+    this.container = createContainer(this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`)
     // Anything rhea could not route to a handler below ends here instead of an unhandled 'error' event.
     this.container.on('error', (err: unknown) => this.log.warn({ url: this.url, err: describe(err) }, 'amqp error'))
     this.connect()
@@ -137,7 +136,7 @@ export class AmqpUpstream implements Upstream, LifecycleSink {
 
   private sendStatus(m: LifecycleOut, logFields: Record<string, unknown>): Delivery | null {
     try {
-      return this.statusSender!.send({ ...m, body: rhea.message.data_section(m.body) })
+      return this.statusSender!.send({ ...m, body: dataSection(m.body) })
     } catch (err) {
       this.log.warn({ ...logFields, kind: m.subject, err: describe(err) }, 'status address message not sent')
       return null
@@ -209,10 +208,7 @@ export class AmqpUpstream implements Upstream, LifecycleSink {
   private connectionOptions(suffix = ''): ConnectionOptions {
     const cfg = this.cfg
     const mech = saslMechanism(cfg)
-    const mechanisms = rhea.sasl.client_mechanisms() as unknown as { enable_plain(u: string, p: string): void; enable_anonymous(u?: string): void; enable_external(): void }
-    if (mech === 'PLAIN') mechanisms.enable_plain(cfg.username ?? '', cfg.password ?? '')
-    else if (mech === 'ANONYMOUS') mechanisms.enable_anonymous(cfg.username ?? 'anonymous')
-    else mechanisms.enable_external()
+    const mechanisms = saslMechanisms(mech, cfg.username, cfg.password)
     const tls = cfg.tls
     const node = this.hosts[this.hostIndex]!
     const base = {
@@ -551,7 +547,7 @@ export class AmqpUpstream implements Upstream, LifecycleSink {
    */
   async probe(timeoutMs: number): Promise<ProbeResult[]> {
     const out: ProbeResult[] = []
-    this.container ??= rhea.create_container({ id: `${this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`}-doctor` })
+    this.container ??= createContainer(`${this.cfg.containerId ?? `edgeway-${this.gatewayId}-${this.name}`}-doctor`)
     this.container.on('error', () => undefined)
     const telemetry = expandAddress(this.cfg.address, this.gatewayId, PROBE_DEVICE)
     const targets: { address: string; send: boolean }[] = [{ address: telemetry, send: true }]
@@ -595,7 +591,7 @@ export class AmqpUpstream implements Upstream, LifecycleSink {
         sender.send({
           subject: PROBE_SUBJECT, ttl: 1000, durable: false, content_type: 'application/json',
           application_properties: { gateway: this.gatewayId, probe: true },
-          body: rhea.message.data_section(Buffer.from(JSON.stringify({ probe: true, gateway: this.gatewayId }), 'utf8')),
+          body: dataSection(Buffer.from(JSON.stringify({ probe: true, gateway: this.gatewayId }), 'utf8')),
         })
       })
       conn.on('accepted', () => finish(true, 'probe accepted'))
