@@ -1,5 +1,5 @@
-// The embedded MQTT broker: the one file that imports aedes. Listeners (TCP, TLS, WebSocket), authentication,
-// the topic ACL and the durable telemetry intake are wired here.
+// The embedded MQTT broker: the one file that imports aedes. Listeners (TCP, TLS, WebSocket), authentication (who
+// the credentials name is login.ts), the topic ACL and the durable telemetry intake are wired here.
 import { EventEmitter } from 'node:events'
 import { Aedes, type Client, type PublishPacket, type Subscription, type AuthenticateError } from 'aedes'
 import { createServer as createNetServer, Socket as NetSocket, type Server as NetServer } from 'node:net'
@@ -25,7 +25,7 @@ import { classifyTopic, mayMatchTelemetry } from './policy.ts'
 import { clientIdAllowed, clientIdNamespace, mayPublishAsPrincipal, maySubscribeAsPrincipal, ownerKey, parseOwnerKey, presenceDevice, ANONYMOUS_ROLE, type Principal } from './identity.ts'
 import type { Role } from './roles.ts'
 import { TelemetryIntake } from './intake.ts'
-import { LoginThrottle, type LoginAttempt } from '../security/login-throttle.ts'
+import { Logins, RefusedError, authError, IDENTIFIER_REJECTED, NOT_AUTHORIZED, type RefusalContext } from './login.ts'
 import { TelemetryFastPath, type FastIdentity } from './fast-path.ts'
 import {
   installDedupe,
@@ -89,21 +89,9 @@ const DISCONNECT_REASONS: Readonly<Record<number, string>> = {
 
 export interface ListenerInfo { kind: 'tcp' | 'tls' | 'ws'; host: string; port: number; path?: string }
 
-/** Connect return codes (MQTT 3.1.1 table 3.1). */
-const IDENTIFIER_REJECTED = 2
-const BAD_USERNAME_OR_PASSWORD = 4
-const NOT_AUTHORIZED = 5
-
-/** An error the gateway raised on purpose (already logged and counted): aedes closes the connection with it. */
-class RefusedError extends Error {}
-
 /** Log and refusal context of a principal. */
 function ctxOf(p: Principal): { device?: string; client?: string } {
   return p.kind === 'client' ? { client: p.name } : { device: p.id }
-}
-
-function authError(code: number, message: string): AuthenticateError {
-  return Object.assign(new RefusedError(message), { returnCode: code }) as AuthenticateError
 }
 
 export class MqttBroker {
@@ -132,19 +120,16 @@ export class MqttBroker {
   /** `$share/<group>/<filter>` groups: aedes has none (see shared-subscriptions.ts). */
   private readonly shared: SharedSubscriptions
   private readonly refusalLog: RefusalLog
-  /** Failed logins per name, and per address (many devices may share one address: a larger budget). */
-  private readonly idThrottle: LoginThrottle
-  private readonly addrThrottle: LoginThrottle
+  /** Who a CONNECT's credentials name (login.ts). */
+  private readonly logins: Logins
   /** State, command results and deliveries, OTA uplinks: what devices report besides telemetry (uplinks.ts). */
   private readonly uplinks: DeviceUplinks
   private readonly fastPath: TelemetryFastPath
   readonly listeners: ListenerInfo[] = []
 
   constructor(private readonly d: BrokerDeps) {
-    const t = d.config.loginThrottle
-    this.idThrottle = new LoginThrottle({ budget: t.budget, baseLockMs: t.lockSeconds * 1000 })
-    this.addrThrottle = new LoginThrottle({ budget: t.addressBudget, baseLockMs: t.lockSeconds * 1000 })
     this.refusalLog = new RefusalLog(d.log)
+    this.logins = new Logins({ config: d.config, registry: d.registry, roles: d.roles, refuse: (reason, detail, ctx) => this.refuse(reason, detail, ctx) })
     this.uplinks = new DeviceUplinks({ registry: d.registry, bus: d.bus, log: d.log })
     this.shared = new SharedSubscriptions({
       deliverable: (c) => readyForDelivery(c),
@@ -359,7 +344,7 @@ export class MqttBroker {
   }
 
   /** Counted exactly; logged through the RefusalLog (a flood from one client writes a line per window, not per packet). */
-  private refuse(reason: string, detail: string, ctx: { device?: string; client?: string; clientId?: string; topic?: string; address?: string }): void {
+  private refuse(reason: string, detail: string, ctx: RefusalContext): void {
     this.d.metrics.refusals.inc({ reason })
     // Before login a client id is whatever the peer chose: those refusals are keyed by its address (and the name it
     // tried), after login by the client id, which is bound to the identity.
@@ -381,7 +366,7 @@ export class MqttBroker {
       this.refuse('empty_client_id', 'zero-length client id with clean session off (MQTT-3.1.3-8)', { address })
       throw authError(IDENTIFIER_REJECTED, 'identifier rejected: a persistent session needs a client id')
     }
-    const principal = await this.login(client, username, password, req.address)
+    const principal = await this.logins.check(clientId, username, password, req.address)
     const key = ownerKey(principal)
     const allowed = clientIdAllowed(principal, req.clientId, (id) => this.reserved(id))
     if (!allowed.ok) {
@@ -419,64 +404,6 @@ export class MqttBroker {
     this.identities.set(client, { principal, key, device: presenceDevice(principal), revoked: false })
     this.claims.set(clientId, client)
     return true
-  }
-
-  /** Who the credentials name; throws the CONNACK refusal. Every guess is counted before any hash is checked. */
-  private async login(client: Client, username: string | undefined, password: Buffer | undefined, address: string): Promise<Principal> {
-    const cfg = this.d.config
-    const clientId = client.id
-    if (username === undefined || username === '') {
-      if (cfg.openBroker || cfg.allowAnonymous) {
-        // An anonymous client never speaks as a registered identity: that name needs its secret.
-        // It acts as the device its client id's namespace names (`dev` for `dev` and `dev:2`).
-        const ns = clientIdNamespace(clientId)
-        if (this.reserved(ns)) {
-          this.refuse('anonymous', `anonymous client uses the client id of the registered identity "${ns.slice(0, 80)}"`, { clientId, address })
-          throw authError(NOT_AUTHORIZED, 'not authorized: this client id belongs to a registered identity; log in with its secret')
-        }
-        return cfg.openBroker ? { kind: 'open', id: ns } : { kind: 'anonymous', id: ns }
-      }
-      this.refuse('anonymous', 'connection without credentials (anonymous access is off)', { clientId, address })
-      throw authError(NOT_AUTHORIZED, 'not authorized: this gateway needs device credentials')
-    }
-    if (!DEVICE_ID_RE.test(username)) {
-      this.refuse('bad_credentials', `malformed device id in username "${username.slice(0, 80)}"`, { clientId, address })
-      throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
-    }
-    const attempt = this.beginLogin(username, address)
-    if (!attempt.ok) {
-      this.refuse('login_throttled', `too many failed logins for "${username}" or from ${address}: retry in ${Math.ceil(attempt.retryAfterMs / 1000)} s`, { device: username, clientId, address })
-      throw authError(NOT_AUTHORIZED, 'not authorized: too many failed logins, retry later')
-    }
-    const secret = password?.toString('utf8') ?? ''
-    const registry = this.d.registry
-    // One hash check on every path (a dummy one for an unknown name): timing tells nothing about which names exist.
-    const integration = registry.get(username) === undefined ? registry.getClient(username) : undefined
-    const ok = integration ? await registry.verifyClient(username, secret) : await registry.verify(username, secret)
-    attempt.settle(ok)
-    if (!ok) {
-      // The device gets the same answer either way (nothing tells a guesser which names exist); the log says which.
-      const what = integration ? `wrong or missing secret for client "${username}"`
-        : registry.get(username)?.hasSecret ? `wrong or missing secret for device "${username}"` : `unknown (or removed) device or client "${username}"`
-      this.refuse('bad_credentials', what, { device: username, clientId, address })
-      throw authError(BAD_USERNAME_OR_PASSWORD, 'bad user name or password')
-    }
-    if (!integration) return { kind: 'device', id: username }
-    const role = this.d.roles.get(integration.role)
-    if (!role) {
-      this.refuse('unknown_role', `client "${username}" has role "${integration.role}", which the config does not define`, { clientId, address })
-      throw authError(NOT_AUTHORIZED, 'not authorized: unknown role')
-    }
-    return { kind: 'client', name: username, role }
-  }
-
-  /** Counted before any hash is checked, so parallel guesses cannot all be tried. */
-  private beginLogin(username: string, address: string): LoginAttempt {
-    const byAddr = this.addrThrottle.begin([address])
-    if (!byAddr.ok) return byAddr
-    const byId = this.idThrottle.begin([username])
-    if (!byId.ok) { byAddr.settle(false); return byId }
-    return { ok: true, settle: (success) => { byAddr.settle(success); byId.settle(success) } }
   }
 
   /** A name that needs its secret: a registered device or integration client. */
