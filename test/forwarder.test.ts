@@ -17,6 +17,8 @@ class MemoryOutbox implements Pick<Outbox, 'claim' | 'ack' | 'release' | 'deadLe
   acked: number[] = []
   dead: { id: number; reason: string }[] = []
   releases = 0
+  /** Rows with a payload larger than the others. */
+  big = new Set<number>()
   private listeners: ((id: number) => void)[] = []
   add(n: number): void {
     const first = this.rows.length + 1
@@ -27,7 +29,7 @@ class MemoryOutbox implements Pick<Outbox, 'claim' | 'ack' | 'release' | 'deadLe
     const done = new Set([...this.acked, ...this.dead.map((d) => d.id)])
     const out = this.rows.filter((id) => !done.has(id) && !this.inflight.has(id)).slice(0, limit)
     for (const id of out) this.inflight.add(id)
-    return out.map((id) => ({ rowId: id, device: 'd', seq: id, msgId: `gw:d:${id}`, deviceSeq: null, ts: id, receivedAt: id, kind: 'json', payload: '{"v":1}', link: 'mqtt', priority: false }))
+    return out.map((id) => ({ rowId: id, device: 'd', seq: id, msgId: `gw:d:${id}`, deviceSeq: null, ts: id, receivedAt: id, kind: 'json', payload: this.big.has(id) ? `{"v":"${'x'.repeat(2000)}"}` : '{"v":1}', link: 'mqtt', priority: false }))
   }
   ack(_u: string, ids: number[]): void { for (const id of ids) { this.inflight.delete(id); this.acked.push(id) } }
   release(_u: string, ids?: number[]): void { this.releases++; for (const id of ids ?? [...this.inflight]) this.inflight.delete(id) }
@@ -105,11 +107,12 @@ class ClosingUpstream extends ScriptedUpstream {
   }
 }
 
-test('forwarder: a row that drops the link whenever it is sent goes alone after the first loss and is dead-lettered after POISON_STRIKES losses once the row after it went through; the rows behind it go', async () => {
+for (const batchMax of [10, 1]) test(`forwarder (batchMax ${batchMax}): a larger row that drops the link whenever it is sent goes alone after the first loss and is dead-lettered after POISON_STRIKES losses once the row after it went through; the rows behind it go`, async () => {
   const outbox = new MemoryOutbox()
   const up = new ClosingUpstream((id) => id === 3)
-  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax, retryDelayMs: 50 })
   f.start()
+  outbox.big.add(3)
   outbox.add(8)
   up.setConnected(true)
   await waitFor('every row settled', () => outbox.acked.length + outbox.dead.length === 8, 5000)
@@ -119,8 +122,10 @@ test('forwarder: a row that drops the link whenever it is sent goes alone after 
   assert.match(outbox.dead[0]!.reason, new RegExp(`each of the ${POISON_STRIKES} times this reading was the only one in flight`))
   // Once in the first window (with 4 behind it), then alone at each strike.
   assert.equal(up.delivered.filter((id) => id === 3).length, 1 + POISON_STRIKES)
-  assert.deepEqual(up.delivered.slice(0, 4), [1, 2, 3, 4])
-  assert.deepEqual(up.delivered.slice(4, 5 + POISON_STRIKES), [...Array(POISON_STRIKES).fill(3), 4], 'the suspect went alone, then the row after it (the witness) alone')
+  if (batchMax > 1) {
+    assert.deepEqual(up.delivered.slice(0, 4), [1, 2, 3, 4])
+    assert.deepEqual(up.delivered.slice(4, 5 + POISON_STRIKES), [...Array(POISON_STRIKES).fill(3), 4], 'the suspect went alone, then the row after it (the witness) alone')
+  }
   f.stop()
 })
 
@@ -170,5 +175,88 @@ test('forwarder: an upstream that drops the link whatever it is sent (a full rej
   const said = lines.filter((l) => l.msg.startsWith('the upstream dropped the link with other readings alone in flight too'))
   assert.equal(said.length, 1, 'said once, not once per round')
   assert.equal(said[0]!.level, 40, 'a warning')
+  f.stop()
+})
+
+test('forwarder: a witness refused here in deliver() (over a known size limit) convicts nobody; the next row is the witness', async () => {
+  const outbox = new MemoryOutbox()
+  let full = true
+  const up = new ClosingUpstream(() => full)
+  up.maxInflight = 1
+  // Row 2 is refused by the upstream itself, synchronously, like a reading over the broker's announced limit.
+  const deliver = up.deliver.bind(up)
+  up.deliver = (rows, settle) => {
+    const local = rows.filter((r) => r.rowId === 2)
+    for (const r of local) { up.delivered.push(r.rowId); settle(r.rowId, 'rejected', 'too large (local)') }
+    const rest = rows.filter((r) => r.rowId !== 2)
+    if (rest.length > 0) deliver(rest, settle)
+  }
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(4)
+  up.setConnected(true)
+  // 1 alone at each strike, then 2 as witness (refused here), then 3 as witness: lost with the link, 1 acquitted.
+  await waitFor('row 3 went as a witness', () => up.delivered.includes(3), 5000)
+  await pause(50)
+  assert.deepEqual(outbox.dead.map((d) => d.id), [2], 'only the row refused here is dead')
+  full = false
+  await waitFor('the rest acked once the upstream takes them', () => outbox.acked.length === 3, 5000)
+  assert.deepEqual(outbox.acked.sort((a, b) => a - b), [1, 3, 4])
+  assert.deepEqual(outbox.dead.map((d) => d.id), [2])
+  f.stop()
+})
+
+test('forwarder: a suspect that is no longer pending (retention dropped it) does not keep the upstream at one row at a time', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ScriptedUpstream()
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), pino({ level: 'silent' }), { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(8)
+  up.setConnected(true)
+  await waitFor('first window', () => up.held.length === 4, 2000)
+  up.setConnected(false) // 1..4 unsettled: 1 is the suspect
+  outbox.rows = outbox.rows.filter((id) => id !== 1)
+  up.setConnected(true)
+  await waitFor('the window open again', () => up.held.length === 4, 3000)
+  assert.deepEqual(up.held.map((h) => h.id), [2, 3, 4, 5])
+  await waitFor('all settled', () => { up.answer(() => 'accepted'); return outbox.acked.length === 7 }, 3000)
+  assert.deepEqual(outbox.dead, [])
+  f.stop()
+})
+
+test('forwarder: a row sent alone that gets no answer while the link stays up does not stall the others: the window opens again', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ScriptedUpstream()
+  const lines: { msg: string }[] = []
+  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string }) } })
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50, suspectAloneMs: 100 })
+  f.start()
+  outbox.add(8)
+  up.setConnected(true)
+  await waitFor('first window', () => up.held.length === 4, 2000)
+  up.setConnected(false)
+  up.setConnected(true)
+  await waitFor('the suspect alone', () => up.held.length === 1, 2000)
+  assert.equal(up.held[0]!.id, 1)
+  // Never answered: after suspectAloneMs the others go beside it.
+  await waitFor('the window open again', () => up.held.length === 4, 5000)
+  assert.deepEqual(up.held.map((h) => h.id), [1, 2, 3, 4])
+  assert.ok(lines.some((l) => l.msg === 'a reading sent alone after a link loss got no answer: the window opens again'))
+  f.stop()
+})
+
+test('forwarder: a suspect no larger than a reading the upstream accepted is acquitted when its witness goes through (size is the one cause convicted)', async () => {
+  const outbox = new MemoryOutbox()
+  const up = new ClosingUpstream((id) => id === 3) // drops the link on row 3, which is of ordinary size
+  const lines: { msg: string }[] = []
+  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string }) } })
+  const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50 })
+  f.start()
+  outbox.add(8)
+  up.setConnected(true)
+  await waitFor('a witness accepted', () => up.delivered.filter((id) => id === 3).length >= 1 + POISON_STRIKES && outbox.acked.includes(4), 5000)
+  await pause(50)
+  assert.deepEqual(outbox.dead, [], 'not dead-lettered: the upstream took readings as large')
+  assert.ok(lines.some((l) => l.msg.startsWith('the upstream dropped the link with other readings alone in flight too')))
   f.stop()
 })

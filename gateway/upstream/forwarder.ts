@@ -7,7 +7,7 @@
 // only if that one settles is the suspect dead-lettered. An upstream that drops the link whatever it is sent (RabbitMQ
 // 3.10 resets the connection on a publish to a full reject-publish queue) convicts nothing: the rows wait.
 import type { Logger } from 'pino'
-import type { Outbox } from '../outbox/types.ts'
+import type { ClaimedRow, Outbox } from '../outbox/types.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Outcome, Upstream } from './types.ts'
 
@@ -16,16 +16,27 @@ export interface ForwarderOptions {
   batchMax?: number
   /** Pause before rows the upstream released are offered again. */
   retryDelayMs?: number
+  /** How long a row sent alone may go unanswered (default SUSPECT_ALONE_MS). */
+  suspectAloneMs?: number
 }
 
 /** Link losses with a row alone in flight before it is dead-lettered (one is a network fault, three in a row are not). */
 export const POISON_STRIKES = 3
 
+/** How long a row sent alone may go unanswered, with the link up, before the window opens again without a verdict. */
+const SUSPECT_ALONE_MS = 30_000
+
 /**
  * The row suspected of ending the link, sent alone until it settles or has ended the link POISON_STRIKES times; then
- * `witness` is the row sent alone in its place: settled, the suspect is dead-lettered; lost with the link, acquitted.
+ * `witness` is the row sent alone in its place: answered, and the suspect larger than any reading this upstream has
+ * accepted, the suspect is dead-lettered; lost with the link, or answered with the suspect no larger, acquitted.
  */
-interface Suspect { rowId: number; strikes: number; witness: number | null }
+interface Suspect { rowId: number; bytes: number; strikes: number; witness: number | null }
+
+/** A row's size as the upstream's limits see it, near enough: payload and user properties. */
+function rowBytes(r: ClaimedRow): number {
+  return (typeof r.payload === 'string' ? Buffer.byteLength(r.payload) : r.payload.byteLength) + (r.userProperties?.length ?? 0)
+}
 
 export class Forwarder {
   private running = false
@@ -36,19 +47,27 @@ export class Forwarder {
   private wasConnected = false
   private readonly batchMax: number
   private readonly retryDelayMs: number
+  private readonly suspectAloneMs: number
   private released: number[] = []
   /** Bound once: a labelled child increments without hashing its labels per reading. */
   private readonly sent: { inc(): void }
   private releaseTimer: NodeJS.Timeout | null = null
-  /** Rows handed to the upstream on the current link and not settled yet. */
-  private readonly inflight = new Set<number>()
+  /** Rows handed to the upstream on the current link and not settled yet, with their size. */
+  private readonly inflight = new Map<number, number>()
+  /** The largest row (rowBytes) the far end accepted since start: a suspect no larger is not too large. */
+  private largestAccepted = 0
   private suspect: Suspect | null = null
   /** A suspect was acquitted (the upstream drops the link whatever it is sent) and no reading was accepted since. */
   private acquitted = false
+  /** When the row now alone in flight (suspect or witness) was sent. */
+  private aloneSince = 0
+  /** Set while the upstream's deliver() runs: a settle then was decided here, not by the far end. */
+  private delivering = false
 
   constructor(private readonly up: Upstream, private readonly outbox: Outbox, private readonly metrics: Metrics, private readonly log: Logger, opts: ForwarderOptions = {}) {
     this.batchMax = opts.batchMax ?? 500
     this.retryDelayMs = opts.retryDelayMs ?? 1000
+    this.suspectAloneMs = opts.suspectAloneMs ?? SUSPECT_ALONE_MS
     this.sent = metrics.messagesOut.labels({ upstream: up.name })
   }
 
@@ -86,24 +105,29 @@ export class Forwarder {
     const inflight = this.inflight
     if (inflight.size === 0) return
     let head = Infinity
-    for (const id of inflight) if (id < head) head = id
+    for (const id of inflight.keys()) if (id < head) head = id
+    const bytes = inflight.get(head)!
     const alone = inflight.size === 1
     inflight.clear()
     const s = this.suspect
     if (s && s.witness !== null) {
-      // The row after the suspect lost the link too: this upstream drops it whatever it is sent. Said once until a
-      // reading is accepted again (a full queue can do this for hours).
-      if (!this.acquitted) this.log.warn({ upstream: this.up.name, rowId: s.rowId, witness: s.witness },
-        'the upstream dropped the link with other readings alone in flight too: not one reading\'s fault; they wait and go again')
-      this.acquitted = true
-      this.suspect = null
+      // The row after the suspect lost the link too: this upstream drops it whatever it is sent.
+      this.acquit(s)
       return
     }
-    if (!s || s.rowId !== head) { this.suspect = { rowId: head, strikes: alone ? 1 : 0, witness: null }; return }
+    if (!s || s.rowId !== head) { this.suspect = { rowId: head, bytes, strikes: alone ? 1 : 0, witness: null }; return }
     if (alone) s.strikes++
   }
 
-  /** The witness settled without losing the link: the suspect is what drops it. */
+  /** Not the suspect's fault. Said once until a reading is accepted again (a full queue can do this for hours). */
+  private acquit(s: Suspect): void {
+    if (!this.acquitted) this.log.warn({ upstream: this.up.name, rowId: s.rowId, witness: s.witness },
+      'the upstream dropped the link with other readings alone in flight too: not one reading\'s fault; they wait and go again')
+    this.acquitted = true
+    this.suspect = null
+  }
+
+  /** The witness was answered and the suspect is larger than anything accepted: the suspect is what drops the link. */
   private convict(s: Suspect): void {
     this.suspect = null
     const reason = `the upstream's link was lost each of the ${POISON_STRIKES} times this reading was the only one in flight, ` +
@@ -131,39 +155,69 @@ export class Forwarder {
     const live = (): boolean => this.running && gen === this.generation
     while (live()) {
       // A suspect (or its witness) goes alone: nothing else is claimed while a row is in flight, then one at a time.
-      const s = this.suspect
-      const credit = s ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : this.up.credit()
+      let s = this.suspect
+      if (s && this.inflight.size > 0 && Date.now() - this.aloneSince >= this.suspectAloneMs) {
+        // No answer and no link loss: nothing to learn from waiting longer, and the others should not wait for it.
+        this.log.warn({ upstream: name, rowId: s.rowId, waitedMs: this.suspectAloneMs }, 'a reading sent alone after a link loss got no answer: the window opens again')
+        this.suspect = s = null
+      }
+      const credit = s ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : Math.min(this.up.credit(), this.batchMax)
       if (credit <= 0) { await this.sleep(1000); continue }
       const convicting = s !== null && s.strikes >= POISON_STRIKES
       let rows
       try {
         // One more than the credit while convicting: the suspect itself (if it comes first) stays behind.
-        rows = await this.outbox.claim(name, Math.min(credit + (convicting ? 1 : 0), this.batchMax))
+        rows = await this.outbox.claim(name, credit + (convicting ? 1 : 0))
       } catch (err) {
         this.log.error({ upstream: name, err: (err as Error).message }, 'claim from outbox failed')
         await this.sleep(1000)
         continue
       }
       if (!live()) return // claimed under an old link: the release at the state change gives them back
-      if (convicting && s === this.suspect) {
-        if (rows.some((r) => r.rowId === s.rowId)) this.outbox.release(name, [s.rowId])
-        rows = rows.filter((r) => r.rowId !== s.rowId)
-        if (rows.length > credit) { this.outbox.release(name, rows.slice(credit).map((r) => r.rowId)); rows = rows.slice(0, credit) }
-        if (rows.length > 0) s.witness = rows[0]!.rowId
+      s = this.suspect
+      if (s && !rows.some((r) => r.rowId === s!.rowId) && (rows.find((r) => !r.priority)?.rowId ?? 0) > s.rowId) {
+        // Rows come in row order (after the priority lane): a later one first means the suspect is no longer pending
+        // (retention dropped it, or it was settled): sent alone, nothing would ever clear it.
+        this.suspect = null
+        this.outbox.release(name, rows.map((r) => r.rowId))
+        continue
       }
+      if (s && s.strikes >= POISON_STRIKES) {
+        if (rows.some((r) => r.rowId === s!.rowId)) this.outbox.release(name, [s.rowId])
+        rows = rows.filter((r) => r.rowId !== s!.rowId)
+      }
+      const limit = s ? 1 : credit
+      if (rows.length > limit) { this.outbox.release(name, rows.slice(limit).map((r) => r.rowId)); rows = rows.slice(0, limit) }
       if (rows.length === 0) { await this.sleep(1000); continue }
-      for (const r of rows) this.inflight.add(r.rowId)
-      this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
+      if (s && s.strikes >= POISON_STRIKES) s.witness = rows[0]!.rowId
+      for (const r of rows) this.inflight.set(r.rowId, rowBytes(r))
+      if (s) this.aloneSince = Date.now()
+      this.delivering = true
+      try {
+        this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
+      } finally {
+        this.delivering = false
+      }
     }
   }
 
   private settle(rowId: number, outcome: Outcome, detail?: string): void {
     const name = this.up.name
+    const bytes = this.inflight.get(rowId)
     this.inflight.delete(rowId)
-    // Settled one way or another: the upstream took it (or told why not) without dropping the link.
+    if (outcome === 'accepted' && !this.delivering && bytes !== undefined && bytes > this.largestAccepted) this.largestAccepted = bytes
     const s = this.suspect
+    // The suspect settled one way or another: the upstream took it (or told why not) without dropping the link.
     if (s?.rowId === rowId) this.suspect = null
-    else if (s && s.witness === rowId) this.convict(s)
+    else if (s && s.witness === rowId) {
+      // Only an answer from the far end shows the link survives a send: a refusal made here in deliver() (over a
+      // known size limit), an at-most-once settle, or a release (not taken, e.g. an IQ timeout) shows nothing.
+      // Answered, the suspect is convicted only if it is larger than any reading accepted: a full queue that made
+      // room just for the witness must not cost a reading of ordinary size its place.
+      if (this.delivering || outcome === 'released') s.witness = null
+      else if (s.bytes > this.largestAccepted) this.convict(s)
+      else this.acquit(s)
+    }
     switch (outcome) {
       case 'accepted':
         this.acquitted = false
