@@ -3,7 +3,7 @@
 // dead letter), and a link loss that gives back everything in flight, resent in row order after the reconnect.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { Forwarder, POISON_STRIKES } from '../gateway/upstream/forwarder.ts'
 import { Metrics } from '../gateway/metrics.ts'
 import type { ClaimedRow, Outbox, OutboxStats } from '../gateway/outbox/types.ts'
@@ -91,6 +91,12 @@ test('forwarder: credit, row order, every outcome, and a link loss resends what 
   f.stop()
 })
 
+/** A logger at warn that keeps its lines. */
+function warnings(): { lines: { msg: string; level: number }[]; log: Logger } {
+  const lines: { msg: string; level: number }[] = []
+  return { lines, log: pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string; level: number }) } }) }
+}
+
 /** Scripted like a broker that closes the connection on a packet it refuses: rows before it are acked, it and the rest are lost. */
 class ClosingUpstream extends ScriptedUpstream {
   constructor(private readonly poison: (id: number) => boolean) { super() }
@@ -159,8 +165,7 @@ test('forwarder: an upstream that drops the link whatever it is sent (a full rej
   const outbox = new MemoryOutbox()
   let full = true
   const up = new ClosingUpstream(() => full)
-  const lines: { msg: string; level: number }[] = []
-  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string; level: number }) } })
+  const { lines, log } = warnings()
   const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50 })
   f.start()
   outbox.add(6)
@@ -227,8 +232,7 @@ test('forwarder: a suspect that is no longer pending (retention dropped it) does
 test('forwarder: a row sent alone that gets no answer while the link stays up does not stall the others: the window opens again', async () => {
   const outbox = new MemoryOutbox()
   const up = new ScriptedUpstream()
-  const lines: { msg: string }[] = []
-  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string }) } })
+  const { lines, log } = warnings()
   const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50, suspectAloneMs: 100 })
   f.start()
   outbox.add(8)
@@ -248,8 +252,7 @@ test('forwarder: a row sent alone that gets no answer while the link stays up do
 test('forwarder: a suspect no larger than a reading the upstream accepted is acquitted when its witness goes through (size is the one cause convicted)', async () => {
   const outbox = new MemoryOutbox()
   const up = new ClosingUpstream((id) => id === 3) // drops the link on row 3, which is of ordinary size
-  const lines: { msg: string }[] = []
-  const log = pino({ level: 'warn' }, { write: (l: string) => { lines.push(JSON.parse(l) as { msg: string }) } })
+  const { lines, log } = warnings()
   const f = new Forwarder(up, outbox as unknown as Outbox, new Metrics(), log, { batchMax: 10, retryDelayMs: 50 })
   f.start()
   outbox.add(8)
