@@ -28,10 +28,20 @@ const SUSPECT_ALONE_MS = 30_000
 
 /**
  * The row suspected of ending the link, sent alone until it settles or has ended the link POISON_STRIKES times; then
- * `witness` is the row sent alone in its place: answered, and the suspect larger than any reading this upstream has
- * accepted, the suspect is dead-lettered; lost with the link, or answered with the suspect no larger, acquitted.
+ * `witness` is the row sent alone in its place: answered, and the suspect well over the largest reading this upstream
+ * has accepted (tooLargeAbove), the suspect is dead-lettered; lost with the link, or answered otherwise, acquitted.
  */
 interface Suspect { rowId: number; bytes: number; strikes: number; witness: number | null }
+
+/**
+ * Sizes above this are convicted, given the largest row the upstream accepted. A reading refused for its size is
+ * usually many times larger than the others; ordinary readings differ by bytes. The margin keeps a full queue that
+ * made room for just the witness from convicting an ordinary reading a little longer than any accepted so far (after
+ * a restart during such an outage the witness may be the only row accepted).
+ */
+function tooLargeAbove(largestAccepted: number): number {
+  return largestAccepted * 1.25 + 256
+}
 
 /** A row's size as the upstream's limits see it, near enough: payload and user properties. */
 function rowBytes(r: ClaimedRow): number {
@@ -54,7 +64,7 @@ export class Forwarder {
   private releaseTimer: NodeJS.Timeout | null = null
   /** Rows handed to the upstream on the current link and not settled yet, with their size. */
   private readonly inflight = new Map<number, number>()
-  /** The largest row (rowBytes) the far end accepted since start: a suspect no larger is not too large. */
+  /** The largest row (rowBytes) the far end accepted since start (tooLargeAbove). */
   private largestAccepted = 0
   private suspect: Suspect | null = null
   /** A suspect was acquitted (the upstream drops the link whatever it is sent) and no reading was accepted since. */
@@ -127,7 +137,7 @@ export class Forwarder {
     this.suspect = null
   }
 
-  /** The witness was answered and the suspect is larger than anything accepted: the suspect is what drops the link. */
+  /** The witness was answered and the suspect is well over anything accepted: the suspect is what drops the link. */
   private convict(s: Suspect): void {
     this.suspect = null
     const reason = `the upstream's link was lost each of the ${POISON_STRIKES} times this reading was the only one in flight, ` +
@@ -195,6 +205,13 @@ export class Forwarder {
       this.delivering = true
       try {
         this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
+      } catch (err) {
+        // A bug in an upstream must not end this loop (nor the process): its rows go back and are offered again.
+        this.log.error({ upstream: name, err: (err as Error).message }, 'upstream deliver() threw: its rows go back to pending')
+        const ids = rows.map((r) => r.rowId).filter((id) => this.inflight.delete(id))
+        if (ids.length > 0) this.outbox.release(name, ids)
+        this.delivering = false
+        await this.sleep(1000)
       } finally {
         this.delivering = false
       }
@@ -212,10 +229,10 @@ export class Forwarder {
     else if (s && s.witness === rowId) {
       // Only an answer from the far end shows the link survives a send: a refusal made here in deliver() (over a
       // known size limit), an at-most-once settle, or a release (not taken, e.g. an IQ timeout) shows nothing.
-      // Answered, the suspect is convicted only if it is larger than any reading accepted: a full queue that made
-      // room just for the witness must not cost a reading of ordinary size its place.
-      if (this.delivering || outcome === 'released') s.witness = null
-      else if (s.bytes > this.largestAccepted) this.convict(s)
+      // Answered, the suspect is convicted only if it is well over the largest reading accepted (the witness's own
+      // size included): a full queue that made room just for the witness must not cost an ordinary reading its place.
+      if (this.delivering || outcome === 'released') this.suspect = null // no verdict: back to the normal window
+      else if (s.bytes > tooLargeAbove(this.largestAccepted)) this.convict(s)
       else this.acquit(s)
     }
     switch (outcome) {
