@@ -4,8 +4,9 @@
 // saying so: MQTT 3.1.1, RabbitMQ ending the AMQP session, an XMPP server ending the stream) went again after every
 // reconnect, first in row order, and nothing behind it ever arrived. So after a link loss the lowest row that was in
 // flight goes alone; once it was alone in flight at POISON_STRIKES losses in a row, the row after it goes alone, and
-// only if that one settles is the suspect dead-lettered. An upstream that drops the link whatever it is sent (RabbitMQ
-// 3.10 resets the connection on a publish to a full reject-publish queue) convicts nothing: the rows wait.
+// only if the far end answers that one and the suspect is well over the largest reading accepted is the suspect
+// dead-lettered. An upstream that drops the link whatever it is sent (RabbitMQ 3.10 resets the connection on a publish
+// to a full reject-publish queue) convicts nothing: the rows wait.
 import type { Logger } from 'pino'
 import type { ClaimedRow, Outbox } from '../outbox/types.ts'
 import type { Metrics } from '../metrics.ts'
@@ -32,6 +33,9 @@ const SUSPECT_ALONE_MS = 30_000
  * has accepted (tooLargeAbove), the suspect is dead-lettered; lost with the link, or answered otherwise, acquitted.
  */
 interface Suspect { rowId: number; bytes: number; strikes: number; witness: number | null }
+
+/** The suspect's strikes are all in: a witness goes in its place. */
+const convicting = (s: Suspect | null): s is Suspect => s !== null && s.strikes >= POISON_STRIKES
 
 /**
  * Sizes above this are convicted, given the largest row the upstream accepted. A reading refused for its size is
@@ -173,11 +177,10 @@ export class Forwarder {
       }
       const credit = s ? (this.inflight.size === 0 ? Math.min(1, this.up.credit()) : 0) : Math.min(this.up.credit(), this.batchMax)
       if (credit <= 0) { await this.sleep(1000); continue }
-      const convicting = s !== null && s.strikes >= POISON_STRIKES
       let rows
       try {
         // One more than the credit while convicting: the suspect itself (if it comes first) stays behind.
-        rows = await this.outbox.claim(name, credit + (convicting ? 1 : 0))
+        rows = await this.outbox.claim(name, credit + (convicting(s) ? 1 : 0))
       } catch (err) {
         this.log.error({ upstream: name, err: (err as Error).message }, 'claim from outbox failed')
         await this.sleep(1000)
@@ -185,23 +188,25 @@ export class Forwarder {
       }
       if (!live()) return // claimed under an old link: the release at the state change gives them back
       s = this.suspect
-      if (s && !rows.some((r) => r.rowId === s!.rowId) && (rows.find((r) => !r.priority)?.rowId ?? 0) > s.rowId) {
+      const suspectId = s?.rowId
+      if (suspectId !== undefined && !rows.some((r) => r.rowId === suspectId) && (rows.find((r) => !r.priority)?.rowId ?? 0) > suspectId) {
         // Rows come in row order (after the priority lane): a later one first means the suspect is no longer pending
         // (retention dropped it, or it was settled): sent alone, nothing would ever clear it.
         this.suspect = null
         this.outbox.release(name, rows.map((r) => r.rowId))
         continue
       }
-      if (s && s.strikes >= POISON_STRIKES) {
-        if (rows.some((r) => r.rowId === s!.rowId)) this.outbox.release(name, [s.rowId])
-        rows = rows.filter((r) => r.rowId !== s!.rowId)
+      if (convicting(s)) {
+        if (rows.some((r) => r.rowId === s.rowId)) this.outbox.release(name, [s.rowId])
+        rows = rows.filter((r) => r.rowId !== suspectId)
       }
       const limit = s ? 1 : credit
       if (rows.length > limit) { this.outbox.release(name, rows.slice(limit).map((r) => r.rowId)); rows = rows.slice(0, limit) }
       if (rows.length === 0) { await this.sleep(1000); continue }
-      if (s && s.strikes >= POISON_STRIKES) s.witness = rows[0]!.rowId
+      if (convicting(s)) s.witness = rows[0]!.rowId
       for (const r of rows) this.inflight.set(r.rowId, rowBytes(r))
       if (s) this.aloneSince = Date.now()
+      let threw = false
       this.delivering = true
       try {
         this.up.deliver(rows, (rowId, outcome, detail) => this.settle(rowId, outcome, detail))
@@ -210,11 +215,11 @@ export class Forwarder {
         this.log.error({ upstream: name, err: (err as Error).message }, 'upstream deliver() threw: its rows go back to pending')
         const ids = rows.map((r) => r.rowId).filter((id) => this.inflight.delete(id))
         if (ids.length > 0) this.outbox.release(name, ids)
-        this.delivering = false
-        await this.sleep(1000)
+        threw = true
       } finally {
         this.delivering = false
       }
+      if (threw) await this.sleep(1000)
     }
   }
 
